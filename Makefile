@@ -1,0 +1,47 @@
+# edgekit: `make demo` runs the whole pipeline, `make test` the test suite. Both build .venv themselves.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: help venv mosquitto test demo bench clean
+
+help:
+	@echo "make demo   train, convert, and stream the example through a broker, a server and a device agent"
+	@echo "make test   run the test suite (installs Mosquitto with apt-get when run as root)"
+	@echo "make bench  run the benchmarks in benchmarks/"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: no python3 found: install Python 3.11 (apt-get install python3 python3-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# The real broker. Installed when we can (root with apt-get); otherwise stop and say the exact command.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto (apt-get)"; \
+	    (apt-get install -y -qq mosquitto >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }) \
+	    && systemctl disable --now mosquitto >/dev/null 2>&1 || true; \
+	  fi; \
+	  command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	    echo "error: Mosquitto is not installed: run 'sudo apt-get install mosquitto' and try again"; exit 1; }; }
+
+test: venv mosquitto
+	$(BIN)/python -m pytest -q
+
+# The demo prefers Mosquitto and falls back to the embedded amqtt broker when it cannot be installed.
+demo: venv
+	@$(MAKE) --no-print-directory mosquitto 2>/dev/null || echo "Mosquitto not available: the demo uses the embedded amqtt broker (MQTT 3.1.1)"
+	$(BIN)/edgekit demo
+
+bench: venv mosquitto
+	$(BIN)/python benchmarks/bench_codecs.py
+	$(BIN)/python benchmarks/bench_load.py
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .hypothesis
