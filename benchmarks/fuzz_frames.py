@@ -1,0 +1,65 @@
+"""Fuzz the frame decoder: mutate valid frames of every codec and check only documented errors come out.
+
+    .venv/bin/python benchmarks/fuzz_frames.py --mutations 1000000 --seed 7
+
+The test suite runs 100,000 mutations (tests/wire/test_frame_fuzz.py, ~2 s); this target runs as many as
+asked, with any seed, on the same engine (tests/wire/wire_helpers.py: bit flips, byte edits, truncation,
+extension, insertion/deletion, header fields set to edge values, payload replacement, splicing; half of them
+with a recomputed CRC so the checks behind the CRC are reached). Exit status 1 on any undocumented exception.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "wire"))
+
+from edgekit.wire import WireDecoder, WireEncoder  # noqa: E402
+from wire_helpers import codes_16, codes_774, fuzz, make_spec, read_idx_images  # noqa: E402
+
+
+def corpus(specs, code_sets) -> list[bytes]:
+    """Valid frames of every bundle and codec."""
+    frames = []
+    for sp, data in zip(specs, code_sets, strict=True):
+        for codec in sp.wire["codecs"]:
+            enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec)
+            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i, timestamp_ns=i) for i, c in enumerate(data)]
+    return frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mutations", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=0)
+    default_data = Path(os.environ.get("EDGEKIT_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data", type=Path, default=default_data, help="the shared data folder")
+    args = parser.parse_args(argv)
+    images = read_idx_images(args.data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
+    code_sets = [codes_774(images), codes_16(images)]
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = [make_spec(Path(tmp) / str(i), c[:3000], c[3000:4000]) for i, c in enumerate(code_sets)]
+        frames = corpus(specs, [c[5000:5040] for c in code_sets])
+        decoder = WireDecoder(specs)
+        start = time.perf_counter()
+        try:
+            counts = fuzz(decoder, frames, {s.code_shape for s in specs}, args.mutations, args.seed)
+        except AssertionError as err:
+            print(f"FAIL: {err}")
+            return 1
+        elapsed = time.perf_counter() - start
+    print(f"{args.mutations:,} mutations of {len(frames)} frames in {elapsed:.1f} s "
+          f"({args.mutations / elapsed:,.0f}/s), seed {args.seed}: only documented errors")
+    for code, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        print(f"  {code:<20}{n:>10,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The model cut at its code, in the one shape the rest of convert works with, whatever the source format.
+
+    source ──split──► Halves: device half (Keras for TFLite, float ONNX file)   input → code
+                              server half (float ONNX file)                    code  → output
+                              reference(x) = float model, device_float(x) = float code
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgekit.errors import ConversionError, UsageError
+
+__all__ = ["Halves", "nearest_names_error", "crossing_error", "batched"]
+
+Shape = tuple[int | None, ...]
+
+
+@dataclass
+class Halves:
+    """Everything convert needs from a split model. Shapes exclude the batch axis (None = dynamic)."""
+
+    source_format: str
+    split: str
+    input_name: str
+    input_shape: Shape
+    code_name: str
+    code_shape: Shape
+    output_name: str
+    output_shape: Shape
+    device_onnx: Path
+    server_onnx: Path
+    reference: Callable[[np.ndarray], np.ndarray]
+    device_float: Callable[[np.ndarray], np.ndarray]
+    device_keras: Any | None = None  # None: no TF graph, so no TFLite
+
+    def static_input_shape(self, x: np.ndarray) -> tuple[int, ...]:
+        """The input shape with dynamic dimensions taken from real samples (TFLite needs static shapes)."""
+        return tuple(int(s) if d is None else int(d) for d, s in zip(self.input_shape, x.shape[1:]))
+
+
+def nearest_names_error(name: str, valid: Sequence[str], what: str) -> UsageError:
+    """Unknown split name: list the closest valid ones so the user can copy the right one."""
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.0) if valid else []
+    return UsageError(f"split {name!r} is not a {what} of the model",
+                      f"nearest valid names: {', '.join(close) if close else '(none)'}")
+
+
+def crossing_error(split: str, crossing: Sequence[str]) -> ConversionError:
+    return ConversionError(
+        f"cannot split at {split!r}: tensors {', '.join(sorted(crossing))} cross the cut into the server half",
+        "choose a split point every path to the output goes through (a bottleneck), or merge the branches first",
+    )
+
+
+def batched(fn: Callable[[np.ndarray], np.ndarray], batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """Run ``fn`` in fixed-size chunks (bounded memory for 10k-sample evaluations)."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(fn(x[i : i + batch])) for i in range(0, len(x), batch)])
+
+    return run

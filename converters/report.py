@@ -1,0 +1,138 @@
+"""report.json (the machine-readable result of convert) rendered as report.md for people.
+
+The JSON is built by :mod:`edgekit.converters.pipeline`; the field list is in ``docs/convert.md``. This
+module only formats it, so both files always say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render_markdown", "summary_lines"]
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _kib(size: int | None) -> str:
+    return "–" if size is None else f"{size / 1024:.1f} KiB"
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A few lines for the terminal: verdict, and per device model agreement, accuracy, size, latency."""
+    verdict = "PASS" if report["passed"] else "FAIL"
+    lines = [f"{verdict}: worst top-1 agreement {_pct(report['worst_agreement'])} "
+             f"(min {_pct(report['min_agreement'])}) on {report['eval']['samples']} samples; "
+             f"code {report['code']['bytes_per_sample']} B/sample"]
+    for m in report["models"]:
+        lat = m.get("latency") or {}
+        ratio = f", float/int8 latency x{lat['float_over_int8']}" if lat.get("float_over_int8") else ""
+        acc = f", accuracy {_pct(m['accuracy_deployed'])} (drop {_num(m['accuracy_drop_points'], 2)} pt)" \
+            if m.get("accuracy_deployed") is not None else ""
+        lines.append(f"  {m['target']}/{m['runtime']}: agreement {_pct(m['top1_agreement'])}{acc}, "
+                     f"{_kib(m['bytes'])} ({_pct(m['size_vs_float'])} of float){ratio}")
+    for name, compiled in report["targets"].items():
+        if compiled and compiled.get("compiler") == "vela":
+            lines.append(f"  {name}: {compiled['npu_ops']} NPU / {compiled['cpu_ops']} CPU ops, "
+                         f"SRAM {compiled['sram_kib']:.1f} KiB, est. {compiled['inference_time_ms']:.3f} ms")
+        elif compiled:
+            lines.append(f"  {name}: {compiled['tpu_ops']} Edge TPU / {compiled['cpu_ops']} CPU ops; "
+                         f"compile with: {compiled['command']}")
+    if not report["passed"] and report.get("layers_to_check"):
+        lines.append("  look at layers: " + ", ".join(report["layers_to_check"]))
+    return lines
+
+
+def _models_table(report: dict[str, Any]) -> list[str]:
+    rows = ["| target | runtime | file | size | vs float | top-1 agreement | accuracy | drop (pt) | code SQNR (dB) "
+            "| max output error | latency int8 median / p95 (ms) | float median (ms) | float/int8 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in report["models"]:
+        lat = m.get("latency") or {}
+        int8 = lat.get("int8") or {}
+        flt = lat.get("float") or {}
+        rows.append(
+            f"| {m['target']} | {m['runtime']} | `{m['path']}` | {_kib(m['bytes'])} | {_pct(m['size_vs_float'])} "
+            f"| {_pct(m['top1_agreement'])} | {_pct(m['accuracy_deployed'])} | {_num(m['accuracy_drop_points'], 2)} "
+            f"| {_num(m['code_sqnr_db'], 2)} | {_num(m['max_output_error'], 4)} "
+            f"| {_num(int8.get('median_ms'))} / {_num(int8.get('p95_ms'))} | {_num(flt.get('median_ms'))} "
+            f"| {_num(lat.get('float_over_int8'), 2)} |")
+    return rows
+
+
+def _target_sections(report: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for name, compiled in report["targets"].items():
+        if not compiled:
+            continue
+        lines += ["", f"### {name}", ""]
+        if compiled["compiler"] == "vela":
+            lines += [f"- Vela ({compiled['accelerator_config']}, {compiled['system_config']}, {compiled['memory_mode']}): "
+                      f"**{compiled['npu_ops']} ops on the NPU, {compiled['cpu_ops']} on the CPU**",
+                      f"- SRAM used: {compiled['sram_kib']:.2f} KiB; off-chip flash: {compiled['off_chip_flash_kib']:.2f} KiB",
+                      f"- estimated inference time: {compiled['inference_time_ms']:.4f} ms "
+                      f"({compiled['inferences_per_second']:.0f} inferences/s, {compiled['macs']} MACs)",
+                      f"- command: `{compiled['command']}`"]
+        else:
+            lines += [f"- static Edge TPU check: **{compiled['tpu_ops']} ops on the Edge TPU, "
+                      f"{compiled['cpu_ops']} on the CPU**",
+                      f"- compile on a Linux x86-64 host: `{compiled['command']}`"]
+        for op in compiled.get("cpu_operations", []):
+            reason = f": {op['reason']}" if op.get("reason") else ""
+            lines.append(f"  - CPU: {op['op']} `{op['tensor']}`{reason}")
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The whole report as Markdown."""
+    code = report["code"]
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    lines = [
+        f"# edgekit convert report — {report['model']}",
+        "",
+        f"**{verdict}**: worst top-1 agreement with the float model {_pct(report['worst_agreement'])} "
+        f"(required ≥ {_pct(report['min_agreement'])}).",
+        "",
+        f"- bundle id: `{report['bundle_id']}`",
+        f"- split: `{report['split']}`; code `{code['name']}` shape {code['shape']} int8, "
+        f"{code['bytes_per_sample']} bytes/sample raw, wire scale {code['wire_quant']['scale']:.6g} "
+        f"zero-point {code['wire_quant']['zero_point']}",
+        f"- evaluated on {report['eval']['samples']} samples from `{report['eval']['source']}`"
+        + ("" if report["eval"]["held_out"] else " (the calibration data: no --eval given, not held out)"),
+        f"- float model accuracy: {_pct(report['eval'].get('accuracy_float'))}",
+        f"- float device half: TFLite {_kib(report['float_sizes'].get('tflite'))}, "
+        f"ONNX {_kib(report['float_sizes'].get('onnx'))}; server half {_kib(report['server']['bytes'])} "
+        f"({report['server']['precision']})",
+        "",
+        "## Deployed path per device model",
+        "",
+        *_models_table(report),
+    ]
+    if report["targets"]:
+        lines += ["", "## Target compilers", *_target_sections(report)]
+    if report.get("wire"):
+        lines += ["", "## Wire", "", "```json", _json(report["wire"]), "```"]
+    if report.get("debug_layers"):
+        lines += ["", "## Per-layer quantization error (worst first)", ""]
+        for runtime, rows in report["debug_layers"].items():
+            for row in rows:
+                metric = ", ".join(f"{k} {v}" for k, v in row.items() if k != "layer")
+                lines.append(f"- {runtime}: `{row['layer']}` ({metric})")
+    if report.get("warnings"):
+        lines += ["", "## Warnings", "", *[f"- {w}" for w in report["warnings"]]]
+    return "\n".join(lines) + "\n"
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, default=str)

@@ -1,0 +1,115 @@
+"""Target profiles: data files (``converters/targets/<name>.json``) loaded into typed dataclasses.
+
+A target is what a device half must look like to run well somewhere (I/O dtypes, per-channel or per-tensor
+weights, static shapes, which compiler checks it). Keeping them as data means adding a target is adding a
+file, and the exact profile used is copied into the bundle manifest beside the models it produced.
+See ``converters/targets/README.md`` for the fields.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import UsageError
+
+__all__ = ["Runtime", "IOType", "Compiler", "TfliteOptions", "OnnxOptions", "TargetProfile", "load_target",
+           "list_targets", "PROFILE_DIR"]
+
+PROFILE_DIR = Path(__file__).parent / "targets"
+
+
+class Runtime(str, Enum):
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+class IOType(str, Enum):
+    FLOAT32 = "float32"
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+
+class Compiler(str, Enum):
+    NONE = "none"
+    VELA = "vela"
+    EDGETPU = "edgetpu"
+
+
+@dataclass(frozen=True)
+class TfliteOptions:
+    input_type: IOType = IOType.INT8
+    output_type: IOType = IOType.INT8
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.output_type == IOType.FLOAT32:
+            raise UsageError("tflite.output_type float32 is not allowed", "the code leaves the device as int8 or uint8")
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    per_channel: bool = True
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    runtimes: tuple[Runtime, ...]
+    tflite: TfliteOptions | None
+    onnx: OnnxOptions | None
+    static_shapes: bool
+    compiler: Compiler
+    compiler_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy for the manifest (enums as their string values)."""
+        return json.loads(json.dumps(asdict(self), default=lambda v: v.value))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TargetProfile":
+        try:
+            runtimes = tuple(Runtime(r) for r in data["runtimes"])
+            tflite = data.get("tflite")
+            onnx = data.get("onnx")
+            profile = cls(
+                name=data["name"],
+                description=data.get("description", ""),
+                runtimes=runtimes,
+                tflite=TfliteOptions(IOType(tflite["input_type"]), IOType(tflite["output_type"]),
+                                     bool(tflite.get("per_channel", True))) if tflite else None,
+                onnx=OnnxOptions(bool(onnx.get("per_channel", True))) if onnx else None,
+                static_shapes=bool(data.get("static_shapes", False)),
+                compiler=Compiler(data.get("compiler", "none")),
+                compiler_options=dict(data.get("compiler_options") or {}),
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            raise UsageError(f"target profile {data.get('name', '?')} is malformed: {err}",
+                             "see converters/targets/README.md for the fields") from None
+        if Runtime.TFLITE in runtimes and profile.tflite is None or Runtime.ONNX in runtimes and profile.onnx is None:
+            raise UsageError(f"target profile {profile.name} lists a runtime without its options",
+                             "add the 'tflite'/'onnx' section to the profile")
+        return profile
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+
+
+def load_target(name_or_path: str) -> TargetProfile:
+    """A profile by target name (``rpi``) or by path to a profile JSON file."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = PROFILE_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise UsageError(f"unknown target {name_or_path!r}", f"choose one of {', '.join(list_targets())}, "
+                         "or pass a profile .json file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"cannot read target profile {path}: {err}", "fix the JSON") from None
+    return TargetProfile.from_dict(data)

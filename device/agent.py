@@ -1,0 +1,191 @@
+"""The device agent: capture → preprocess → device half → frame → spool, while the publisher drains the spool.
+
+::
+
+    source ─► Preprocessing (manifest) ─► DeviceRunner (LiteRT/TFLite/ORT) ─► WireEncoder ─► Spool ─► Publisher
+      paced at --fps                         int8 code + scale/zero point         frame    (SQLite)   (MQTT thread)
+                                                                                  results ◄── edgekit/v1/<id>/results
+
+The capture loop never touches MQTT (the publisher thread owns the client), so a broker outage only grows
+the spool. Each start draws a new random ``boot_id`` and numbers frames from 0, which makes
+``(device, boot_id, seq)`` a key the server can deduplicate on, even across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.device.publisher import Publisher
+from edgekit.device.spool import Spool
+from edgekit.errors import UsageError
+from edgekit.mqtt import BrokerUrl, topic
+from edgekit.server.stats import LatencyWindow
+
+__all__ = ["AgentConfig", "Agent", "default_spool_path"]
+
+log = logging.getLogger(__name__)
+
+
+def default_spool_path(device_id: str) -> Path:
+    return Path.home() / ".cache" / "edgekit" / f"spool-{device_id}.sqlite"
+
+
+@dataclass
+class AgentConfig:
+    bundle: Path
+    broker: BrokerUrl
+    device_id: str
+    source: str
+    fps: float = 10.0  # 0: as fast as the device half runs
+    spool: Path | None = None
+    spool_max_bytes: int = 256 * 2**20
+    spool_max_age_s: float = 7 * 24 * 3600
+    spool_policy: str = "drop-oldest"
+    runtime: str | None = None
+    threads: int | None = None
+    target: str | None = None
+    codec: str | None = None
+    protocol: str = "auto"
+    max_frame_bytes: int | None = None
+    heartbeat_s: float = 5.0
+    loop: bool = False
+    limit: int | None = None
+    linger_s: float = 5.0  # after a finite source: how long to wait for the last results
+    window: int = 64
+
+
+@dataclass
+class AgentCounters:
+    captured: int = 0
+    spooled: int = 0
+    refused_too_big: int = 0
+
+
+class Agent:
+    """Loads the bundle (hashes verified), the device half and the source; :meth:`run` streams them."""
+
+    def __init__(self, cfg: AgentConfig):
+        from edgekit.bundle import Bundle
+        from edgekit.device.sources import open_source
+        from edgekit.runtime import open_device_runner
+        from edgekit.wire import WireEncoder, new_boot_id
+
+        self.cfg = cfg
+        self.bundle = Bundle.load(cfg.bundle)
+        model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
+        self.runner = open_device_runner(model.path, runtime=cfg.runtime, threads=cfg.threads,
+                                         code_quant=model.code_quant)
+        if self.runner.code_quant is None:
+            raise UsageError(f"device model {model.path.name} is not quantized", "use a bundle from edgekit convert")
+        self.encoder = WireEncoder.from_bundle(self.bundle, codec=cfg.codec)
+        self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
+        self.boot_id = new_boot_id()
+        self.features = topic(cfg.device_id, "features")
+        self.spool = Spool(cfg.spool or default_spool_path(cfg.device_id), cfg.spool_max_bytes,
+                           cfg.spool_max_age_s, cfg.spool_policy)
+        self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
+                                   window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result)
+        self.counters = AgentCounters()
+        self.latency = LatencyWindow()
+        self.results_this_boot = 0
+        self._started = time.monotonic()
+        log.info("agent %s: bundle %s, %s via %s, source %s, boot %08x, spool %s (%d frames waiting)",
+                 cfg.device_id, self.bundle.bundle_id[:12], model.path.name, self.runner.runtime,
+                 self.source.description, self.boot_id, self.spool.path, self.spool.depth)
+
+    # ---- main loop --------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> dict:
+        """Stream the source until it ends (then drain the spool and wait for results) or ``stop`` is set."""
+        self.publisher.start()
+        next_beat = time.monotonic()
+        try:
+            for x in self._paced(stop):
+                self._capture(x)
+                if time.monotonic() >= next_beat:
+                    self.heartbeat()
+                    next_beat = time.monotonic() + self.cfg.heartbeat_s
+            self._drain(stop)
+        finally:
+            self.heartbeat()
+            self.publisher.stop()
+            self.spool.close()
+        return self.stats()
+
+    def _paced(self, stop: threading.Event):
+        period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
+        due = time.monotonic()
+        count = 0
+        while not stop.is_set():
+            for x in self.source:
+                if stop.is_set() or (self.cfg.limit is not None and count >= self.cfg.limit):
+                    return
+                if period:
+                    due += period
+                    stop.wait(max(0.0, due - time.monotonic()))
+                yield x
+                count += 1
+            if not self.cfg.loop:
+                return
+
+    def _capture(self, x) -> None:
+        captured_ns = time.time_ns()
+        code = self.runner.run(x[None])[0]
+        scale, zero_point = self.runner.code_quant
+        payload = self.encoder.encode(code, scale, zero_point, seq=self.counters.captured, boot_id=self.boot_id,
+                                      timestamp_ns=captured_ns)
+        self.counters.captured += 1
+        if self.cfg.max_frame_bytes and len(payload) > self.cfg.max_frame_bytes:
+            self.counters.refused_too_big += 1
+            log.error("refused a %d-byte frame: over --max-frame-bytes %d; raise it or pick a smaller codec",
+                      len(payload), self.cfg.max_frame_bytes)
+            return
+        if self.spool.put(self.features, payload) is not None:
+            self.counters.spooled += 1
+
+    def _drain(self, stop: threading.Event) -> None:
+        """A finite source ended: wait until the broker has every frame, then (a while) for the results."""
+        while not stop.is_set() and self.spool.depth > 0:
+            stop.wait(0.05)
+        deadline = time.monotonic() + self.cfg.linger_s
+        while not stop.is_set() and self.results_this_boot < self.counters.spooled and time.monotonic() < deadline:
+            stop.wait(0.05)
+
+    # ---- reporting --------------------------------------------------------------------------------------
+    def _on_result(self, result: dict) -> None:
+        """Runs on the publisher thread: log the end-to-end latency of one frame."""
+        capture_ns = result.get("timings", {}).get("capture_ns")
+        if result.get("boot_id") == self.boot_id:
+            self.results_this_boot += 1
+        if not isinstance(capture_ns, int):
+            return
+        e2e_ms = (time.time_ns() - capture_ns) / 1e6
+        self.latency.add(e2e_ms)
+        top = (result.get("topk") or [[None, None]])[0]
+        log.info("result seq %s: %s (%.3f), end-to-end %.1f ms", result.get("seq"), top[0], top[1] or 0.0, e2e_ms,
+                 extra={"event": "result", "seq": result.get("seq"), "boot_id": result.get("boot_id"),
+                        "label": top[0], "score": top[1], "e2e_ms": round(e2e_ms, 3)})
+
+    def stats(self) -> dict:
+        p = self.publisher.counters
+        s = self.spool.counters
+        return {
+            "device": self.cfg.device_id, "boot_id": self.boot_id, "captured": self.counters.captured,
+            "spooled": self.counters.spooled, "sent": p.sent, "acknowledged": p.acknowledged,
+            "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
+            "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
+            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
+            "connected": self.publisher.connected.is_set(), "uptime_s": round(time.monotonic() - self._started, 1),
+            **{f"e2e_{k}": round(v, 2) for k, v in self.latency.percentiles().items()},
+        }
+
+    def heartbeat(self) -> None:
+        stats = self.stats()
+        self.publisher.send(topic(self.cfg.device_id, "heartbeat"), json.dumps(stats), qos=0)
+        log.info("heartbeat: captured %d, sent %d, acked %d, queue %d, dropped %d, results %d",
+                 stats["captured"], stats["sent"], stats["acknowledged"], stats["queue_depth"], stats["dropped"],
+                 stats["results"], extra={"event": "heartbeat", **stats})

@@ -1,0 +1,82 @@
+"""``edgekit device run``: the agent on a Raspberry Pi. Imports only click here; the rest inside the command."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["device_group"]
+
+
+@click.group("device")
+def device_group() -> None:
+    """Device side: run the split model's device half and stream its codes to a broker."""
+
+
+@device_group.command("run")
+@click.option("--bundle", "bundle", required=True, type=click.Path(), help="Bundle folder from edgekit convert.")
+@click.option("--broker", default="mqtt://localhost:1883", show_default=True, help="Broker URL mqtt://HOST:PORT.")
+@click.option("--device-id", required=True, help="This device's id (one topic level, e.g. cam-07).")
+@click.option("--source", required=True,
+              help="x.npz | npz:PATH | images:DIR | images:'GLOB' | camera:0 | video:PATH.")
+@click.option("--fps", type=float, default=10.0, show_default=True, help="Frames per second (0: as fast as possible).")
+@click.option("--loop", is_flag=True, help="Replay a finite source forever.")
+@click.option("--limit", type=int, default=None, help="Stop after this many frames.")
+@click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]), default=None,
+              help="Force a runtime (default: the best one installed for the bundle's device model).")
+@click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
+@click.option("--target", default=None, help="Device model target in the bundle (default: the first).")
+@click.option("--codec", default=None, help="Feature codec (default: the bundle's).")
+@click.option("--spool", type=click.Path(dir_okay=False), default=None,
+              help="Spool file (default: ~/.cache/edgekit/spool-<device-id>.sqlite).")
+@click.option("--spool-max-mb", type=float, default=256.0, show_default=True, help="Spool bound in MiB.")
+@click.option("--spool-max-age", type=float, default=7 * 24 * 3600.0, show_default=True,
+              help="Frames older than this many seconds expire unsent.")
+@click.option("--spool-policy", type=click.Choice(["drop-oldest", "drop-newest"]), default="drop-oldest",
+              show_default=True, help="What a full spool does with a new frame.")
+@click.option("--max-frame-bytes", type=int, default=None,
+              help="Refuse larger frames locally (needed with MQTT 3.1.1 brokers that cap message size).")
+@click.option("--mqtt", "protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
+              help="MQTT version (auto: 5 when the broker speaks it).")
+@click.option("--heartbeat", type=float, default=5.0, show_default=True, help="Seconds between heartbeats.")
+@click.option("--linger", type=float, default=5.0, show_default=True,
+              help="After a finite source: seconds to wait for the last results.")
+@click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
+def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
+                spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, heartbeat, linger,
+                json_logs) -> None:
+    """Stream a source through the device half to the broker, with store-and-forward.
+
+    Frames go to a bounded on-disk spool and leave it only when the broker acknowledges them, so broker
+    outages and agent restarts lose nothing within the spool's bounds. A finite source is sent once (or
+    forever with --loop); the agent then waits for every acknowledgement and exits.
+
+    \b
+    Example:
+      edgekit device run --bundle bundles/fmnist-v1 --broker mqtt://pi-gw:1883 \\
+          --device-id cam-07 --source images:/data/frames --fps 10
+      edgekit device run --bundle bundles/digits --device-id d1 --source test.npz --fps 0 --json
+    """
+    import json
+    import signal
+    import threading
+    from pathlib import Path
+
+    from edgekit.device.agent import Agent, AgentConfig
+    from edgekit.logs import setup_run_logging
+    from edgekit.mqtt import check_device_id, parse_broker_url
+
+    setup_run_logging(json_logs)
+    cfg = AgentConfig(bundle=Path(bundle), broker=parse_broker_url(broker), device_id=check_device_id(device_id),
+                      source=source, fps=fps, spool=Path(spool) if spool else None,
+                      spool_max_bytes=int(spool_max_mb * 2**20), spool_max_age_s=spool_max_age,
+                      spool_policy=spool_policy, runtime=runtime, threads=threads, target=target, codec=codec,
+                      protocol=protocol, max_frame_bytes=max_frame_bytes, heartbeat_s=heartbeat, loop=loop,
+                      limit=limit, linger_s=linger)
+    agent = Agent(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stats = agent.run(stop)
+    click.echo(json.dumps(stats) if json_logs else
+               f"device {stats['device']}: captured {stats['captured']}, acknowledged {stats['acknowledged']}, "
+               f"dropped {stats['dropped']}, still spooled {stats['queue_depth']}, results {stats['results']}")

@@ -1,0 +1,134 @@
+"""The publisher: the one thread that owns the device's MQTT client and drains the spool into it.
+
+::
+
+    spool ──take(window)──► size check ──► publish QoS 1 ──► broker
+      ▲                        │ too big: discard, count, log (never sent: no reconnect loop)
+      └── ack(row id) ◄── on_publish(mid) ◄── PUBACK
+
+Acks are tracked in ``on_publish`` through a ``mid → spool row id`` map, never with ``wait_for_publish``
+(which raises for messages queued while offline). At most ``window`` frames are in flight; paho itself
+re-sends them after a reconnect, so the map stays valid across broker outages. An agent crash leaves
+unacknowledged rows in the spool, to be sent again on restart (the receiver's store is idempotent).
+
+The broker's size limit is learned from the MQTT 5 CONNACK (Maximum Packet Size) and combined with the
+configured ``max_frame_bytes``: paho ignores the broker's limit, and an oversized publish makes the broker
+drop the connection, paho re-send it on reconnect, and so on forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from edgekit.mqtt import ClientLoop, BrokerUrl, _Will, publish_packet_size, topic
+from edgekit.device.spool import Spool
+
+__all__ = ["PublisherCounters", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublisherCounters:
+    sent: int = 0  # QoS 1 publishes handed to the broker (a re-send after a restart counts again)
+    acknowledged: int = 0
+    refused_too_big: int = 0  # frames over the broker's or the configured size limit
+    rejected: int = 0  # frames the broker answered with an MQTT 5 error reason
+    results: int = 0
+
+
+class Publisher(ClientLoop):
+    """Sends spooled frames with QoS 1, keeps a retained online/offline status, receives results."""
+
+    def __init__(self, spool: Spool, url: BrokerUrl, device_id: str, protocol: str, *, boot_id: int = 0,
+                 window: int = 64, max_frame_bytes: int | None = None,
+                 on_result: Callable[[dict], None] | None = None, client_id: str | None = None):
+        self.device_id = device_id
+        self.status_topic = topic(device_id, "status")
+        offline = json.dumps({"state": "offline", "device": device_id, "boot_id": boot_id}).encode()
+        super().__init__(url, client_id or f"edgekit-device-{device_id}", protocol,
+                         will=_Will(self.status_topic, offline), subscriptions=(topic(device_id, "results"),),
+                         name=f"publisher-{device_id}")
+        self.spool = spool
+        self.boot_id = boot_id
+        self.window = window
+        self.max_frame_bytes = max_frame_bytes
+        self.on_result = on_result
+        self.counters = PublisherCounters()
+        self._offline = offline
+        self._inflight: dict[int, int] = {}  # paho mid -> spool row id
+        self._high_water = 0  # highest spool row id handed to paho
+        self._next_expire = 0.0
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def size_limit(self, topic_name: str) -> int | None:
+        """Largest payload allowed on ``topic_name``: the broker's packet limit and ours, whichever is lower."""
+        limits = [self.max_frame_bytes] if self.max_frame_bytes else []
+        if self.max_packet_size:
+            overhead = publish_packet_size(topic_name, 0, self.protocol)
+            limits.append(self.max_packet_size - overhead)
+        return min(limits) if limits else None
+
+    # ---- hooks (publisher thread) -----------------------------------------------------------------------
+    def on_connected(self, session_present: bool) -> None:
+        online = {"state": "online", "device": self.device_id, "boot_id": self.boot_id, "since": time.time()}
+        self.client.publish(self.status_topic, json.dumps(online), qos=1, retain=True)
+
+    def on_stopping(self) -> None:
+        self.client.publish(self.status_topic, self._offline, qos=1, retain=True)
+
+    def on_tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_expire:
+            self.spool.expire()
+            self._next_expire = now + 1.0
+        if not self.connected.is_set() or len(self._inflight) >= self.window:
+            return
+        for row in self.spool.take(self._high_water, self.window - len(self._inflight)):
+            self._high_water = row.id
+            limit = self.size_limit(row.topic)
+            if limit is not None and len(row.payload) > limit:
+                self._refuse(row.id, len(row.payload), limit)
+                continue
+            info = self.client.publish(row.topic, row.payload, qos=1)
+            self._inflight[info.mid] = row.id
+            self.counters.sent += 1
+
+    def on_published(self, mid: int, failure: str | None) -> None:
+        row_id = self._inflight.pop(mid, None)
+        if row_id is None:  # a status or heartbeat publish
+            return
+        if failure:
+            self.counters.rejected += 1
+            self.spool.discard(row_id, f"broker: {failure}")
+            log.error("%s: broker rejected a frame (%s); dropped it", self.device_id, failure)
+            return
+        self.counters.acknowledged += 1
+        self.spool.ack(row_id)
+
+    def on_message(self, message) -> None:
+        try:
+            result = json.loads(message.payload)
+        except ValueError:
+            log.warning("%s: ignored a malformed result on %s", self.device_id, message.topic)
+            return
+        self.counters.results += 1
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def _refuse(self, row_id: int, size: int, limit: int) -> None:
+        self.counters.refused_too_big += 1
+        self.spool.discard(row_id, "too-big")
+        log.error("%s: refused a %d-byte frame: over the %d-byte limit (broker max_packet_size / "
+                  "--max-frame-bytes); raise the limit or pick a smaller codec", self.device_id, size, limit)
+
+    def stats(self) -> dict:
+        return {**asdict(self.counters), "inflight": self.inflight, "connected": self.connected.is_set(),
+                "connects": self.connects}

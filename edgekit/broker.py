@@ -1,0 +1,225 @@
+"""A local broker for development, tests and the demo: Mosquitto when installed, amqtt otherwise.
+
+Mosquitto is the real broker. :class:`MosquittoBroker` writes its own config for a free loopback port, waits
+until the broker accepts connections, keeps its log (shown when something fails) and always stops it in a
+``finally``. :class:`AmqttBroker` is the pure-Python MQTT 3.1.1 fallback used when Mosquitto is absent.
+
+Only click and the standard library are imported at module level: this module is a command module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import click
+
+from edgekit.errors import UsageError
+
+__all__ = ["find_mosquitto", "free_port", "MosquittoBroker", "AmqttBroker", "local_broker", "broker_command"]
+
+MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
+INSTALL_HINT = "install Mosquitto (apt-get install mosquitto, brew install mosquitto) or pip install amqtt"
+
+
+def find_mosquitto() -> str | None:
+    """The Mosquitto binary: ``$EDGEKIT_MOSQUITTO``, then PATH, then the usual sbin folders (not on PATH)."""
+    candidates = [os.environ.get("EDGEKIT_MOSQUITTO"), shutil.which("mosquitto"), *MOSQUITTO_PATHS]
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def free_port() -> int:
+    """A loopback port the OS says is free right now (bind to 0, as paho's own tests do)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> bool:
+    """True once something accepts TCP connections on host:port; False on timeout or if ``process`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class _BrokerProcess:
+    """Shared life cycle of a broker subprocess: start, wait until it listens, stop in ``finally``."""
+
+    protocol = "5"
+    name = "broker"
+
+    def __init__(self, port: int | None = None, workdir: str | Path | None = None, host: str = "127.0.0.1"):
+        self.host = host
+        self.port = port or free_port()
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"edgekit-{self.name}-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"{self.name}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 15.0) -> "_BrokerProcess":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, cwd=self.workdir)
+        if not wait_for_port(self.host, self.port, timeout, self.process):
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start on {self.url}; its log:\n{self.log_text()}")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stop the broker (SIGTERM lets Mosquitto save its persistence file; SIGKILL is a crash)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stop and start again on the same port with the same config and persistence."""
+        self.stop(sig)
+        self.start()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "_BrokerProcess":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MosquittoBroker(_BrokerProcess):
+    """A Mosquitto on a free loopback port with a generated config and persistence in its own folder.
+
+    ``extra`` config lines are appended (e.g. ``max_packet_size 4096`` to test size limits). The queue limits
+    are raised from Mosquitto's defaults (1000 queued, 20 in flight per client) so that a receiver outage
+    of a few thousand frames is held, not dropped.
+    """
+
+    name = "mosquitto"
+
+    def __init__(self, port: int | None = None, workdir: str | Path | None = None, host: str = "127.0.0.1",
+                 extra: str = "", binary: str | None = None):
+        super().__init__(port, workdir, host)
+        self.binary = binary or find_mosquitto()
+        if self.binary is None:
+            raise UsageError("Mosquitto is not installed", INSTALL_HINT)
+        self.config_path = self.workdir / "mosquitto.conf"
+        self.extra = extra
+
+    def config_text(self) -> str:
+        return textwrap.dedent(f"""\
+            listener {self.port} {self.host}
+            allow_anonymous true
+            persistence true
+            persistence_location {self.workdir}/
+            autosave_interval 1
+            max_inflight_messages 1000
+            max_queued_messages 100000
+            log_dest stdout
+            log_type error
+            log_type warning
+            log_type notice
+            log_type information
+            connection_messages true
+            """) + self.extra + "\n"
+
+    def command(self) -> list[str]:
+        self.config_path.write_text(self.config_text())
+        return [self.binary, "-c", str(self.config_path)]
+
+
+class AmqttBroker(_BrokerProcess):
+    """The pure-Python fallback (amqtt, MQTT 3.1.1 only) in a subprocess of its own."""
+
+    name = "amqtt"
+    protocol = "3.1.1"
+
+    def command(self) -> list[str]:
+        script = textwrap.dedent(f"""\
+            import asyncio, logging
+            from amqtt.broker import Broker
+            logging.basicConfig(level=logging.WARNING)
+            config = {{"listeners": {{"default": {{"type": "tcp", "bind": "{self.host}:{self.port}"}}}},
+                      "plugins": {{"amqtt.plugins.authentication.AnonymousAuthPlugin": {{"allow_anonymous": True}}}}}}
+            async def main():
+                broker = Broker(config)
+                await broker.start()
+                await asyncio.Event().wait()
+            asyncio.run(main())
+            """)
+        return [sys.executable, "-c", script]
+
+
+def local_broker(port: int | None = None, workdir: str | Path | None = None, extra: str = "") -> _BrokerProcess:
+    """Mosquitto when installed, else amqtt when importable; a UsageError naming both otherwise."""
+    if find_mosquitto():
+        return MosquittoBroker(port, workdir, extra=extra)
+    try:
+        import amqtt  # noqa: F401
+    except ImportError:
+        raise UsageError("no MQTT broker available", INSTALL_HINT) from None
+    return AmqttBroker(port, workdir)
+
+
+@click.command("broker")
+@click.option("--port", type=int, default=1883, show_default=True, help="Loopback port to listen on (0: any free).")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the config, log and persistence (default: a temporary folder).")
+@click.option("--max-packet-size", type=int, default=0, help="Largest MQTT packet accepted, in bytes (0: no limit).")
+@click.option("--amqtt", "force_amqtt", is_flag=True, help="Use the pure-Python amqtt broker even if Mosquitto exists.")
+def broker_command(port: int, workdir: str | None, max_packet_size: int, force_amqtt: bool) -> None:
+    """Run a local MQTT broker on 127.0.0.1 until Ctrl-C.
+
+    Starts Mosquitto with a generated config (persistence on, queue limits raised for store-and-forward);
+    falls back to the embedded pure-Python amqtt broker (MQTT 3.1.1) when Mosquitto is not installed.
+
+    \b
+    Example:
+      edgekit broker --port 1883
+      edgekit broker --port 0 --dir /tmp/broker --max-packet-size 65536
+    """
+    extra = f"max_packet_size {max_packet_size}" if max_packet_size else ""
+    broker = AmqttBroker(port or None, workdir) if force_amqtt else local_broker(port or None, workdir, extra)
+    with broker:
+        click.echo(f"{broker.name} listening on {broker.url} (MQTT {broker.protocol}); log: {broker.log_path}")
+        try:
+            while broker.process.poll() is None:
+                time.sleep(0.5)
+            raise click.ClickException(f"{broker.name} exited; its log:\n{broker.log_text()}")
+        except KeyboardInterrupt:
+            click.echo("stopping")

@@ -1,0 +1,263 @@
+"""The bundle: a directory whose ``manifest.json`` is the contract between convert, device and server.
+
+    bundle/manifest.json ──► JSON Schema (edgekit/schemas/manifest.schema.json)
+                         ──► sha256 of every listed file ──► bundle_id recomputed from device/ + server/
+                         ──► Bundle: typed accessors (input, code, output, device_models, server_model, wire)
+
+Loading fails with a one-line :class:`BundleError` rather than handing a device a model that differs from
+the one the parity report measured. The format is documented field by field in ``docs/bundle.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from edgekit.errors import BundleError
+from edgekit.preprocess import Preprocessing
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FORMAT_VERSION",
+    "Bundle",
+    "InputSpec",
+    "CodeSpec",
+    "OutputSpec",
+    "DeviceModel",
+    "ServerModel",
+    "bundle_id",
+    "file_entry",
+    "sha256_file",
+    "validate_manifest",
+    "write_manifest",
+]
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
+# Runner runtime names (edgekit.runtime) → the manifest's runtime family.
+_RUNTIME_FAMILY = {"tflite": "tflite", "litert": "tflite", "tflite-runtime": "tflite", "tensorflow": "tflite",
+                   "onnx": "onnx", "onnxruntime": "onnx"}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    preprocessing: Preprocessing | None
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    shape: tuple[int, ...]
+    labels: list[str] | None
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """One runnable device half. ``code_quant`` is the model's own output (scale, zero_point), in
+    ``code_dtype`` (uint8 for uint8-I/O targets; runners shift those to int8)."""
+
+    target: str
+    runtime: str
+    path: Path
+    code_quant: tuple[float, int]
+    input_dtype: str
+    code_dtype: str = "int8"
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    path: Path
+    precision: str
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    """The manifest's ``files`` entry for one file."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def bundle_id(files: dict[str, dict[str, Any]]) -> str:
+    """sha256 of the sorted ``"<path>:<sha256>\\n"`` lines of the device and server model files.
+
+    Derived from the halves only, so re-running parity or editing a report never changes the id, while
+    any change to what the device or server executes does.
+    """
+    lines = [f"{path}:{entry['sha256']}\n" for path, entry in sorted(files.items())
+             if path.startswith(("device/", "server/"))]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_manifest(manifest: dict[str, Any]) -> None:
+    """Raise BundleError naming the first field that breaks the schema."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise BundleError(f"manifest field {where}: {first.message}",
+                          "re-create the bundle with edgekit convert (see docs/bundle.md)")
+
+
+def write_manifest(root: str | Path, manifest: dict[str, Any]) -> Path:
+    """Fill ``files`` and ``bundle_id`` from the files under ``root``, validate, write ``manifest.json``.
+
+    Every file present except the manifest itself is listed, so ``Bundle.load`` can prove nothing was
+    added, swapped or truncated on the way to the device.
+    """
+    root = Path(root)
+    files = {
+        path.relative_to(root).as_posix(): file_entry(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+    manifest = {**manifest, "files": files, "bundle_id": bundle_id(files)}
+    validate_manifest(manifest)
+    target = root / MANIFEST_NAME
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+class Bundle:
+    """A loaded, verified bundle. Construct with :meth:`Bundle.load`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, path: str | Path, verify_hashes: bool = True) -> "Bundle":
+        """Read and validate ``path/manifest.json``; verify every file's sha256 and the bundle id."""
+        root = Path(path)
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BundleError(f"{root} is not a bundle: {MANIFEST_NAME} not found",
+                              "pass the directory written by edgekit convert")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(f"cannot read {manifest_path}: {err}", "re-create the bundle with edgekit convert") from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{manifest_path} is not a JSON object", "re-create the bundle with edgekit convert")
+        if manifest.get("version") not in (None, FORMAT_VERSION):
+            raise BundleError(f"bundle format version {manifest.get('version')} is not supported (this edgekit reads "
+                              f"version {FORMAT_VERSION})", "upgrade edgekit or re-convert the model")
+        validate_manifest(manifest)
+        bundle = cls(root, manifest)
+        if verify_hashes:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check every listed file's sha256 and that the bundle id matches the model files."""
+        for rel, entry in self.manifest["files"].items():
+            file = self.path / rel
+            if not file.is_file():
+                raise BundleError(f"bundle file {rel} is missing", "copy the whole bundle directory again")
+            if sha256_file(file) != entry["sha256"]:
+                raise BundleError(f"bundle file {rel} does not match its sha256 in the manifest",
+                                  "the file was changed or truncated: copy the bundle again")
+        referenced = [m["path"] for m in self.manifest["device_models"]] + [self.manifest["server_model"]["path"]]
+        for rel in referenced:
+            if rel not in self.manifest["files"]:
+                raise BundleError(f"model {rel} is not listed in the manifest's files", "re-create the bundle")
+        if bundle_id(self.manifest["files"]) != self.manifest["bundle_id"]:
+            raise BundleError("bundle_id does not match the device and server model files",
+                              "re-create the bundle with edgekit convert")
+
+    @property
+    def bundle_id(self) -> str:
+        return self.manifest["bundle_id"]
+
+    @property
+    def input(self) -> InputSpec:
+        spec = self.manifest["input"]
+        pre = spec.get("preprocessing")
+        return InputSpec(spec["name"], tuple(spec["shape"]), spec["dtype"],
+                         Preprocessing.from_dict(pre) if pre else None)
+
+    @property
+    def code(self) -> CodeSpec:
+        spec = self.manifest["code"]
+        return CodeSpec(spec["name"], tuple(spec["shape"]), spec["dtype"])
+
+    @property
+    def output(self) -> OutputSpec:
+        spec = self.manifest["output"]
+        return OutputSpec(spec["name"], tuple(spec["shape"]), spec.get("labels"))
+
+    @property
+    def device_models(self) -> list[DeviceModel]:
+        return [
+            DeviceModel(
+                target=m["target"],
+                runtime=m["runtime"],
+                path=self.path / m["path"],
+                code_quant=(float(m["code_quant"]["scale"]), int(m["code_quant"]["zero_point"])),
+                input_dtype=m["input_dtype"],
+                code_dtype=m["code_dtype"],
+            )
+            for m in self.manifest["device_models"]
+        ]
+
+    def device_model(self, target: str | None = None, runtime: str | None = None) -> DeviceModel:
+        """The device model for ``target``/``runtime`` (either may be None: first match, TFLite first).
+
+        ``runtime`` accepts the manifest's families (``tflite``, ``onnx``) and the runner names of
+        :mod:`edgekit.runtime` (``litert``, ``tflite-runtime``, ``tensorflow``, ``onnxruntime``).
+        """
+        family = _RUNTIME_FAMILY.get(runtime, runtime) if runtime else None
+        models = sorted(self.device_models, key=lambda m: m.runtime != "tflite")
+        matches = [m for m in models if (target is None or m.target == target) and (family is None or m.runtime == family)]
+        if not matches:
+            have = ", ".join(f"{m.target}/{m.runtime}" for m in self.device_models)
+            wanted = "/".join(str(v) for v in (target or "any target", family or "any runtime"))
+            raise BundleError(f"bundle has no device model for {wanted}", f"available: {have}")
+        return matches[0]
+
+    @property
+    def server_model(self) -> ServerModel:
+        spec = self.manifest["server_model"]
+        return ServerModel(self.path / spec["path"], spec["precision"])
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        return self.manifest["wire"]
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.manifest["targets"])
+
+    def files(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        return self.manifest["files"].items()

@@ -1,0 +1,381 @@
+"""MQTT in one place: broker URLs, topic names, the paho client, size limits, and the thread that owns it.
+
+Both roles talk to the broker the same way::
+
+    other threads ──send()/call_soon()──► outbox ──► ClientLoop thread ──► paho Client ──► broker
+                                                        │  connect, reconnect with backoff,
+                                                        │  on_connect / on_message / on_publish
+                                                        ▼
+                                                hooks: on_connected, on_tick, on_published
+
+paho is not thread-safe, so exactly one thread (the :class:`ClientLoop`) ever calls into a client; the others
+hand it work through a queue. paho itself is imported lazily so that ``edgekit device --help`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
+
+from edgekit.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import paho.mqtt.client as mqtt
+
+__all__ = [
+    "DEFAULT_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "check_device_id", "topic",
+    "features_filter", "device_of", "publish_packet_size", "detect_protocol", "make_client", "ClientLoop",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 1883
+TOPIC_ROOT = "edgekit/v1"
+TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter")
+PROTOCOLS = ("auto", "5", "3.1.1")
+SESSION_EXPIRY_S = 7 * 24 * 3600  # a persistent MQTT 5 session outlives a week-long receiver outage
+RECEIVE_MAXIMUM = 1024  # QoS 1 messages the broker may have in flight to us (MQTT 5); 3.1.1 uses the broker's
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """Where the broker listens: ``mqtt://host:port``."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse ``mqtt://host[:port]`` (a bare ``host[:port]`` is accepted too); one-line UsageError otherwise."""
+    text = url.strip()
+    if "://" not in text:
+        text = "mqtt://" + text
+    fix = "give the broker as mqtt://HOST:PORT, e.g. mqtt://localhost:1883"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"bad broker URL {url!r}", fix) from None
+    if parts.scheme != "mqtt":
+        raise UsageError(f"unsupported broker scheme {parts.scheme!r} in {url!r} (only mqtt:// is supported)", fix)
+    if not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise UsageError(f"bad broker URL {url!r}", fix)
+    return BrokerUrl(parts.hostname, port or DEFAULT_PORT)
+
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def check_device_id(device_id: str) -> str:
+    """A device id is one topic level: letters, digits, ``._-``, at most 64 characters."""
+    if not _DEVICE_ID.match(device_id or ""):
+        raise UsageError(f"bad device id {device_id!r}", "use 1-64 letters, digits, '.', '_' or '-', e.g. cam-07")
+    return device_id
+
+
+def topic(device_id: str, kind: str) -> str:
+    """``edgekit/v1/<device-id>/<kind>`` for one of :data:`TOPIC_KINDS`."""
+    if kind not in TOPIC_KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}")
+    return f"{TOPIC_ROOT}/{device_id}/{kind}"
+
+
+def features_filter(share_group: str | None = None) -> str:
+    """The filter matching every device's features, as a ``$share/<group>/…`` when the load is split."""
+    base = f"{TOPIC_ROOT}/+/features"
+    return f"$share/{share_group}/{base}" if share_group else base
+
+
+def device_of(topic_name: str) -> str | None:
+    """The device id in ``edgekit/v1/<device-id>/<kind>``, or None for a foreign topic."""
+    parts = topic_name.split("/")
+    if len(parts) == 4 and f"{parts[0]}/{parts[1]}" == TOPIC_ROOT and parts[2]:
+        return parts[2]
+    return None
+
+
+def _varint_len(n: int) -> int:
+    return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
+
+
+def publish_packet_size(topic_name: str, payload_len: int, protocol: str, qos: int = 1) -> int:
+    """Bytes on the wire of a PUBLISH, the quantity a broker's Maximum Packet Size bounds."""
+    remaining = 2 + len(topic_name.encode()) + (2 if qos else 0) + (1 if protocol == "5" else 0) + payload_len
+    return 1 + _varint_len(remaining) + remaining
+
+
+def _paho():
+    import paho.mqtt.client as mqtt
+
+    return mqtt
+
+
+def make_client(client_id: str, protocol: str, *, persistent: bool = False, manual_ack: bool = False) -> "mqtt.Client":
+    """A paho client with VERSION2 callbacks; ``persistent`` keeps the session (and its queue) across outages."""
+    mqtt = _paho()
+    version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+    clean = None if protocol == "5" else not persistent
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
+                         protocol=version, manual_ack=manual_ack)
+    client.max_inflight_messages_set(0)  # our own windows bound what is in flight
+    client.max_queued_messages_set(0)
+    return client
+
+
+def _connect_properties(protocol: str, persistent: bool):
+    if protocol != "5":
+        return None
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
+    if persistent:
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+    return props
+
+
+def detect_protocol(url: BrokerUrl, timeout: float = 5.0) -> str | None:
+    """Ask the broker: ``"5"`` if it accepts an MQTT 5 CONNECT, else ``"3.1.1"``; None if it is unreachable."""
+    for protocol in ("5", "3.1.1"):
+        outcome = _try_connect(url, protocol, timeout)
+        if outcome is None:
+            return None
+        if outcome:
+            return protocol
+    return "3.1.1"
+
+
+def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
+    """True on CONNACK success, False when refused or dropped, None when nothing listens."""
+    result: dict[str, bool] = {}
+    client = make_client(f"edgekit-probe-{socket.gethostname()}-{time.monotonic_ns() % 10**9}", protocol)
+    client.on_connect = lambda c, u, flags, rc, props: result.setdefault("ok", not rc.is_failure)
+    client.on_disconnect = lambda c, u, flags, rc, props: result.setdefault("ok", False)
+    try:
+        client.connect(url.host, url.port, keepalive=10)
+    except OSError:
+        return None
+    deadline = time.monotonic() + timeout
+    try:
+        while "ok" not in result and time.monotonic() < deadline:
+            if client.loop(timeout=0.05) != 0:
+                result.setdefault("ok", False)
+        if result.get("ok"):
+            client.disconnect()
+            client.loop(timeout=0.05)
+    finally:
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+    return result.get("ok", False)
+
+
+@dataclass
+class _Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class ClientLoop:
+    """The one thread that owns a paho client: connect, reconnect with backoff, network loop, outbox.
+
+    Subclasses (the device publisher, the server receiver) override the ``on_*`` hooks, which always run on
+    this thread and may therefore call into ``self.client``.
+    """
+
+    tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
+
+    def __init__(self, url: BrokerUrl, client_id: str, protocol: str, *, persistent: bool = False,
+                 manual_ack: bool = False, will: _Will | None = None, subscriptions: tuple[str, ...] = (),
+                 name: str = "mqtt"):
+        self.url = url
+        self.client_id = client_id
+        self.protocol = protocol
+        self.persistent = persistent
+        self.subscriptions = subscriptions
+        self.manual_ack = manual_ack
+        self.will = will
+        self.client: "mqtt.Client | None" = None  # made once the protocol is known (see _make_client)
+        self.connected = threading.Event()
+        self.connects = 0
+        self.max_packet_size: int | None = None
+        self.fatal: str | None = None
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # ---- called from any thread -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Run :meth:`on_stopping` on the loop thread, disconnect cleanly and join."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def send(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
+        """Publish from any thread: the loop thread sends it on its next pass."""
+        self._outbox.put(lambda: self.client.publish(topic_name, payload, qos=qos, retain=retain))
+
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the loop thread (e.g. a manual ack)."""
+        self._outbox.put(fn)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---- hooks, run on the loop thread --------------------------------------------------------------------
+    def on_connected(self, session_present: bool) -> None:
+        """After each successful CONNACK (subscriptions are already sent)."""
+
+    def on_tick(self) -> None:
+        """Once per network-loop pass."""
+
+    def on_published(self, mid: int, failure: str | None) -> None:
+        """The broker acknowledged ``mid`` (QoS 1 PUBACK); ``failure`` is its MQTT 5 error reason, if any."""
+
+    def on_message(self, message: "mqtt.MQTTMessage") -> None:
+        """A message arrived on a subscription."""
+
+    def on_stopping(self) -> None:
+        """Last chance to publish (e.g. a retained offline status) before the clean disconnect."""
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            if not self._ensure_connected():
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if self.connected.is_set():
+                backoff = 0.1
+            self._drain_outbox()
+            try:
+                self.on_tick()
+            except Exception:  # a hook bug must not kill the connection-owning thread
+                log.exception("%s: on_tick failed", self.client_id)
+            rc = self.client.loop(timeout=self.tick_s)
+            if rc != 0 and self.connected.is_set():
+                self._mark_disconnected(f"network loop: {_paho().error_string(rc)}")
+        self._shutdown()
+
+    def _make_client(self) -> bool:
+        """Build the client; with protocol "auto", first ask the broker which MQTT it speaks."""
+        if self.protocol == "auto":
+            detected = detect_protocol(self.url)
+            if detected is None:
+                log.info("%s: broker %s unreachable; retrying", self.client_id, self.url)
+                return False
+            self.protocol = detected
+        client = make_client(self.client_id, self.protocol, persistent=self.persistent, manual_ack=self.manual_ack)
+        if self.will is not None:
+            client.will_set(self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = lambda c, userdata, message: self.on_message(message)
+        self.client = client
+        return True
+
+    def _ensure_connected(self) -> bool:
+        if self.fatal:
+            self._stop.set()
+            return False
+        if self.client is None and not self._make_client():
+            return False
+        if self.client.is_connected() or self._connecting:
+            return True
+        try:
+            if not self._tried_once:
+                self._tried_once = True
+                self.client.connect(self.url.host, self.url.port, keepalive=30, **self._connect_options())
+            else:
+                self.client.reconnect()
+        except OSError as err:
+            log.info("%s: broker %s unreachable (%s)", self.client_id, self.url, err)
+            return False
+        self._connecting = True
+        return True
+
+    _connecting = False
+    _tried_once = False
+
+    def _connect_options(self) -> dict[str, Any]:
+        """MQTT 5: a persistent session never starts clean; otherwise start clean once, resume after."""
+        if self.protocol != "5":
+            return {}
+        mqtt = _paho()
+        clean = False if self.persistent else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        return {"clean_start": clean, "properties": _connect_properties(self.protocol, self.persistent)}
+
+    def _drain_outbox(self) -> None:
+        while True:
+            try:
+                fn = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            fn()
+
+    def _shutdown(self) -> None:
+        if self.client is None:
+            return
+        try:
+            if self.client.is_connected():
+                self.on_stopping()
+                self._drain_outbox()
+                deadline = time.monotonic() + 1.0
+                while self.client.want_write() and time.monotonic() < deadline:
+                    self.client.loop(timeout=0.02)
+                self.connected.clear()
+                self.client.disconnect()
+                self.client.loop(timeout=0.05)
+        except Exception:
+            log.exception("%s: unclean shutdown", self.client_id)
+        finally:
+            sock = self.client.socket()
+            if sock is not None:
+                sock.close()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connecting = False
+        if reason_code.is_failure:
+            log.warning("%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
+            return
+        self.connects += 1
+        self.max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
+        for flt in self.subscriptions:
+            client.subscribe(flt, qos=1)
+        self.connected.set()
+        log.info("%s: connected to %s (MQTT %s, session present: %s)", self.client_id, self.url, self.protocol,
+                 flags.session_present)
+        self.on_connected(flags.session_present)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connecting = False
+        if getattr(reason_code, "value", 0) == 142:  # MQTT 5 "Session taken over": another client has our id
+            self.fatal = f"another client connected with the same client id {self.client_id!r}"
+        self._mark_disconnected(str(reason_code))
+
+    def _mark_disconnected(self, why: str) -> None:
+        if self.connected.is_set():
+            log.warning("%s: disconnected from %s (%s); reconnecting", self.client_id, self.url, why)
+        self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        failure = str(reason_code) if getattr(reason_code, "is_failure", False) else None
+        self.on_published(mid, failure)

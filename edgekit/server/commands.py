@@ -1,0 +1,88 @@
+"""``edgekit server run`` and ``edgekit server stats``. Imports only click here; the rest inside the commands."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["server_group"]
+
+
+@click.group("server")
+def server_group() -> None:
+    """Server side: receive frames from all devices, run the server half, store and publish results."""
+
+
+@server_group.command("run")
+@click.option("--bundle", "bundles", required=True, multiple=True, type=click.Path(),
+              help="Bundle folder; repeat to serve several model versions at once (routed by bundle id).")
+@click.option("--broker", default="mqtt://localhost:1883", show_default=True, help="Broker URL mqtt://HOST:PORT.")
+@click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
+              help="SQLite results file (shared safely by several receivers).")
+@click.option("--group", default="edgekit", show_default=True, help="Shared-subscription group (MQTT 5).")
+@click.option("--client-id", default=None,
+              help="MQTT client id; the persistent session is keyed by it. Give each receiver its own "
+                   "(default: edgekit-server-<hostname>).")
+@click.option("--no-share", is_flag=True, help="Subscribe without $share even on MQTT 5.")
+@click.option("--max-batch", type=int, default=32, show_default=True, help="Largest micro-batch.")
+@click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
+              help="Longest a frame waits for its batch to fill.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores).")
+@click.option("--topk", type=int, default=3, show_default=True, help="Labels per result.")
+@click.option("--mqtt", "protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
+              help="MQTT version (auto: 5 when the broker speaks it).")
+@click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
+@click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
+def run_command(bundles, broker, db, group, client_id, no_share, max_batch, max_wait_ms, threads, topk, protocol,
+                summary_every, json_logs) -> None:
+    """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
+
+    Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
+    (device, boot_id, seq), so re-deliveries never create a second row. Frames are acknowledged only once
+    their result is stored, and the session is persistent: a restart loses nothing.
+
+    \b
+    Example:
+      edgekit server run --bundle bundles/fmnist-v1 --broker mqtt://localhost:1883 --db results.sqlite
+      edgekit server run --bundle bundles/v1 --bundle bundles/v2 --client-id rx-2 --json
+    """
+    import signal
+    import threading
+    from pathlib import Path
+
+    from edgekit.errors import UsageError
+    from edgekit.logs import setup_run_logging
+    from edgekit.mqtt import parse_broker_url
+    from edgekit.server.receiver import Receiver, ReceiverConfig
+
+    setup_run_logging(json_logs)
+    if max_batch < 1 or max_wait_ms < 0:
+        raise UsageError("--max-batch must be >= 1 and --max-wait-ms >= 0", "e.g. --max-batch 32 --max-wait-ms 5")
+    cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=parse_broker_url(broker), db=Path(db),
+                         group=group, client_id=client_id, protocol=protocol, shared=False if no_share else None,
+                         max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
+                         summary_every_s=summary_every)
+    receiver = Receiver(cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    receiver.serve(stop)
+
+
+@server_group.command("stats")
+@click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
+              help="SQLite results file written by edgekit server run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def stats_command(db: str, as_json: bool) -> None:
+    """Show results per device, end-to-end latency percentiles, dead letters and receiver counters.
+
+    \b
+    Example:
+      edgekit server stats --db results.sqlite
+      edgekit server stats --db results.sqlite --json | jq .p95_ms
+    """
+    import json
+
+    from edgekit.server.stats import format_table, summarize
+
+    summary = summarize(db)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_table(summary))

@@ -1,0 +1,256 @@
+"""The server receiver: frames in, results out, nothing lost and nothing counted twice.
+
+::
+
+    broker ─► link thread (paho, manual ack) ─► validate ─┬─ invalid ─► dead letter (MQTT + SQLite), ack
+                                                          └─ valid ──► batcher ─► worker thread:
+             ack ◄── link thread ◄── results published ◄── SQLite INSERT OR IGNORE ◄── ONNX Runtime (batched)
+
+A frame is acknowledged to the broker only after its result is committed (paho's ``manual_ack``), and the
+session is persistent, so a receiver that stops or crashes gets every unacknowledged frame again when it
+comes back; the store's UNIQUE key turns those re-deliveries into no-ops. With MQTT 5 the subscription is
+shared (``$share/<group>/…``) so N receivers split the load. Several bundles are served at once, routed by
+the bundle id each frame carries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import UsageError
+from edgekit.mqtt import BrokerUrl, ClientLoop, device_of, features_filter, topic
+from edgekit.server.batcher import Batcher
+from edgekit.server.store import DeadLetter, Result, ResultStore
+from edgekit.server.stats import LatencyWindow
+
+__all__ = ["ReceiverConfig", "Receiver"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReceiverConfig:
+    bundles: list[Path]
+    broker: BrokerUrl
+    db: Path
+    group: str = "edgekit"
+    client_id: str | None = None
+    protocol: str = "auto"
+    shared: bool | None = None  # None: shared when the broker speaks MQTT 5
+    max_batch: int = 32
+    max_wait_s: float = 0.005
+    threads: int | None = None
+    topk: int = 3
+    summary_every_s: float = 10.0
+
+
+@dataclass
+class _Item:
+    device: str
+    frame: object
+    mid: int
+    qos: int
+    received_ns: int
+
+
+@dataclass
+class ReceiverCounters:
+    received: int = 0
+    valid: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    deadlettered: int = 0
+    deadletter_reasons: dict[str, int] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, int]:
+        reasons = {f"deadletter:{k}": v for k, v in self.deadletter_reasons.items()}
+        return {"received": self.received, "valid": self.valid, "stored": self.stored, "batches": self.batches,
+                "deadlettered": self.deadlettered, **reasons}
+
+
+class _Link(ClientLoop):
+    """The receiver's MQTT side: a persistent session, manual acks, frames handed to the receiver."""
+
+    def __init__(self, receiver: "Receiver", cfg: ReceiverConfig, client_id: str):
+        super().__init__(cfg.broker, client_id, cfg.protocol, persistent=True, manual_ack=True,
+                         name="receiver-link")
+        self.receiver = receiver
+        self.cfg = cfg
+
+    def _make_client(self) -> bool:
+        if not super()._make_client():
+            return False
+        shared = self.cfg.shared if self.cfg.shared is not None else self.protocol == "5"
+        self.subscriptions = (features_filter(self.cfg.group if shared else None),)
+        return True
+
+    def on_message(self, message) -> None:
+        self.receiver.on_message(message)
+
+
+class Receiver:
+    """Loads the bundles and runners, then serves until :meth:`stop`."""
+
+    def __init__(self, cfg: ReceiverConfig):
+        from edgekit.bundle import Bundle
+        from edgekit.runtime import open_server_runner
+        from edgekit.wire import WireDecoder
+
+        self.cfg = cfg
+        self.bundles = [Bundle.load(p) for p in cfg.bundles]
+        self.decoder = WireDecoder(self.bundles)
+        self.runners = {b.bundle_id: open_server_runner(b.server_model.path, threads=cfg.threads)
+                        for b in self.bundles}
+        self.client_id = cfg.client_id or f"edgekit-server-{socket.gethostname()}"
+        self.store = ResultStore(cfg.db, receiver=self.client_id)
+        self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)
+        self.counters = ReceiverCounters()
+        self.latency = LatencyWindow()
+        self.link = _Link(self, cfg, self.client_id)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="receiver-worker", daemon=True)
+
+    # ---- life cycle -------------------------------------------------------------------------------------
+    def start(self) -> "Receiver":
+        self._worker.start()
+        self.link.start()
+        return self
+
+    def stop(self) -> None:
+        """Finish the frames already taken (their acks go out), then disconnect."""
+        self._stop.set()
+        self._worker.join(10)
+        self.link.stop()
+        self.store.set_counters(self.counters.flat())
+        self.store.close()
+
+    def serve(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, logging a summary line every ``summary_every_s``."""
+        self.start()
+        next_summary = time.monotonic() + self.cfg.summary_every_s
+        try:
+            while not stop.wait(0.2):
+                if self.link.fatal:
+                    raise UsageError(self.link.fatal, "give each receiver its own --client-id")
+                if time.monotonic() >= next_summary:
+                    next_summary += self.cfg.summary_every_s
+                    self.log_summary()
+        finally:
+            self.stop()
+            self.log_summary()
+
+    def log_summary(self) -> None:
+        c = self.counters
+        p = self.latency.percentiles()
+        log.warning("summary: received %d, stored %d, duplicates %d, dead letters %d, batches %d, queue %d, "
+                    "e2e p50 %.1f ms p95 %.1f ms", c.received, c.stored, c.duplicates, c.deadlettered,
+                    c.batches, self.batcher.qsize(), p["p50_ms"], p["p95_ms"],
+                    extra={"event": "summary", "counters": c.flat(), "latency": p, "queue": self.batcher.qsize()})
+        self.store.set_counters(c.flat())
+
+    # ---- link thread ------------------------------------------------------------------------------------
+    def on_message(self, message) -> None:
+        """Validate one frame; never raises (a bad payload must not stop the receiver)."""
+        from edgekit.frame import FrameError
+
+        received_ns = time.time_ns()
+        device = device_of(message.topic) or "unknown"
+        self.counters.received += 1
+        payload = bytes(message.payload)
+        try:
+            frame = self.decoder.decode(payload)
+        except FrameError as err:
+            self._dead_letter(message, device, err.code, err.reason, len(payload), received_ns)
+            return
+        except Exception as err:  # a decoder bug: keep serving, but keep the evidence
+            log.exception("decoder failed on a frame from %s", device)
+            self._dead_letter(message, device, "undecodable", repr(err), len(payload), received_ns)
+            return
+        self.counters.valid += 1
+        self.batcher.put(_Item(device, frame, message.mid, message.qos, received_ns))
+
+    def _dead_letter(self, message, device: str, reason: str, error: str, nbytes: int, received_ns: int) -> None:
+        c = self.counters
+        c.deadlettered += 1
+        c.deadletter_reasons[reason] = c.deadletter_reasons.get(reason, 0) + 1
+        self.store.dead_letter(DeadLetter(device, reason, error, nbytes, received_ns))
+        body = {"reason": reason, "error": error, "bytes": nbytes, "received_ns": received_ns,
+                "topic": message.topic, "receiver": self.client_id}
+        self.link.client.publish(topic(device, "deadletter"), json.dumps(body), qos=1)
+        self.link.client.ack(message.mid, message.qos)
+        log.info("dead letter from %s: %s (%s)", device, reason, error)
+
+    # ---- worker thread ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not (self._stop.is_set() and self.batcher.qsize() == 0):
+            batch = self.batcher.next_batch(timeout=0.1)
+            if not batch:
+                continue
+            try:
+                self._process(batch)
+            except Exception:  # never die: the frames stay unacked and come back after a restart
+                log.exception("failed to process a batch of %d frames", len(batch))
+
+    def _process(self, batch: list[_Item]) -> None:
+        by_bundle: dict[str, list[_Item]] = {}
+        for item in batch:
+            by_bundle.setdefault(item.frame.bundle_id, []).append(item)
+        results: list[tuple[_Item, Result, float]] = []
+        for bundle_id, items in by_bundle.items():
+            results.extend(self._infer(bundle_id, items))
+        fresh = self.store.insert([r for _, r, _ in results])
+        self.counters.batches += 1
+        for (item, result, infer_ms), new in zip(results, fresh):
+            if new:
+                self.counters.stored += 1
+                self.latency.add((result.done_ns - result.capture_ns) / 1e6)
+                self.link.send(topic(item.device, "results"), _result_json(result, infer_ms), qos=1)
+            else:
+                self.counters.duplicates += 1
+            self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
+
+    def _infer(self, bundle_id: str, items: list[_Item]) -> list[tuple[_Item, Result, float]]:
+        bundle = next(b for b in self.bundles if b.bundle_id == bundle_id)
+        codes = np.stack([item.frame.dequantize() for item in items])
+        start = time.perf_counter()
+        probs = _as_probabilities(np.asarray(self.runners[bundle_id].run(codes)).reshape(len(items), -1))
+        infer_ms = (time.perf_counter() - start) * 1e3
+        done_ns = time.time_ns()
+        labels = bundle.output.labels or [str(i) for i in range(probs.shape[1])]
+        out = []
+        for item, row in zip(items, probs):
+            order = np.argsort(-row)[: self.cfg.topk]
+            topk = [(labels[i], round(float(row[i]), 6)) for i in order]
+            f = item.frame
+            out.append((item, Result(item.device, int(f.boot_id), int(f.seq), bundle_id, int(order[0]),
+                                     topk[0][0], topk[0][1], topk, int(f.timestamp_ns), item.received_ns,
+                                     done_ns, len(items)), infer_ms))
+        return out
+
+
+def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Scores as probabilities: softmax unless each row already is a distribution."""
+    outputs = outputs.astype(np.float64)
+    if np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _result_json(r: Result, infer_ms: float) -> str:
+    return json.dumps({
+        "seq": r.seq, "boot_id": r.boot_id, "device": r.device, "bundle_id": r.bundle_id[:16],
+        "topk": r.topk,
+        "timings": {"capture_ns": r.capture_ns, "received_ns": r.received_ns, "done_ns": r.done_ns,
+                    "queue_ms": round((r.done_ns - r.received_ns) / 1e6 - infer_ms, 3),
+                    "infer_ms": round(infer_ms, 3), "batch_size": r.batch_size},
+    })

@@ -1,0 +1,76 @@
+"""Counters and latencies at a glance: a rolling window for the receiver's summary line, and the
+``edgekit server stats`` table read straight from the results database (so it works on a copy of the file,
+while receivers run, and after they are gone)."""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.errors import UsageError
+
+__all__ = ["LatencyWindow", "percentiles", "summarize", "format_table"]
+
+
+def percentiles(values_ms, qs=(50, 95, 99)) -> dict[str, float]:
+    """``{"p50_ms": …}`` for the given percentiles; NaN when there is nothing to measure."""
+    arr = np.asarray(list(values_ms), dtype=np.float64)
+    return {f"p{q}_ms": float(np.percentile(arr, q)) if arr.size else float("nan") for q in qs}
+
+
+class LatencyWindow:
+    """The last ``size`` latencies (ms): enough for a stable p95 without growing forever."""
+
+    def __init__(self, size: int = 4096):
+        self._values: collections.deque[float] = collections.deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self._values.append(ms)
+
+    def percentiles(self) -> dict[str, float]:
+        return percentiles(self._values)
+
+
+def summarize(db: str | Path) -> dict:
+    """Per-device results, latencies (device capture → result stored), dead letters and receiver counters."""
+    path = Path(db)
+    if not path.is_file():
+        raise UsageError(f"no results database at {path}", "pass the --db file given to edgekit server run")
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        devices = []
+        for device, n, boots in con.execute(
+                "SELECT device, COUNT(*), COUNT(DISTINCT boot_id) FROM results GROUP BY device ORDER BY device"):
+            lat = [r[0] / 1e6 for r in con.execute(
+                "SELECT done_ns - capture_ns FROM results WHERE device = ?", (device,))]
+            devices.append({"device": device, "results": n, "boots": boots, **percentiles(lat)})
+        all_lat = [r[0] / 1e6 for r in con.execute("SELECT done_ns - capture_ns FROM results")]
+        batch = con.execute("SELECT AVG(batch_size) FROM results").fetchone()[0]
+        deadletters = dict(con.execute("SELECT reason, COUNT(*) FROM deadletters GROUP BY reason ORDER BY reason"))
+        counters: dict[str, dict[str, int]] = {}
+        for receiver, name, value in con.execute("SELECT receiver, name, value FROM counters ORDER BY 1, 2"):
+            counters.setdefault(receiver, {})[name] = value
+    finally:
+        con.close()
+    total = sum(d["results"] for d in devices)
+    return {"devices": devices, "results": total, "mean_batch": batch or 0.0, "deadletters": deadletters,
+            "receivers": counters, **percentiles(all_lat)}
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table of :func:`summarize`'s output."""
+    lines = [f"{'device':<20} {'results':>8} {'boots':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"]
+    for d in summary["devices"]:
+        lines.append(f"{d['device']:<20} {d['results']:>8} {d['boots']:>5} {d['p50_ms']:>8.1f} "
+                     f"{d['p95_ms']:>8.1f} {d['p99_ms']:>8.1f}")
+    lines.append(f"{'all':<20} {summary['results']:>8} {'':>5} {summary['p50_ms']:>8.1f} "
+                 f"{summary['p95_ms']:>8.1f} {summary['p99_ms']:>8.1f}")
+    lines.append(f"mean batch size: {summary['mean_batch']:.1f}")
+    dead = summary["deadletters"]
+    lines.append("dead letters: " + (", ".join(f"{k} {v}" for k, v in dead.items()) if dead else "none"))
+    for receiver, counters in summary["receivers"].items():
+        lines.append(f"receiver {receiver}: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""Results in SQLite, idempotent by construction.
+
+A result is keyed by ``(device, boot_id, seq)`` with a UNIQUE constraint and written with INSERT OR IGNORE,
+so a QoS 1 re-delivery, a re-send after an agent restart or a second receiver sharing the file never creates
+a second row. WAL mode and a busy timeout let several receivers (and ``edgekit server stats``) share one file.
+Dead letters and per-receiver counters live beside the results, so the database alone tells the story.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Result", "DeadLetter", "ResultStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    bundle_id TEXT NOT NULL,
+    label_index INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    topk TEXT NOT NULL,           -- JSON [[label, score], ...]
+    capture_ns INTEGER NOT NULL,  -- device clock, from the frame
+    received_ns INTEGER NOT NULL, -- receiver clock
+    done_ns INTEGER NOT NULL,
+    batch_size INTEGER NOT NULL,
+    receiver TEXT NOT NULL,
+    UNIQUE (device, boot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS deadletters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT,
+    reason TEXT NOT NULL,         -- a FrameError code (bad-magic, crc-mismatch, unknown-bundle, ...)
+    error TEXT NOT NULL,
+    nbytes INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    receiver TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    receiver TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (receiver, name)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    device: str
+    boot_id: int
+    seq: int
+    bundle_id: str
+    label_index: int
+    label: str
+    score: float
+    topk: list[tuple[str, float]]
+    capture_ns: int
+    received_ns: int
+    done_ns: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    device: str | None
+    reason: str
+    error: str
+    nbytes: int
+    received_ns: int
+
+
+class ResultStore:
+    """One SQLite file of results, dead letters and counters; safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path, receiver: str = "receiver"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.receiver = receiver
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    def insert(self, results: list[Result]) -> list[bool]:
+        """Store results in one transaction; for each, True if it is new, False if it was a duplicate."""
+        sql = ("INSERT OR IGNORE INTO results (device, boot_id, seq, bundle_id, label_index, label, score, topk,"
+               " capture_ns, received_ns, done_ns, batch_size, receiver) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        fresh = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for r in results:
+                    cur = self._db.execute(sql, (r.device, r.boot_id, r.seq, r.bundle_id, r.label_index, r.label,
+                                                 r.score, json.dumps(r.topk), r.capture_ns, r.received_ns,
+                                                 r.done_ns, r.batch_size, self.receiver))
+                    fresh.append(cur.rowcount == 1)
+                self._add_counter("duplicates", fresh.count(False))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return fresh
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO deadletters (device, reason, error, nbytes, received_ns, receiver)"
+                             " VALUES (?,?,?,?,?,?)", (letter.device, letter.reason, letter.error, letter.nbytes,
+                                                       letter.received_ns, self.receiver))
+
+    def set_counters(self, values: dict[str, int]) -> None:
+        """Record this receiver's running counters (for ``edgekit server stats``)."""
+        with self._lock:
+            self._db.executemany("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
+                                 " (receiver, name) DO UPDATE SET value = excluded.value",
+                                 [(self.receiver, k, int(v)) for k, v in values.items() if k != "duplicates"])
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _add_counter(self, name: str, delta: int) -> None:
+        if delta:
+            self._db.execute("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
+                             " (receiver, name) DO UPDATE SET value = value + excluded.value",
+                             (self.receiver, name, delta))

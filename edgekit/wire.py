@@ -1,0 +1,263 @@
+"""Frames bound to bundles: the device's encoder, the server's decoder, and dequantization.
+
+Device and server build their codec from the same bundle (``manifest["wire"]`` and the artifacts under
+``wire/``), so what one encodes the other decodes bit-exactly::
+
+    device:  int8 code ─► codec.encode ─► pack_frame(header, payload) ─► bytes ─► MQTT
+    server:  bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► shape, limits,
+             codec id/param ─► codec.decode (bounded by raw_len) ─► Frame ─► dequantize ─► server half
+
+Both can be built from plain values (bundle id, code shape, wire section, bundle directory), which is what
+``from_bundle`` reads off a :class:`edgekit.bundle.Bundle`. Every rejection is a documented
+:class:`edgekit.frame.FrameError` subclass.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.codecs.base import Codec, as_code
+from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
+from edgekit.errors import BundleError
+from edgekit.frame import (
+    HEADER_SIZE,
+    FrameTooLarge,
+    Header,
+    ShapeMismatch,
+    UnknownBundle,
+    UnknownCodec,
+    check_encodable,
+    dtype_code,
+    pack_frame,
+    unpack_header,
+)
+
+__all__ = [
+    "Frame",
+    "WireSpec",
+    "WireEncoder",
+    "WireDecoder",
+    "dequantize",
+    "new_boot_id",
+    "mqtt5_properties",
+    "CONTENT_TYPE",
+    "BUNDLE_ID_PROPERTY",
+    "PREFIX_BYTES",
+]
+
+CONTENT_TYPE = "application/vnd.edgekit.frame"
+BUNDLE_ID_PROPERTY = "bundle-id"
+PREFIX_BYTES = 8
+_DEFAULT_CAP = 1 << 20  # cap of a decoder that has no bundle yet: every frame is then UnknownBundle
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame. ``bundle_id`` is the full id of the bundle it was routed to."""
+
+    bundle_id: str
+    boot_id: int
+    seq: int
+    timestamp_ns: int
+    code: np.ndarray
+    scale: float
+    zero_point: int
+    codec: str
+    flags: int = 0
+    frame_bytes: int = 0
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 code the server half takes (see :func:`dequantize`)."""
+        return dequantize(self.code, self.scale, self.zero_point)
+
+
+def dequantize(code: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """``(code - zero_point) * scale`` in float32: the one dequantization, shared by server and parity check.
+
+    The scale is rounded to float32 first, as the frame carries it, so the device-side parity check and the
+    server compute the same floats.
+    """
+    return (np.asarray(code).astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+def new_boot_id() -> int:
+    """A random non-zero 32-bit ``boot_id`` for an agent start."""
+    return secrets.randbits(32) or 1
+
+
+def mqtt5_properties(bundle_id: str) -> tuple[str, list[tuple[str, str]]]:
+    """MQTT 5 content type and user properties for a frame (MQTT 3.1.1 needs neither: all is in the payload)."""
+    return CONTENT_TYPE, [(BUNDLE_ID_PROPERTY, bundle_id[: 2 * PREFIX_BYTES])]
+
+
+@dataclass
+class WireSpec:
+    """What frames need from a bundle: id, code shape, the manifest's ``wire`` section and its directory."""
+
+    bundle_id: str
+    code_shape: tuple[int, ...]
+    wire: dict[str, Any]
+    base_dir: Path | None = None
+    prefix: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.code_shape = tuple(int(d) for d in self.code_shape)
+        try:
+            self.prefix = bytes.fromhex(self.bundle_id)[:PREFIX_BYTES]
+        except ValueError:
+            raise BundleError(f"bundle id {self.bundle_id!r} is not hex") from None
+        if len(self.prefix) != PREFIX_BYTES:
+            raise BundleError(f"bundle id {self.bundle_id!r} is shorter than {PREFIX_BYTES} bytes")
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> WireSpec:
+        """Read ``bundle_id``, ``code.shape``, ``wire`` and ``path`` off a loaded Bundle."""
+        return cls(bundle.bundle_id, tuple(bundle.code.shape), bundle.wire, Path(bundle.path))
+
+    @property
+    def max_code_bytes(self) -> int:
+        """``limits.max_code_elements`` (int8: one byte each)."""
+        return int(self.wire["limits"]["max_code_elements"])
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """``limits.max_payload_bytes``."""
+        return int(self.wire["limits"]["max_payload_bytes"])
+
+    def build(self, name: str) -> Codec:
+        """Codec ``name`` from this bundle (``BundleError`` if the bundle does not provide it)."""
+        codecs = self.wire.get("codecs", {})
+        if name not in codecs:
+            raise BundleError(f"bundle {self.bundle_id[:16]} has no codec {name!r}",
+                              f"use one of: {', '.join(codecs) or 'none'}")
+        if name not in BY_NAME:
+            raise BundleError(f"bundle {self.bundle_id[:16]} names codec {name!r}, which this edgekit does not know",
+                              f"known: {', '.join(BY_NAME)}")
+        try:
+            codec = build_codec(name, codecs[name], self.base_dir)
+        except OSError as err:
+            raise BundleError(f"codec {name!r} artifact unreadable: {err}") from None
+        try:
+            codec.check_shape(self.code_shape)
+        except ValueError as err:
+            raise BundleError(f"codec {name!r} does not fit the bundle's code: {err}") from None
+        return codec
+
+
+class WireEncoder:
+    """Device side: code -> frame bytes with the bundle's codec (default: the bundle's ``default_codec``)."""
+
+    def __init__(self, bundle_id: str, code_shape: tuple[int, ...], wire: dict[str, Any],
+                 base_dir: Path | str | None = None, codec: str | None = None):
+        self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None)
+        self.codec_name = codec or wire["default_codec"]
+        self.codec = self.spec.build(self.codec_name)
+        self._codec_id = entry(self.codec_name).codec_id
+        self._dtype = dtype_code(np.int8)
+
+    @classmethod
+    def from_bundle(cls, bundle: Any, codec: str | None = None) -> WireEncoder:
+        """The encoder for a loaded Bundle."""
+        spec = WireSpec.from_bundle(bundle)
+        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec)
+
+    def encode(self, code_int8: np.ndarray, scale: float, zero_point: int, seq: int, boot_id: int,
+               timestamp_ns: int) -> bytes:
+        """One frame. ``code_int8`` has the bundle's code shape (a leading batch axis of 1 is accepted).
+
+        ``ValueError`` for what the server would reject (shape, dtype, scale, zero point, field ranges).
+        """
+        code = as_code(code_int8)
+        if code.shape != self.spec.code_shape and code.shape != (1, *self.spec.code_shape):
+            raise ValueError(f"code shape {code.shape}, the bundle's is {self.spec.code_shape}")
+        code = code.reshape(self.spec.code_shape)
+        with np.errstate(over="ignore"):
+            scale32 = float(np.float32(scale))  # as the frame carries it; inf is refused below
+        check_encodable(code.shape, scale32, int(zero_point), np.int8)
+        payload = self.codec.encode(code)
+        if len(payload) > self.spec.max_payload_bytes:
+            raise ValueError(f"payload {len(payload)} bytes above the bundle limit {self.spec.max_payload_bytes}")
+        header = Header(codec_id=self._codec_id, codec_param=self.codec.param, dtype=self._dtype,
+                        shape=code.shape, bundle_prefix=self.spec.prefix, seq=seq, timestamp_ns=timestamp_ns,
+                        boot_id=boot_id, scale=scale32, zero_point=int(zero_point), raw_len=code.size,
+                        payload_len=len(payload))
+        try:
+            return pack_frame(header, payload)
+        except struct.error as err:
+            raise ValueError(f"frame field out of range (seq/boot_id/timestamp_ns): {err}") from None
+
+
+class _Route:
+    """A decoder's view of one bundle: its spec and the codecs it provides, built once."""
+
+    def __init__(self, spec: WireSpec):
+        self.spec = spec
+        self.codecs = {name: spec.build(name) for name in spec.wire.get("codecs", {}) if name in BY_NAME}
+
+
+class WireDecoder:
+    """Server side: frame bytes -> :class:`Frame`, routed by bundle-id prefix among the given bundles."""
+
+    def __init__(self, bundles: Iterable[Any] = ()):
+        self._routes: dict[bytes, _Route] = {}
+        for bundle in bundles:
+            self.add(bundle if isinstance(bundle, WireSpec) else WireSpec.from_bundle(bundle))
+
+    def add(self, spec: WireSpec) -> None:
+        """Serve frames of one more bundle (``BundleError`` if its prefix collides with a loaded one)."""
+        other = self._routes.get(spec.prefix)
+        if other is not None and other.spec.bundle_id != spec.bundle_id:
+            raise BundleError(f"bundles {other.spec.bundle_id[:16]} and {spec.bundle_id[:16]} share a prefix")
+        self._routes[spec.prefix] = _Route(spec)
+
+    def _caps(self) -> tuple[int, int]:
+        """The largest payload and raw sizes any loaded bundle accepts (checked before routing)."""
+        if not self._routes:
+            return _DEFAULT_CAP, _DEFAULT_CAP
+        specs = [r.spec for r in self._routes.values()]
+        return max(s.max_payload_bytes for s in specs), max(s.max_code_bytes for s in specs)
+
+    def decode(self, data: bytes) -> Frame:
+        """Decode one frame; raises only :class:`edgekit.frame.FrameError` subclasses."""
+        data = bytes(data)
+        header = unpack_header(data, *self._caps())
+        route = self._route(header)
+        codec, name = self._codec(route, header)
+        code = codec.decode(memoryview(data)[HEADER_SIZE:], header.shape, header.raw_len)
+        return Frame(bundle_id=route.spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
+                     timestamp_ns=header.timestamp_ns, code=code, scale=header.scale,
+                     zero_point=header.zero_point, codec=name, flags=header.flags, frame_bytes=len(data))
+
+    def _route(self, header: Header) -> _Route:
+        """The bundle for this frame, checked against its shape and limits."""
+        route = self._routes.get(header.bundle_prefix)
+        if route is None:
+            raise UnknownBundle(f"no loaded bundle has id prefix {header.bundle_prefix.hex()}")
+        spec = route.spec
+        if header.shape != spec.code_shape:
+            raise ShapeMismatch(f"frame code shape {header.shape}, bundle {spec.code_shape}")
+        if header.payload_len > spec.max_payload_bytes or header.raw_len > spec.max_code_bytes:
+            raise FrameTooLarge(f"payload {header.payload_len} / raw {header.raw_len} bytes above this bundle's "
+                                f"limits {spec.max_payload_bytes} / {spec.max_code_bytes}")
+        return route
+
+    @staticmethod
+    def _codec(route: _Route, header: Header) -> tuple[Codec, str]:
+        """The bundle's codec for the header's id and param."""
+        row = BY_ID.get(header.codec_id)
+        if row is None:
+            raise UnknownCodec(f"codec id {header.codec_id} is not defined")
+        codec = route.codecs.get(row.name)
+        if codec is None:
+            raise UnknownCodec(f"bundle {route.spec.bundle_id[:16]} does not provide codec {row.name!r}")
+        if not codec.accepts_param(header.codec_param):
+            raise UnknownCodec(f"{row.name} param {header.codec_param}; this bundle's is {codec.param}")
+        return codec, row.name
+

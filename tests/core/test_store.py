@@ -1,0 +1,59 @@
+"""The results store (idempotent by key, shared between connections) and the micro-batcher."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+from edgekit.server.batcher import Batcher
+from edgekit.server.stats import format_table, summarize
+from edgekit.server.store import DeadLetter, Result, ResultStore
+
+
+def _result(device="d1", boot=1, seq=0, label="3"):
+    return Result(device, boot, seq, "ab" * 32, int(label), label, 0.9, [(label, 0.9), ("1", 0.1)],
+                  capture_ns=1_000_000_000, received_ns=1_004_000_000, done_ns=1_010_000_000, batch_size=2)
+
+
+def test_duplicates_never_create_rows(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite", receiver="rx-1")
+    assert store.insert([_result(seq=0), _result(seq=1)]) == [True, True]
+    assert store.insert([_result(seq=1), _result(seq=2), _result(boot=2, seq=1)]) == [False, True, True]
+    other = ResultStore(tmp_path / "r.sqlite", receiver="rx-2")  # a second receiver on the same file
+    assert other.insert([_result(seq=0), _result(device="d2", seq=0)]) == [False, True]
+    assert store.count() == 5
+    rows = sqlite3.connect(tmp_path / "r.sqlite").execute(
+        "SELECT receiver, value FROM counters WHERE name = 'duplicates' ORDER BY receiver").fetchall()
+    assert rows == [("rx-1", 1), ("rx-2", 1)]
+
+
+def test_stats_table_from_the_database(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite", receiver="rx-1")
+    store.insert([_result(seq=i) for i in range(4)] + [_result(device="d2", seq=0)])
+    store.dead_letter(DeadLetter("d1", "crc-mismatch", "crc differs", 80, time.time_ns()))
+    store.set_counters({"received": 6, "stored": 5})
+    summary = summarize(tmp_path / "r.sqlite")
+    assert summary["results"] == 5 and summary["deadletters"] == {"crc-mismatch": 1}
+    assert [d["results"] for d in summary["devices"]] == [4, 1]
+    assert abs(summary["p50_ms"] - 10.0) < 1e-6
+    table = format_table(summary)
+    assert "crc-mismatch 1" in table and "received 6" in table
+
+
+def test_batcher_fills_to_max_batch_at_once():
+    batcher = Batcher(max_batch=4, max_wait_s=10.0)
+    for i in range(10):
+        batcher.put(i)
+    assert batcher.next_batch(0.1) == [0, 1, 2, 3]
+    assert batcher.next_batch(0.1) == [4, 5, 6, 7]
+
+
+def test_batcher_closes_a_partial_batch_after_max_wait():
+    batcher = Batcher(max_batch=100, max_wait_s=0.05)
+    batcher.put("a")
+    threading.Timer(0.01, batcher.put, args=("b",)).start()
+    start = time.monotonic()
+    assert batcher.next_batch(1.0) == ["a", "b"]
+    assert 0.04 <= time.monotonic() - start < 0.5
+    assert batcher.next_batch(0.01) == []

@@ -1,0 +1,51 @@
+"""Fuzz: 100,000+ mutations of valid frames of every codec; only documented FrameErrors may come out."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edgekit.frame import ERROR_TYPES
+from edgekit.wire import WireDecoder, WireEncoder
+from wire_helpers import fuzz
+
+MUTATIONS = 100_000
+
+
+@pytest.fixture(scope="module")
+def corpus(spec, spec16, codes, codes16):
+    """Valid frames of both bundles and all three codecs, with varied metadata."""
+    frames = []
+    for sp, data in ((spec, codes[5000:5040]), (spec16, codes16[5000:5040])):
+        for codec in ("raw", "zstd", "ans"):
+            enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec)
+            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i, timestamp_ns=i) for i, c in enumerate(data)]
+    return frames
+
+
+@pytest.mark.slow
+def test_mutated_frames_raise_only_documented_errors(spec, spec16, corpus):
+    decoder = WireDecoder([spec, spec16])
+    start = time.perf_counter()
+    counts = fuzz(decoder, corpus, {spec.code_shape, spec16.code_shape}, MUTATIONS, seed=20240611)
+    elapsed = time.perf_counter() - start
+    print(f"\nfuzz: {MUTATIONS} mutations in {elapsed:.1f} s ({MUTATIONS / elapsed:,.0f}/s): {counts}")
+    assert sum(counts.values()) == MUTATIONS
+    documented = {e.code for e in ERROR_TYPES} | {"decoded"}
+    assert set(counts) <= documented
+    # the mutations reach the checks behind the CRC, not only the checksum
+    for code in ("crc-mismatch", "truncated", "bad-header", "corrupt-payload", "unknown-codec", "too-large"):
+        assert counts.get(code, 0) > 0, code
+
+
+def test_mutation_engine_is_deterministic(spec, spec16, corpus):
+    decoder = WireDecoder([spec, spec16])
+    shapes = {spec.code_shape, spec16.code_shape}
+    assert fuzz(decoder, corpus, shapes, 500, seed=3) == fuzz(decoder, corpus, shapes, 500, seed=3)
+
+
+def test_unmutated_corpus_decodes(spec, spec16, corpus):
+    decoder = WireDecoder([spec, spec16])
+    assert all(decoder.decode(f).code.dtype == np.int8 for f in corpus)

@@ -1,0 +1,167 @@
+"""Helpers shared by the wire tests (and the fuzz target): real codes from Fashion-MNIST, fitted specs, CRC fix-up."""
+
+from __future__ import annotations
+
+import gzip
+import secrets
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.codecs import fit_codecs
+from edgekit.frame import HEADER_SIZE, crc32c
+from edgekit.wire import WireSpec
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """Images (N, rows, cols) uint8 from a gzipped IDX3 file (magic 0x00000803, big-endian dims)."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if int.from_bytes(data[:4], "big") != 0x803:
+        raise ValueError(f"{path} is not an IDX3 image file")
+    n, rows, cols = (int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
+    return np.frombuffer(data, np.uint8, count=n * rows * cols, offset=16).reshape(n, rows, cols)
+
+
+def codes_774(images: np.ndarray) -> np.ndarray:
+    """2x2 mean pool to 14x14, space-to-depth to (7, 7, 4), quantized to int8 0..127 (scale 1/127)."""
+    x = images.astype(np.float32).reshape(-1, 14, 2, 14, 2).mean((2, 4)) / 255
+    x = x.reshape(-1, 7, 2, 7, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 7, 7, 4)
+    return np.clip(np.round(x * 127), -128, 127).astype(np.int8)
+
+
+def codes_16(images: np.ndarray) -> np.ndarray:
+    """7x7 mean pool to a 4x4 = (16,) vector, quantized to the full int8 range (zero point -128)."""
+    x = images.astype(np.float32).reshape(-1, 4, 7, 4, 7).mean((2, 4)).reshape(-1, 16) / 255
+    return np.clip(np.round(x * 255) - 128, -128, 127).astype(np.int8)
+
+
+def make_spec(root: Path, calib: np.ndarray, heldout: np.ndarray, codec: str | None = None) -> WireSpec:
+    """A bundle directory holding only ``wire/``, fitted on ``calib``, and its WireSpec (random bundle id)."""
+    section, report = fit_codecs(calib, heldout, root / "wire", codec=codec)
+    spec = WireSpec(secrets.token_hex(32), calib.shape[1:], section, root)
+    spec.report = report  # type: ignore[attr-defined]
+    return spec
+
+
+def recrc(frame: bytes) -> bytes:
+    """The frame with its CRC recomputed, so a test reaches the checks after the CRC."""
+    body = bytes(frame)
+    crc = crc32c(body[HEADER_SIZE:], crc32c(body[:60]))
+    return body[:60] + crc.to_bytes(4, "little") + body[HEADER_SIZE:]
+
+
+# ------------------------------------------------------------------------------------------------ fuzzing
+
+_INTERESTING = (0, 1, 0x7F, 0x80, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF)
+_FIELDS = ((2, "<B"), (3, "<B"), (4, "<B"), (5, "<B"), (6, "<B"), (7, "<B"), (36, "<f"), (40, "<i"),
+           (44, "<H"), (46, "<H"), (48, "<H"), (50, "<H"), (52, "<I"), (56, "<I"))
+
+
+def _field_value(rng: np.random.Generator, fmt: str) -> int | float:
+    """An edge-case or random value that fits the field's format."""
+    if fmt == "<f":
+        return float(rng.choice([0.0, -1.0, float("nan"), float("inf"), 1e-45, 3e38, rng.normal()]))
+    bits = struct.calcsize(fmt) * 8
+    value = int(rng.choice(_INTERESTING)) if rng.random() < 0.6 else int(rng.integers(0, 1 << bits))
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if fmt == "<i" and value >= 1 << 31 else value
+
+
+def mutate(rng: np.random.Generator, frame: bytes, other: bytes) -> bytes:
+    """One random mutation of ``frame`` (``other`` is a second valid frame, for splicing)."""
+    data = bytearray(frame)
+    kind = int(rng.integers(9))
+    pos = int(rng.integers(len(data)))
+    if kind == 0:  # one bit
+        data[pos] ^= 1 << int(rng.integers(8))
+    elif kind == 1:  # a few bits anywhere
+        for p in rng.integers(0, len(data), int(rng.integers(2, 9))):
+            data[int(p)] ^= 1 << int(rng.integers(8))
+    elif kind == 2:  # a byte set to a random value
+        data[pos] = int(rng.integers(256))
+    elif kind == 3:  # truncated
+        del data[pos:]
+    elif kind == 4:  # extended
+        data += rng.integers(0, 256, int(rng.integers(1, 17)), dtype=np.uint8).tobytes()
+    elif kind == 5:  # bytes inserted or deleted in the middle
+        if rng.random() < 0.5:
+            data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        else:
+            del data[pos:pos + int(rng.integers(1, 9))]
+    elif kind == 6:  # a header field set to an edge value
+        offset, fmt = _FIELDS[int(rng.integers(len(_FIELDS)))]
+        struct.pack_into(fmt, data, offset, _field_value(rng, fmt))
+    elif kind == 7:  # the payload replaced by random bytes, its length field kept consistent
+        payload = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
+        data = data[:HEADER_SIZE] + bytearray(payload)
+        struct.pack_into("<I", data, 56, len(payload))
+    else:  # header of one frame, payload of another
+        data = data[:HEADER_SIZE] + bytearray(other[HEADER_SIZE:])
+        struct.pack_into("<I", data, 56, len(other) - HEADER_SIZE)
+    out = bytes(data)
+    return recrc(out) if len(out) >= HEADER_SIZE and rng.random() < 0.5 else out
+
+
+def fuzz(decoder, frames: list[bytes], shapes: set[tuple[int, ...]], mutations: int, seed: int = 0) -> dict:
+    """Decode ``mutations`` mutated frames; count outcomes by error code. Anything else is re-raised.
+
+    Half of the mutations get a valid CRC, so the checks behind the CRC (routing, fields, codecs) are
+    fuzzed too, not just the checksum.
+    """
+    from edgekit.frame import FrameError
+
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {}
+    picks = rng.integers(0, len(frames), size=(mutations, 2))
+    for a, b in picks:
+        data = mutate(rng, frames[a], frames[b])
+        try:
+            frame = decoder.decode(data)
+        except FrameError as err:
+            if not err.reason:
+                raise AssertionError(f"{err.code} without a reason for {data.hex()}") from err
+            counts[err.code] = counts.get(err.code, 0) + 1
+            continue
+        except Exception as err:
+            raise AssertionError(f"undocumented {type(err).__name__}: {err} for frame {data.hex()}") from err
+        if frame.code.dtype != np.int8 or frame.code.shape not in shapes:
+            raise AssertionError(f"decoded a malformed code from {data.hex()}")
+        counts["decoded"] = counts.get("decoded", 0) + 1
+    return counts
+
+
+# ------------------------------------------------------------------------------------- docs worked example
+
+EXAMPLE_BUNDLE_ID = "5e0c2b9f6a3d41e8" + "7b" * 24
+EXAMPLE_CODE = np.array([0, 1, -1, 2, 0, 0, -128, 127], dtype=np.int8).reshape(2, 2, 2)
+EXAMPLE_FIELDS = dict(scale=0.05, zero_point=-3, seq=42, boot_id=0x1234ABCD, timestamp_ns=1_718_000_000_123_456_789)
+#: per-tensor prior over -1..2 plus the escape: powers of two, so the example can be checked by hand
+EXAMPLE_PRIOR = {"format": "edgekit-ans-prior", "version": 1, "precision": 24, "lo": -1, "hi": 2,
+                 "mode": "per_tensor", "freqs": [[1 << 22, 1 << 23, 1 << 21, 1 << 20, 1 << 20]]}
+EXAMPLE_WIRE = {"frame_version": 1, "default_codec": "raw",
+                "codecs": {"raw": {}, "ans": {"prior": "wire/ans_prior.json", "mode": "per_tensor"}},
+                "limits": {"max_code_elements": 8, "max_payload_bytes": 96}}
+
+
+def example_frames(root: Path) -> dict[str, bytes]:
+    """The frames of docs/wire-format.md's worked examples (raw and ans), built by the real encoder."""
+    import json
+
+    from edgekit.wire import WireEncoder
+
+    (root / "wire").mkdir(parents=True, exist_ok=True)
+    (root / "wire" / "ans_prior.json").write_text(json.dumps(EXAMPLE_PRIOR))
+    wire = EXAMPLE_WIRE
+    out = {}
+    for codec in ("raw", "ans"):
+        enc = WireEncoder(EXAMPLE_BUNDLE_ID, (2, 2, 2), wire, root, codec)
+        fields = dict(EXAMPLE_FIELDS)
+        out[codec] = enc.encode(EXAMPLE_CODE, fields.pop("scale"), fields.pop("zero_point"), **fields)
+    return out
+
+
+def hexdump(data: bytes) -> str:
+    """``xxd``-style: offset, 16 bytes in hex per line."""
+    return "\n".join(f"{i:04x}: " + " ".join(f"{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16))
