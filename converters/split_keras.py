@@ -161,9 +161,11 @@ def split_keras(model: Any, split: str, source_format: str, workdir: Path) -> Ha
     crossing = crossing_tensors(model, layer.output)
     if crossing:
         raise crossing_error(split, crossing)
-    device = keras.Model(model.inputs, layer.output, name="device")
+    # Single tensors, not lists, as inputs: Keras warns when a list-input model is called with an array.
+    device = keras.Model(model.inputs[0], layer.output, name="device")
     server = keras.Model(layer.output, model.outputs[0], name="server")
-    return _halves(device, server, model, split, source_format, workdir)
+    reference = keras.Model(model.inputs[0], model.outputs[0], name="reference")
+    return _halves(device, server, reference, split, source_format, workdir)
 
 
 def join_keras(device: Any, server: Any, source_format: str, workdir: Path) -> Halves:

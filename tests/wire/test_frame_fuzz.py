@@ -25,7 +25,6 @@ def corpus(spec, spec16, codes, codes16):
     return frames
 
 
-@pytest.mark.slow
 def test_mutated_frames_raise_only_documented_errors(spec, spec16, corpus):
     decoder = WireDecoder([spec, spec16])
     start = time.perf_counter()

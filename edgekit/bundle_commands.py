@@ -1,0 +1,83 @@
+"""``edgekit inspect BUNDLE``: print a bundle's manifest readably after verifying every file's hash."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+__all__ = ["inspect_command", "describe"]
+
+
+def _quant(q: dict | None) -> str:
+    return "–" if q is None else f"scale {q['scale']:.6g}, zero-point {q['zero_point']}"
+
+
+def describe(manifest: dict) -> list[str]:
+    """The manifest as readable lines (what `edgekit inspect` prints)."""
+    m = manifest
+    parity = m["parity"]
+    worst = parity.get("worst_agreement")
+    lines = [
+        f"bundle {m['bundle_id']}  (format v{m['version']}, created {m['created']})",
+        f"model      {m['model']['name']} ({m['model']['source_format']}), split at {m['model']['split']!r}",
+        f"input      {m['input']['name']} {tuple(m['input']['shape'])} {m['input']['dtype']}",
+    ]
+    pre = m["input"]["preprocessing"]
+    if pre:
+        lines.append(f"  preprocessing: {pre['color']} {pre['size'][0]}x{pre['size'][1]}, x{pre['scale']:.6g}, "
+                     f"mean {pre['mean']}, std {pre['std']}, {pre['layout']}")
+    code = m["code"]
+    lines += [
+        f"code       {code['name']} {tuple(code['shape'])} int8 = {code['bytes_per_sample']} B/sample; wire "
+        f"{_quant(code['wire_quant'])}",
+        f"output     {m['output']['name']} {tuple(m['output']['shape'])}"
+        + (f", labels: {', '.join(m['output']['labels'][:10])}" + (" ..." if len(m['output']['labels']) > 10 else "")
+           if m["output"]["labels"] else ""),
+        "device models:",
+    ]
+    for d in m["device_models"]:
+        size = m["files"][d["path"]]["bytes"]
+        lines.append(f"  {d['target']:15s} {d['runtime']:7s} {d['path']} ({size / 1024:.1f} KiB, in {d['input_dtype']}, "
+                     f"code {d['code_dtype']} {_quant(d['code_quant'])})")
+    s = m["server_model"]
+    lines.append(f"server     {s['path']} ({s['precision']}, {m['files'][s['path']]['bytes'] / 1024:.1f} KiB)")
+    for name, target in m["targets"].items():
+        report = target.get("compiler_report")
+        if report and report.get("compiler") == "vela":
+            lines.append(f"target     {name}: {report['npu_ops']} NPU / {report['cpu_ops']} CPU ops, "
+                         f"SRAM {report['sram_kib']:.1f} KiB, est. {report['inference_time_ms']:.3f} ms")
+        elif report:
+            lines.append(f"target     {name}: {report['tpu_ops']} Edge TPU / {report['cpu_ops']} CPU ops")
+    lines += [
+        f"wire       default codec {m['wire']['default_codec']}; codecs {', '.join(m['wire']['codecs'])}",
+        f"parity     {'PASSED' if parity['passed'] else 'FAILED'} on {parity['samples']} samples"
+        + (f", worst top-1 agreement {100 * worst:.2f}% (min {100 * parity['min_agreement']:.2f}%)"
+           if worst is not None else ""),
+        f"provenance edgekit {m['provenance']['edgekit']}; seed {m['provenance']['seed']}; "
+        f"command: {m['provenance'].get('command') or '(python API)'}",
+        f"files      {len(m['files'])} files, all sha256 verified",
+    ]
+    return lines
+
+
+@click.command("inspect")
+@click.argument("bundle", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
+def inspect_command(bundle: str, as_json: bool) -> None:
+    """Show a bundle's manifest and verify the sha256 of every file in it.
+
+    Exits non-zero with a one-line error when a file is missing or changed.
+
+    \b
+    Example:
+      edgekit inspect bundles/fmnist-v1
+      edgekit inspect bundles/fmnist-v1 --json | jq .code
+    """
+    from edgekit.bundle import Bundle
+
+    loaded = Bundle.load(bundle)
+    if as_json:
+        click.echo(json.dumps(loaded.manifest, indent=2))
+    else:
+        click.echo("\n".join(describe(loaded.manifest)))
