@@ -26,7 +26,7 @@ def _reason(op: dict[str, Any], supported: set[str], max_dims: int) -> str | Non
     float_types = set(op["dtypes"]) - _QUANTIZED
     if float_types:
         return f"{op['op']} has {'/'.join(sorted(float_types))} tensors (the Edge TPU runs only 8-bit ops)"
-    for shape in op["shapes"]:
+    for shape in op["activation_shapes"]:
         if sum(1 for d in shape if d > 1) > max_dims:
             return f"{op['op']} has a tensor of shape {shape} with more than {max_dims} dimensions above 1"
     return None

@@ -48,13 +48,16 @@ def quiet_ort() -> Iterator[None]:
 
 
 class ArrayReader:
-    """CalibrationDataReader over an in-memory array, in small batches."""
+    """CalibrationDataReader over an in-memory array, in small batches (single pass)."""
 
     def __init__(self, name: str, x: np.ndarray, batch: int = 16):
         self._batches = iter([{name: x[i : i + batch]} for i in range(0, len(x), batch)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:  # qdq_loss_debug iterates instead of get_next
+        return iter(self.get_next, None)
 
 
 def _method(name: str):  # -> CalibrationMethod

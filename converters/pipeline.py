@@ -87,6 +87,7 @@ class _Work:
     compiled: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     artifacts: dict[str, list[str]] = field(default_factory=dict)
     profiles: dict[str, TargetProfile] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     cache: dict[tuple, Path] = field(default_factory=dict)
 
 
@@ -215,8 +216,16 @@ def _tflite(work: _Work, profile: TargetProfile) -> _DeviceFile:
     rel = f"device/{profile.name}/device_int8.tflite"
     (work.bundle / rel).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work.cache[key], work.bundle / rel)
-    from .tflite_export import describe_tflite
+    from .tflite_export import describe_tflite, float_operations
 
+    floats = [f"{op['op']} ({op['output']})" for op in float_operations(work.bundle / rel)]
+    if floats and profile.full_integer:
+        raise ConversionError(f"target {profile.name} needs a fully int8 model but {', '.join(floats)} stay float32 "
+                              "after quantization", "replace those ops with int8-capable ones (e.g. ReLU instead of "
+                              "ELU) or choose a CPU target (rpi, cpu)")
+    if floats:
+        work.warnings.append(f"{profile.name}: {', '.join(floats)} run in float32 on the CPU between "
+                             "dequantize/quantize")
     info = describe_tflite(work.bundle / rel)
     if info.code_quant is None:
         raise ConversionError(f"target {profile.name}: the TFLite device half does not output a quantized code",
@@ -249,7 +258,8 @@ def _compile(work: _Work, profile: TargetProfile, tflite_rel: str) -> None:
     if profile.compiler == Compiler.VELA:
         from .vela import compile_vela
 
-        compiled, report = compile_vela(tflite, tflite.parent, profile.compiler_options)
+        compiled, report = compile_vela(tflite, tflite.parent, profile.compiler_options,
+                                        f"device/{profile.name}")
         work.artifacts[profile.name] = [compiled.relative_to(work.bundle).as_posix()]
         work.compiled[profile.name] = report
     elif profile.compiler == Compiler.EDGETPU:
@@ -432,6 +442,9 @@ def convert(
         plans = [(p, _runtimes(p, halves, runtime)) for p in profiles]
         for profile, runtimes in plans:
             _check_target(profile, halves, runtimes)
+        if any(d is None for d in halves.code_shape):
+            raise ConversionError(f"code {halves.code_name!r} has a dynamic shape {halves.code_shape}",
+                                  "the code must have a fixed shape: give the model a fixed input size")
         pre = _preprocessing(preprocessing, halves, str(calib), _opt(eval))
         steps.step("reading calibration and evaluation data")
         calib_set = _samples(str(calib), halves, "calibration", pre, calib_samples, MIN_CALIB_SAMPLES, rng)
@@ -533,8 +546,8 @@ def _report(work: _Work, rows: list[dict[str, Any]], extra: dict[str, Any], wire
     layers_to_check: list[str] = []
     for runtime_rows in (layer_errors or {}).values():
         layers_to_check += [r["layer"] for r in runtime_rows[:3]]
-    warnings = [f"{name}: {c['cpu_ops']} ops fall back to the CPU" for name, c in work.compiled.items()
-                if c and c.get("cpu_ops")]
+    warnings = work.warnings + [f"{name}: {c['cpu_ops']} ops fall back to the CPU"
+                                for name, c in work.compiled.items() if c and c.get("cpu_ops")]
     if not held_out:
         warnings.append("no --eval given: parity measured on the calibration samples, which are not held out")
     return {

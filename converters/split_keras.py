@@ -122,9 +122,6 @@ def _halves(device: Any, server: Any, reference: Any, split: str, source_format:
     code_name = split if split != "pre-split" else "code"
     output_name = _tensor_name(output_tensor)
     input_shape, code_shape = _shape(input_tensor), _shape(code_tensor)
-    if any(d is None for d in code_shape):
-        raise ConversionError(f"code {code_name!r} has a dynamic shape {code_shape}",
-                              "the code must have a fixed shape: fix the input size of the model")
     device_onnx = keras_to_onnx(device, input_name, input_shape, workdir / "device_fp32.onnx")
     server_onnx = keras_to_onnx(server, code_name, code_shape, workdir / "server_fp32.onnx")
     _rename_onnx_output(device_onnx, code_name)

@@ -63,6 +63,7 @@ class TargetProfile:
     tflite: TfliteOptions | None
     onnx: OnnxOptions | None
     static_shapes: bool
+    full_integer: bool
     compiler: Compiler
     compiler_options: dict[str, Any] = field(default_factory=dict)
 
@@ -84,6 +85,7 @@ class TargetProfile:
                                      bool(tflite.get("per_channel", True))) if tflite else None,
                 onnx=OnnxOptions(bool(onnx.get("per_channel", True))) if onnx else None,
                 static_shapes=bool(data.get("static_shapes", False)),
+                full_integer=bool(data.get("full_integer", False)),
                 compiler=Compiler(data.get("compiler", "none")),
                 compiler_options=dict(data.get("compiler_options") or {}),
             )

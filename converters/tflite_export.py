@@ -9,6 +9,7 @@ too, as the size and latency baseline of the report.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import tempfile
@@ -23,7 +24,8 @@ from edgekit.errors import ConversionError
 from .sources import import_tensorflow
 from .targets import IOType, TfliteOptions
 
-__all__ = ["TfliteModel", "export_tflite", "make_converter", "quiet_native", "tflite_ops"]
+__all__ = ["TfliteModel", "export_tflite", "make_converter", "quiet_native", "tflite_ops", "float_operations",
+           "describe_tflite"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class TfliteModel:
 def quiet_native() -> Iterator[None]:
     """Silence what the TF converter prints to the process's stdout/stderr (C++ logs, 'Saved artifact')."""
     saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(io.StringIO()):
         try:
             os.dup2(sink.fileno(), 1)
             os.dup2(sink.fileno(), 2)
@@ -123,11 +125,19 @@ def tflite_ops(path: Path) -> list[dict[str, Any]]:
     ops = []
     for op in interpreter._get_ops_details():
         io = [tensors[i] for i in (*op["inputs"], *op["outputs"]) if i >= 0 and i in tensors]
+        # Activations: the first input and the outputs (weights and biases are the other inputs).
+        activations = [tensors[i] for i in (*op["inputs"][:1], *op["outputs"]) if i >= 0 and i in tensors]
         ops.append({
             "index": op["index"],
             "op": op["op_name"],
             "output": tensors[op["outputs"][0]]["name"] if len(op["outputs"]) else "",
             "dtypes": sorted({np.dtype(t["dtype"]).name for t in io}),
-            "shapes": [list(t["shape"]) for t in io],
+            "activation_shapes": [[int(d) for d in t["shape"]] for t in activations],
         })
     return ops
+
+
+def float_operations(path: Path) -> list[dict[str, Any]]:
+    """Ops the converter left in float (no int8 kernel): they run between DEQUANTIZE/QUANTIZE on the CPU."""
+    return [op for op in tflite_ops(path)
+            if "float32" in op["dtypes"] and op["op"] not in ("QUANTIZE", "DEQUANTIZE")]

@@ -52,8 +52,11 @@ def _parse_summary(csv_path: Path) -> dict[str, Any]:
     }
 
 
-def compile_vela(tflite: Path, out_dir: Path, options: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-    """Run Vela on ``tflite``; return the compiled ``*_vela.tflite`` and the compiler report."""
+def compile_vela(tflite: Path, out_dir: Path, options: dict[str, Any], shown_dir: str) -> tuple[Path, dict[str, Any]]:
+    """Run Vela on ``tflite``; return the compiled ``*_vela.tflite`` and the compiler report.
+
+    ``shown_dir`` is the bundle-relative folder used in the reproducible command printed in the report.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [find_vela(), str(tflite), "--output-dir", str(out_dir), "--show-cpu-operations",
                "--accelerator-config", options["accelerator_config"]]
@@ -71,7 +74,7 @@ def compile_vela(tflite: Path, out_dir: Path, options: dict[str, Any]) -> tuple[
     report = {"compiler": "vela", "accelerator_config": options["accelerator_config"],
               "system_config": options.get("system_config"), "memory_mode": options.get("memory_mode"),
               **_parse_stdout(proc.stdout), **_parse_summary(summaries[0]),
-              "command": " ".join(["vela", tflite.name, *command[2:]])}
+              "command": " ".join(["vela", f"{shown_dir}/{tflite.name}", "--output-dir", shown_dir, *command[4:]])}
     for summary in summaries:  # its figures are in the report; keep the bundle to models
         summary.unlink()
     report["all_on_npu"] = report["cpu_ops"] == 0

@@ -175,11 +175,11 @@ class Agent:
         s = self.spool.counters
         return {
             "device": self.cfg.device_id, "boot_id": self.boot_id, "captured": self.counters.captured,
-            "spooled": self.counters.spooled, "sent": p.sent, "acknowledged": p.acknowledged,
+            "spooled": self.counters.spooled, "sent": p.sent, "bytes_sent": p.bytes_sent, "acknowledged": p.acknowledged,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
             "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
-            "connected": self.publisher.connected.is_set(), "uptime_s": round(time.monotonic() - self._started, 1),
+            "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) for k, v in self.latency.percentiles().items()},
         }
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PublisherCounters:
     sent: int = 0  # QoS 1 publishes handed to the broker (a re-send after a restart counts again)
+    bytes_sent: int = 0  # frame payload bytes in those publishes
     acknowledged: int = 0
     refused_too_big: int = 0  # frames over the broker's or the configured size limit
     rejected: int = 0  # frames the broker answered with an MQTT 5 error reason
@@ -79,10 +80,10 @@ class Publisher(ClientLoop):
     # ---- hooks (publisher thread) -----------------------------------------------------------------------
     def on_connected(self, session_present: bool) -> None:
         online = {"state": "online", "device": self.device_id, "boot_id": self.boot_id, "since": time.time()}
-        self.client.publish(self.status_topic, json.dumps(online), qos=1, retain=True)
+        self.publish_checked(self.status_topic, json.dumps(online), qos=1, retain=True)
 
     def on_stopping(self) -> None:
-        self.client.publish(self.status_topic, self._offline, qos=1, retain=True)
+        self.publish_checked(self.status_topic, self._offline, qos=1, retain=True)
 
     def on_tick(self) -> None:
         now = time.monotonic()
@@ -100,6 +101,7 @@ class Publisher(ClientLoop):
             info = self.client.publish(row.topic, row.payload, qos=1)
             self._inflight[info.mid] = row.id
             self.counters.sent += 1
+            self.counters.bytes_sent += len(row.payload)
 
     def on_published(self, mid: int, failure: str | None) -> None:
         row_id = self._inflight.pop(mid, None)

@@ -156,7 +156,13 @@ class MosquittoBroker(_BrokerProcess):
             log_type notice
             log_type information
             connection_messages true
-            """) + self.extra + "\n"
+            """) + self._user_line() + self.extra + "\n"
+
+    @staticmethod
+    def _user_line() -> str:
+        """Started as root, Mosquitto switches to user ``mosquitto`` and cannot write its persistence file in
+        our folder; keep the current user instead."""
+        return "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
 
     def command(self) -> list[str]:
         self.config_path.write_text(self.config_text())

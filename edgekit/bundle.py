@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from edgekit.errors import BundleError
 from edgekit.preprocess import Preprocessing
@@ -120,11 +120,12 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise BundleError(f"manifest field {where}: {first.message}",
+    error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
+    if error is not None:
+        while error.context:  # descend into oneOf/anyOf to the field that is actually wrong
+            error = jsonschema.exceptions.best_match(error.context)
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise BundleError(f"manifest field {where}: {error.message[:160]}",
                           "re-create the bundle with edgekit convert (see docs/bundle.md)")
 
 
@@ -258,6 +259,3 @@ class Bundle:
     @property
     def targets(self) -> list[str]:
         return list(self.manifest["targets"])
-
-    def files(self) -> Iterable[tuple[str, dict[str, Any]]]:
-        return self.manifest["files"].items()

@@ -210,6 +210,7 @@ class ClientLoop:
         self.will = will
         self.client: "mqtt.Client | None" = None  # made once the protocol is known (see _make_client)
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # set once the broker has granted every subscription
         self.connects = 0
         self.max_packet_size: int | None = None
         self.fatal: str | None = None
@@ -227,8 +228,23 @@ class ClientLoop:
         self._thread.join(timeout)
 
     def send(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
-        """Publish from any thread: the loop thread sends it on its next pass."""
-        self._outbox.put(lambda: self.client.publish(topic_name, payload, qos=qos, retain=retain))
+        """Publish from any thread: the loop thread sends it on its next pass (if it fits the broker)."""
+        self._outbox.put(lambda: self.publish_checked(topic_name, payload, qos, retain))
+
+    def publish_checked(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+        """Publish unless the packet exceeds the broker's Maximum Packet Size (loop thread only).
+
+        paho would send it anyway, the broker would drop the connection, and paho would re-send it after
+        reconnecting: refusing it here is what keeps a client out of that loop.
+        """
+        data = payload.encode() if isinstance(payload, str) else payload
+        size = publish_packet_size(topic_name, len(data), self.protocol, qos)
+        if self.max_packet_size and size > self.max_packet_size:
+            log.error("%s: not publishing %d bytes on %s: over the broker's maximum packet size %d",
+                      self.client_id, size, topic_name, self.max_packet_size)
+            return False
+        self.client.publish(topic_name, data, qos=qos, retain=retain)
+        return True
 
     def call_soon(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the loop thread (e.g. a manual ack)."""
@@ -262,9 +278,9 @@ class ClientLoop:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
-            if self.connected.is_set():
+            if self.connected.is_set():  # not before CONNACK: its size limit decides what may be sent
                 backoff = 0.1
-            self._drain_outbox()
+                self._drain_outbox()
             try:
                 self.on_tick()
             except Exception:  # a hook bug must not kill the connection-owning thread
@@ -288,6 +304,7 @@ class ClientLoop:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = lambda c, userdata, mid, reason_codes, props: self._on_subscribe(reason_codes)
         client.on_message = lambda c, userdata, message: self.on_message(message)
         self.client = client
         return True
@@ -364,6 +381,16 @@ class ClientLoop:
         log.info("%s: connected to %s (MQTT %s, session present: %s)", self.client_id, self.url, self.protocol,
                  flags.session_present)
         self.on_connected(flags.session_present)
+
+    def _on_subscribe(self, reason_codes) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("%s: broker refused subscription %s: %s", self.client_id, self.subscriptions, failed)
+            return
+        if not self.subscribed.is_set():
+            log.info("%s: ready: subscribed to %s", self.client_id, ", ".join(self.subscriptions),
+                     extra={"event": "ready", "subscriptions": list(self.subscriptions)})
+        self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connecting = False

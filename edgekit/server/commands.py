@@ -18,11 +18,12 @@ def server_group() -> None:
 @click.option("--broker", default="mqtt://localhost:1883", show_default=True, help="Broker URL mqtt://HOST:PORT.")
 @click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
               help="SQLite results file (shared safely by several receivers).")
-@click.option("--group", default="edgekit", show_default=True, help="Shared-subscription group (MQTT 5).")
+@click.option("--group", default=None,
+              help="Share the load with the other receivers of this group ($share/GROUP/..., MQTT 5). "
+                   "See docs/server.md for the broker-restart caveat.")
 @click.option("--client-id", default=None,
               help="MQTT client id; the persistent session is keyed by it. Give each receiver its own "
                    "(default: edgekit-server-<hostname>).")
-@click.option("--no-share", is_flag=True, help="Subscribe without $share even on MQTT 5.")
 @click.option("--max-batch", type=int, default=32, show_default=True, help="Largest micro-batch.")
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
               help="Longest a frame waits for its batch to fill.")
@@ -32,7 +33,7 @@ def server_group() -> None:
               help="MQTT version (auto: 5 when the broker speaks it).")
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
-def run_command(bundles, broker, db, group, client_id, no_share, max_batch, max_wait_ms, threads, topk, protocol,
+def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
                 summary_every, json_logs) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
@@ -43,7 +44,7 @@ def run_command(bundles, broker, db, group, client_id, no_share, max_batch, max_
     \b
     Example:
       edgekit server run --bundle bundles/fmnist-v1 --broker mqtt://localhost:1883 --db results.sqlite
-      edgekit server run --bundle bundles/v1 --bundle bundles/v2 --client-id rx-2 --json
+      edgekit server run --bundle bundles/v1 --bundle bundles/v2 --group rx --client-id rx-2 --json
     """
     import signal
     import threading
@@ -58,7 +59,7 @@ def run_command(bundles, broker, db, group, client_id, no_share, max_batch, max_
     if max_batch < 1 or max_wait_ms < 0:
         raise UsageError("--max-batch must be >= 1 and --max-wait-ms >= 0", "e.g. --max-batch 32 --max-wait-ms 5")
     cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=parse_broker_url(broker), db=Path(db),
-                         group=group, client_id=client_id, protocol=protocol, shared=False if no_share else None,
+                         group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every)
     receiver = Receiver(cfg)

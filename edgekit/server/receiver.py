@@ -41,10 +41,9 @@ class ReceiverConfig:
     bundles: list[Path]
     broker: BrokerUrl
     db: Path
-    group: str = "edgekit"
+    group: str | None = None  # a shared-subscription group: N receivers split the load (MQTT 5)
     client_id: str | None = None
     protocol: str = "auto"
-    shared: bool | None = None  # None: shared when the broker speaks MQTT 5
     max_batch: int = 32
     max_wait_s: float = 0.005
     threads: int | None = None
@@ -89,8 +88,11 @@ class _Link(ClientLoop):
     def _make_client(self) -> bool:
         if not super()._make_client():
             return False
-        shared = self.cfg.shared if self.cfg.shared is not None else self.protocol == "5"
-        self.subscriptions = (features_filter(self.cfg.group if shared else None),)
+        group = self.cfg.group
+        if group and self.protocol != "5":
+            log.warning("shared subscriptions need MQTT 5; this receiver gets every frame (results stay unique)")
+            group = None
+        self.subscriptions = (features_filter(group),)
         return True
 
     def on_message(self, message) -> None:
@@ -185,7 +187,7 @@ class Receiver:
         self.store.dead_letter(DeadLetter(device, reason, error, nbytes, received_ns))
         body = {"reason": reason, "error": error, "bytes": nbytes, "received_ns": received_ns,
                 "topic": message.topic, "receiver": self.client_id}
-        self.link.client.publish(topic(device, "deadletter"), json.dumps(body), qos=1)
+        self.link.publish_checked(topic(device, "deadletter"), json.dumps(body), qos=1)
         self.link.client.ack(message.mid, message.qos)
         log.info("dead letter from %s: %s (%s)", device, reason, error)
 

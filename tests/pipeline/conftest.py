@@ -7,6 +7,8 @@ installs it (``apt-get install mosquitto``), and these tests are the point of th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgekit.broker import MosquittoBroker, find_mosquitto
@@ -91,3 +93,38 @@ def collector():
     yield make
     for c in made:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """One real bundle for the session: the digits example model trained briefly, converted for ``rpi``."""
+    import importlib.util
+
+    from edgekit.converters import convert
+
+    repo = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("train_example", repo / "examples" / "train_example.py")
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    root = tmp_path_factory.mktemp("bundle")
+    model, calib, test = trainer.train("digits", None, root / "model", epochs=8, seed=0)
+    result = convert(model=model, split="code", calib=calib, eval=test, targets=["rpi"], output=root / "bundle",
+                     force=True, latency_runs=3, eval_samples=200)
+    return result.bundle_path
+
+
+@pytest.fixture(scope="session")
+def stream(bundle, tmp_path_factory):
+    """Factory: an .npz of the first ``n`` held-out digits (float model inputs) to stream."""
+    import numpy as np
+
+    test = np.load(bundle.parent / "model" / "test.npz")
+    folder = tmp_path_factory.mktemp("streams")
+
+    def make(n: int):
+        path = folder / f"stream{n}.npz"
+        if not path.exists():
+            np.savez(path, x=np.resize(test["x"], (n, *test["x"].shape[1:])))
+        return path
+
+    return make

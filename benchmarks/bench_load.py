@@ -1,0 +1,205 @@
+"""Load benchmark: N simulated devices against one receiver on loopback (not a timed test).
+
+    python benchmarks/bench_load.py                     # 20 devices, rates 5..200 fps each
+    python benchmarks/bench_load.py --devices 50 --rates 10,20,40 --seconds 5 --bundle build/demo/bundle
+
+A fleet thread owns N paho clients (one MQTT connection per device, QoS 1, real frames encoded from the
+bundle's own device half) and paces them; the receiver is a real ``edgekit server run`` subprocess on a
+real Mosquitto. For each rate step it reports frames stored, lost, end-to-end latency (frame timestamp →
+result committed) and the receiver's throughput; a step "keeps up" when the fleet offered at least 95 % of
+the target rate, every frame was stored within ``--drain`` seconds of the last publish, and p99 latency
+stayed under ``--max-p99`` ms (a growing backlog shows up there first). Finally the server half's raw batched ONNX Runtime throughput is
+measured in the same run, and the receiver's best throughput is reported as a ratio of it (the cost of the
+transport: MQTT, validation, decoding, SQLite, result publishing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.broker import local_broker
+from edgekit.demo import count_results, start_server
+from edgekit.mqtt import make_client, parse_broker_url, topic
+
+
+def build_bundle(work: Path) -> Path:
+    """Train the digits example briefly and convert it (when no --bundle is given)."""
+    import importlib.util
+
+    from edgekit.converters import convert
+
+    spec = importlib.util.spec_from_file_location("train_example", Path(__file__).parents[1] / "examples" / "train_example.py")
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    model, calib, test = trainer.train("digits", None, work / "model", epochs=10, seed=0)
+    return convert(model=model, split="code", calib=calib, eval=test, targets=["rpi"], output=work / "bundle",
+                   force=True, latency_runs=3).bundle_path
+
+
+def device_codes(bundle_path: Path, n: int = 64):
+    """Real int8 codes: the bundle's device half run on held-out inputs."""
+    from edgekit.bundle import Bundle
+    from edgekit.runtime import open_device_runner
+
+    bundle = Bundle.load(bundle_path)
+    model = bundle.device_model()
+    runner = open_device_runner(model.path, code_quant=model.code_quant)
+    x = np.random.default_rng(0).random((n, *runner.input_shape[1:]), dtype=np.float32)
+    test = bundle_path.parent / "model" / "test.npz"
+    if test.exists():
+        x = np.load(test)["x"][:n].astype(np.float32)
+    return bundle, np.stack([runner.run(s[None])[0] for s in x]), runner.code_quant
+
+
+class Fleet:
+    """N MQTT clients owned by one thread, publishing pre-encoded frames at a fixed per-device rate."""
+
+    def __init__(self, url: str, n: int, encoder, codes, quant, boot_base: int):
+        broker = parse_broker_url(url)
+        self.devices = [f"sim-{i:03d}" for i in range(n)]
+        self.encoder, self.codes, self.quant = encoder, codes, quant
+        self.clients = []
+        for device in self.devices:
+            client = make_client(f"bench-{device}", "5")
+            client.connect(broker.host, broker.port)
+            self.clients.append(client)
+        for _ in range(50):
+            for c in self.clients:
+                c.loop(0)
+        self.boot_base = boot_base
+
+    def run(self, rate: float, seconds: float, step: int) -> int:
+        """Publish for ``seconds`` at ``rate`` frames/s per device; frames sent."""
+        period = 1.0 / rate
+        start = time.monotonic()
+        sent = 0
+        seq = 0
+        while time.monotonic() - start < seconds:
+            due = start + seq * period
+            while time.monotonic() < due:
+                for c in self.clients:
+                    c.loop(0)
+            for i, (device, client) in enumerate(zip(self.devices, self.clients)):
+                code = self.codes[(seq + i) % len(self.codes)]
+                frame = self.encoder.encode(code, *self.quant, seq=seq, boot_id=self.boot_base + step * 1000 + i,
+                                            timestamp_ns=time.time_ns())
+                client.publish(topic(device, "features"), frame, qos=1)
+                sent += 1
+            seq += 1
+        for _ in range(200):
+            for c in self.clients:
+                c.loop(0.001)
+        return sent
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.disconnect()
+            c.loop(0.01)
+
+
+def step_figures(db: Path, boot_lo: int, boot_hi: int) -> dict:
+    con = sqlite3.connect(db, timeout=30)
+    rows = con.execute("SELECT done_ns - capture_ns, received_ns, done_ns FROM results WHERE boot_id BETWEEN ? AND ?",
+                       (boot_lo, boot_hi)).fetchall()
+    con.close()
+    lat = np.array([r[0] for r in rows]) / 1e6
+    span = (max(r[2] for r in rows) - min(r[1] for r in rows)) / 1e9 if rows else float("nan")
+    return {"stored": len(rows), "p50_ms": float(np.percentile(lat, 50)) if rows else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99)) if rows else float("nan"),
+            "throughput": len(rows) / span if rows and span > 0 else float("nan")}
+
+
+def raw_ort_throughput(bundle, codes, quant, batch: int, seconds: float = 3.0) -> float:
+    """Frames/s of the server half alone: dequantized codes in batches of ``batch`` through ONNX Runtime."""
+    from edgekit.runtime import open_server_runner
+    from edgekit.wire import dequantize
+
+    runner = open_server_runner(bundle.server_model.path)
+    x = dequantize(np.resize(codes, (batch, *codes.shape[1:])), *quant)
+    runner.run(x)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        runner.run(x)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--rates", default="5,10,20,50,100,200", help="per-device frames/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=5.0, help="publishing time per step")
+    parser.add_argument("--drain", type=float, default=3.0, help="seconds a step may take to store every frame")
+    parser.add_argument("--max-p99", type=float, default=500.0, help="latency bound (ms) for a step to keep up")
+    parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
+    bundle_path = args.bundle or build_bundle(work)
+    bundle, codes, quant = device_codes(bundle_path)
+    from edgekit.wire import WireEncoder
+
+    encoder = WireEncoder.from_bundle(bundle)
+    db = work / "bench-results.sqlite"
+    db.unlink(missing_ok=True)
+    print(f"{args.devices} devices, frame {len(encoder.encode(codes[0], *quant, seq=0, boot_id=1, timestamp_ns=0))} "
+          f"bytes, receiver max batch {args.max_batch}; work dir {work}")
+    print(f"{'rate/dev':>8} {'total/s':>8} {'sent':>7} {'stored':>7} {'lost':>5} {'kept up':>7} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'rx fr/s':>8}")
+    best_ok, best_tp, rows = None, 0.0, []
+    with local_broker(workdir=work / "broker") as broker:
+        server = start_server([bundle_path], broker.url, db, work / "server.log", "--max-batch", str(args.max_batch),
+                              "--client-id", "bench-rx")
+        fleet = Fleet(broker.url, args.devices, encoder, codes, quant, boot_base=10_000)
+        try:
+            for step, rate in enumerate(float(r) for r in args.rates.split(",")):
+                before = count_results(db)
+                sent = fleet.run(rate, args.seconds, step)
+                deadline = time.monotonic() + args.drain
+                while count_results(db) - before < sent and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                kept_up = count_results(db) - before >= sent
+                end = time.monotonic() + 60  # let a backlog finish before the next step (and count losses)
+                while count_results(db) - before < sent and time.monotonic() < end:
+                    time.sleep(0.1)
+                lo = 10_000 + step * 1000
+                fig = step_figures(db, lo, lo + args.devices)
+                offered = sent >= 0.95 * rate * args.devices * args.seconds
+                kept_up = kept_up and offered and fig["p99_ms"] <= args.max_p99
+                lost = sent - fig["stored"]
+                print(f"{rate:>8g} {rate * args.devices:>8g} {sent:>7} {fig['stored']:>7} {lost:>5} "
+                      f"{'yes' if kept_up else 'no':>7} {fig['p50_ms']:>8.1f} {fig['p99_ms']:>8.1f} "
+                      f"{fig['throughput']:>8.0f}", flush=True)
+                best_tp = max(best_tp, fig["throughput"])
+                rows.append((rate, lost, kept_up, fig))
+                if lost == 0 and kept_up:
+                    best_ok = (rate, fig)
+                elif not kept_up:
+                    break
+        finally:
+            fleet.close()
+            server.stop()
+    raw = raw_ort_throughput(bundle, codes, quant, args.max_batch)
+    print()
+    if best_ok:
+        rate, fig = best_ok
+        print(f"highest rate kept up with no loss: {rate:g} fps/device x {args.devices} = {rate * args.devices:g} "
+              f"frames/s; latency p50 {fig['p50_ms']:.1f} ms, p99 {fig['p99_ms']:.1f} ms")
+    else:
+        print("no step kept up")
+    print(f"receiver throughput (best step) {best_tp:.0f} frames/s; raw batched ORT (batch {args.max_batch}) "
+          f"{raw:.0f} frames/s; ratio {best_tp / raw:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

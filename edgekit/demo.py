@@ -1,0 +1,246 @@
+"""``edgekit demo``: the whole pipeline on one machine, from nothing but Python.
+
+::
+
+    train (digits, no download) ─► convert (rpi bundle) ─► broker (Mosquitto, else amqtt)
+        ─► edgekit server run ─┐
+        ─► edgekit device run ─┴─► held-out set streamed ─► summary table (sent/received/lost, accuracy,
+                                                                bytes/frame, end-to-end p50/p95)
+
+Server and device run as real subprocesses of the CLI, exactly as a user would start them; the demo
+watches the results database for its progress bar. Only click and the standard library are imported at
+module level (this is a command module); the helpers below are reused by the pipeline tests and the load
+benchmark to start the roles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from edgekit.errors import UsageError
+
+__all__ = ["demo_command", "RoleProcess", "start_server", "start_device", "count_results"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RoleProcess:
+    """A ``python -m edgekit.cli ...`` subprocess with its log in a file, stopped in ``finally`` by callers."""
+
+    def __init__(self, args: list[str], log_path: Path):
+        self.args = args
+        self.log_path = log_path
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "edgekit.cli", *args], stdout=subprocess.PIPE,
+                                            stderr=log, stdin=subprocess.DEVNULL, env=_child_env())
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, needle: str, timeout: float = 60.0) -> None:
+        """Block until ``needle`` appears in the log; RuntimeError (with the log) if the process dies first."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.log_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{' '.join(self.args[:2])} never logged {needle!r}; log:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def final_json(self, timeout: float = 120.0) -> dict:
+        """Wait for exit and return the JSON summary a ``--json`` role prints on stdout."""
+        out, _ = self.process.communicate(timeout=timeout)
+        lines = out.decode().strip().splitlines()
+        if self.process.returncode != 0 or not lines:
+            raise RuntimeError(f"{' '.join(self.args[:2])} exited {self.process.returncode}; log:\n{self.log_text()}")
+        return json.loads(lines[-1])
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_server(bundles: list[Path], broker: str, db: Path, log_path: Path, *extra: str,
+                 ready_timeout: float = 60.0) -> RoleProcess:
+    """Start ``edgekit server run`` and wait until its subscription is granted (frames sent later are kept)."""
+    args = ["server", "run", *[a for b in bundles for a in ("--bundle", str(b))], "--broker", broker, "--db", str(db),
+            "--json", *extra]
+    role = RoleProcess(args, log_path)
+    role.wait_for_log("ready: subscribed", ready_timeout)
+    return role
+
+
+def start_device(bundle: Path, broker: str, device_id: str, source: Path | str, spool: Path, log_path: Path,
+                 *extra: str) -> RoleProcess:
+    """Start ``edgekit device run`` with JSON logs (its final counters come back via :meth:`final_json`)."""
+    args = ["device", "run", "--bundle", str(bundle), "--broker", broker, "--device-id", device_id,
+            "--source", str(source), "--spool", str(spool), "--json", *extra]
+    return RoleProcess(args, log_path)
+
+
+def count_results(db: Path, device: str | None = None) -> int:
+    """Rows in the results table (0 while the receiver has not created it yet)."""
+    if not Path(db).exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)
+    try:
+        sql, args = ("SELECT COUNT(*) FROM results WHERE device = ?", (device,)) if device else \
+            ("SELECT COUNT(*) FROM results", ())
+        return con.execute(sql, args).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
+
+
+def _load_trainer():
+    """``examples/train_example.py`` from the source tree (the demo's model recipe)."""
+    import importlib.util
+
+    path = REPO / "examples" / "train_example.py"
+    if not path.is_file():
+        raise UsageError(f"{path} not found", "run the demo from a source checkout of edgekit (make demo)")
+    spec = importlib.util.spec_from_file_location("edgekit_train_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@click.command("demo")
+@click.option("--dataset", type=click.Choice(["digits", "fashion-mnist"]), default="digits", show_default=True,
+              help="digits needs no download; fashion-mnist reads the IDX files under --data.")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="Folder holding fashion-mnist/ (default: $EDGEKIT_DATA or ../shared/data).")
+@click.option("--work", type=click.Path(file_okay=False), default="build/demo", show_default=True,
+              help="Folder for the model, bundle, logs, spool and results.")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default: the example's).")
+@click.option("--frames", type=int, default=None, help="Stream only the first N held-out images.")
+@click.option("--fps", type=float, default=100.0, show_default=True, help="Device frame rate (0: as fast as possible).")
+@click.option("--broker", default=None, help="Use this broker instead of starting a local one.")
+@click.option("--codec", default=None, help="Feature codec (default: the bundle's).")
+def demo_command(dataset, data, work, epochs, frames, fps, broker, codec) -> None:
+    """Train, convert, start a broker, a server and a device, stream the held-out set, print a summary.
+
+    \b
+    Example:
+      edgekit demo
+      edgekit demo --dataset fashion-mnist --data ../shared/data --frames 2000
+    """
+    import numpy as np
+
+    from edgekit.broker import local_broker
+
+    work_dir = Path(work).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"[1/4] training the {dataset} example model")
+    model_path, calib, test = _load_trainer().train(dataset, data, work_dir / "model", epochs, 0)
+    click.echo("[2/4] converting it to a Raspberry Pi bundle")
+    from edgekit.converters import convert
+
+    result = convert(model=model_path, split="code", calib=calib, eval=test, targets=["rpi"],
+                     output=work_dir / "bundle", force=True, codec=codec, latency_runs=10)
+    held_out = np.load(test)
+    x, y = held_out["x"][:frames], held_out["y"][:frames]
+    source = work_dir / "stream.npz"
+    np.savez(source, x=x)
+    float_acc = _float_accuracy(model_path, x, y)
+    for stale in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "spool.sqlite"):
+        (work_dir / stale).unlink(missing_ok=True)
+
+    local = None if broker else local_broker(workdir=work_dir / "broker")
+    try:
+        if local is not None:
+            local.start()
+            click.echo(f"[3/4] {local.name} broker on {local.url} (MQTT {local.protocol})")
+        url = broker or local.url
+        stats = _stream(result.bundle_path, url, source, len(x), fps, work_dir)
+    finally:
+        if local is not None:
+            local.close()
+    click.echo(_summary_table(stats, work_dir / "results.sqlite", y, float_acc))
+
+
+def _stream(bundle: Path, url: str, source: Path, total: int, fps: float, work_dir: Path) -> dict:
+    """Run server + device subprocesses with a progress bar; the device's final counters."""
+    from tqdm import tqdm
+
+    db = work_dir / "results.sqlite"
+    server = start_server([bundle], url, db, work_dir / "server.log")
+    try:
+        click.echo(f"[4/4] streaming {total} frames: server and device running (logs in {work_dir})")
+        device = start_device(bundle, url, "demo-01", source, work_dir / "spool.sqlite", work_dir / "device.log",
+                              "--fps", str(fps), "--linger", "15")
+        with tqdm(total=total, unit="frame", desc="results") as bar:
+            done = 0
+            while device.process.poll() is None or done < total:
+                now = count_results(db)
+                bar.update(now - done)
+                done = now
+                if device.process.poll() is not None and done < total:
+                    time.sleep(1.0)
+                    bar.update(count_results(db) - done)
+                    break
+                time.sleep(0.1)
+        return device.final_json()
+    finally:
+        server.stop()
+
+
+def _float_accuracy(model_path: Path, x, y) -> float:
+    import keras
+
+    model = keras.saving.load_model(model_path)
+    return float((model.predict(x, verbose=0, batch_size=256).argmax(axis=1) == y).mean())
+
+
+def _summary_table(stats: dict, db: Path, y, float_acc: float) -> str:
+    import numpy as np
+
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT seq, label_index, done_ns - capture_ns FROM results WHERE device = 'demo-01' "
+                       "AND boot_id = ?", (stats["boot_id"],)).fetchall()
+    dead = con.execute("SELECT COUNT(*) FROM deadletters").fetchone()[0]
+    con.close()
+    seqs = np.array([r[0] for r in rows], dtype=np.int64)
+    labels = np.array([r[1] for r in rows], dtype=np.int64)
+    latency = np.array([r[2] / 1e6 for r in rows])
+    split_acc = float((labels == y[seqs]).mean()) if len(rows) else float("nan")
+    sent = stats["acknowledged"]
+    p50, p95 = (np.percentile(latency, [50, 95]) if len(rows) else (float("nan"),) * 2)
+    lines = [
+        ("frames captured", f"{stats['captured']}"),
+        ("frames sent (acknowledged by broker)", f"{sent}"),
+        ("frames received (stored results)", f"{len(rows)}"),
+        ("frames lost", f"{stats['captured'] - len(rows)}"),
+        ("dead letters", f"{dead}"),
+        ("accuracy, float model", f"{float_acc:.4f}"),
+        ("accuracy, split pipeline (int8 + wire)", f"{split_acc:.4f}"),
+        ("bytes per frame (header + payload)", f"{stats['bytes_sent'] / max(stats['sent'], 1):.1f}"),
+        ("end-to-end latency p50 (capture -> stored)", f"{p50:.1f} ms"),
+        ("end-to-end latency p95", f"{p95:.1f} ms"),
+        ("device-observed round trip p50 / p95", f"{stats['e2e_p50_ms']:.1f} / {stats['e2e_p95_ms']:.1f} ms"),
+    ]
+    width = max(len(k) for k, _ in lines)
+    rule = "-" * (width + 14)
+    return "\n".join([rule, *(f"{k:<{width}}  {v:>10}" for k, v in lines), rule])
