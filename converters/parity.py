@@ -16,12 +16,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dequantize", "sqnr_db", "deployed_outputs", "parity_metrics", "latency", "latency_comparison"]
+from edgekit.wire import dequantize
 
-
-def dequantize(code: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
-    scale, zero_point = quant
-    return (code.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+__all__ = ["sqnr_db", "deployed_outputs", "parity_metrics", "latency", "latency_comparison"]
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -34,7 +31,7 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
 def deployed_outputs(device: Any, server: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the deployed path; return (int8 codes, dequantized codes, outputs)."""
     codes = device.run(x)
-    codes_float = dequantize(codes, device.code_quant)
+    codes_float = dequantize(codes, *device.code_quant)
     return codes, codes_float, server.run(codes_float)
 
 

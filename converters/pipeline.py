@@ -34,11 +34,12 @@ import edgekit
 from edgekit.bundle import FORMAT_VERSION, sha256_file, write_manifest
 from edgekit.errors import ConversionError, UsageError
 from edgekit.preprocess import Preprocessing
+from edgekit.wire import dequantize
 
 from .datasets import MIN_CALIB_SAMPLES, Samples, check_samples, load_samples
 from .halves import Halves
 from .onnx_quant import export_server_onnx, quantize_device_onnx, range_quant
-from .parity import dequantize, deployed_outputs, latency_comparison, parity_metrics
+from .parity import deployed_outputs, latency_comparison, parity_metrics
 from .report import render_markdown
 from .sources import SourceFormat, detect_format, load_keras
 from .targets import Compiler, Runtime, TargetProfile, load_target
@@ -321,20 +322,14 @@ def _parity(work: _Work, server_path: Path, latency_runs: int, threads: int | No
 
 
 def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """manifest["wire"] and its report section from edgekit.codecs.fit_codecs (raw framing if absent)."""
+    """manifest["wire"] and its report section: codecs fitted on calibration codes, measured on held-out ones."""
+    from edgekit.codecs import fit_codecs
     from edgekit.runtime import open_device_runner
 
     dev = work.devices[0]
     runner = open_device_runner(work.bundle / dev.path, runtime="onnxruntime" if dev.runtime == Runtime.ONNX else None,
                                 code_quant=dev.code_quant)
     calib_codes = runner.run(work.calib)
-    try:
-        from edgekit.codecs import fit_codecs  # written by the wire/codecs owner
-    except ImportError:
-        fit_codecs = None
-    if fit_codecs is None:
-        log.warning("edgekit.codecs.fit_codecs is not available: the bundle uses raw int8 codes on the wire")
-        return {"default_codec": "raw", "codecs": {"raw": {}}, "limits": {}}, None
     return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec)
 
 
@@ -465,7 +460,7 @@ def convert(
 
         steps.step("exporting the server half")
         server_rel = f"server/server_{server_precision}.onnx"
-        calib_codes = dequantize(*_quantize_codes(halves.device_float(calib_set.x), work.wire_quant))
+        calib_codes = dequantize(_quantize_codes(halves.device_float(calib_set.x), work.wire_quant), *work.wire_quant)
         export_server_onnx(halves.server_onnx, staging / server_rel, server_precision, _onnx_input(halves.server_onnx),
                            calib_codes, calib_method)
 
@@ -495,9 +490,9 @@ def _opt(value: str | Path | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _quantize_codes(codes: np.ndarray, quant: tuple[float, int]) -> tuple[np.ndarray, tuple[float, int]]:
-    q = np.clip(np.round(codes / np.float32(quant[0])) + quant[1], -128, 127).astype(np.int8)
-    return q, quant
+def _quantize_codes(codes: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
+    """Float codes to int8 with the wire quantization, as the device half's output layer does."""
+    return np.clip(np.round(codes / np.float32(quant[0])) + quant[1], -128, 127).astype(np.int8)
 
 
 def _onnx_input(path: Path) -> str:
