@@ -18,7 +18,6 @@ whole frames, in MB of code; "vs zlib" is that throughput over zlib's (level 6, 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.codecs import AnsPrior, fit_codecs, order0_entropy_bits
+from edgekit.example_model import read_idx
 from edgekit.frame import CRC32C_IMPLEMENTATION, HEADER_SIZE
 from edgekit.wire import WireDecoder, WireEncoder, WireSpec
 
@@ -38,14 +38,6 @@ REPO = Path(__file__).resolve().parents[1]
 BOUND_FACTOR, BOUND_SLACK = 1.03, 8.0
 
 
-def read_idx_images(path: Path) -> np.ndarray:
-    """Images (N, rows, cols) uint8 from a gzipped IDX3 file."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    if int.from_bytes(data[:4], "big") != 0x803:
-        raise SystemExit(f"{path} is not an IDX3 image file")
-    n, rows, cols = (int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
-    return np.frombuffer(data, np.uint8, count=n * rows * cols, offset=16).reshape(n, rows, cols)
 
 
 def pixel_codes(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -157,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     fm = args.data / "fashion-mnist"
-    test = read_idx_images(fm / "t10k-images-idx3-ubyte.gz")[: args.samples]
+    test = read_idx(fm / "t10k-images-idx3-ubyte.gz")[: args.samples]
     print(f"edgekit codec bench: {len(test)} held-out codes, crc32c={CRC32C_IMPLEMENTATION}, "
           f"{os.cpu_count()} cores, numpy {np.__version__}")
     results, ok = {}, True
@@ -167,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"bundle {args.bundle}"] = res = bench_spec(spec, codes, args.repeat)
         ok &= print_result(f"bundle {args.bundle} ({bundle.bundle_id[:12]})", res, infer_ms)
     else:
-        train = pixel_codes(read_idx_images(fm / "train-images-idx3-ubyte.gz")[:5000])
+        train = pixel_codes(read_idx(fm / "train-images-idx3-ubyte.gz")[:5000])
         for (title, calib), heldout in zip(train.items(), pixel_codes(test).values(), strict=True):
             with tempfile.TemporaryDirectory() as tmp:
                 section, _ = fit_codecs(calib, heldout[:500], Path(tmp) / "wire")

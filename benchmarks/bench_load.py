@@ -31,14 +31,11 @@ from edgekit.mqtt import make_client, parse_broker_url, topic
 
 def build_bundle(work: Path) -> Path:
     """Train the digits example briefly and convert it (when no --bundle is given)."""
-    import importlib.util
-
     from edgekit.converters import convert
 
-    spec = importlib.util.spec_from_file_location("train_example", Path(__file__).parents[1] / "examples" / "train_example.py")
-    trainer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trainer)
-    model, calib, test = trainer.train("digits", None, work / "model", epochs=10, seed=0)
+    from edgekit.example_model import train
+
+    model, calib, test = train("digits", None, work / "model", epochs=10, seed=0)
     return convert(model=model, split="code", calib=calib, eval=test, targets=["rpi"], output=work / "bundle",
                    force=True, latency_runs=3).bundle_path
 

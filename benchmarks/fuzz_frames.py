@@ -20,8 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "wire"))
 
+from edgekit.example_model import read_idx  # noqa: E402
+from wire_helpers import codes_16, codes_774, fuzz, make_spec  # noqa: E402
+
 from edgekit.wire import WireDecoder, WireEncoder  # noqa: E402
-from wire_helpers import codes_16, codes_774, fuzz, make_spec, read_idx_images  # noqa: E402
 
 
 def corpus(specs, code_sets) -> list[bytes]:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     default_data = Path(os.environ.get("EDGEKIT_DATA", REPO.parent / "shared" / "data"))
     parser.add_argument("--data", type=Path, default=default_data, help="the shared data folder")
     args = parser.parse_args(argv)
-    images = read_idx_images(args.data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
+    images = read_idx(args.data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
     code_sets = [codes_774(images), codes_16(images)]
     with tempfile.TemporaryDirectory() as tmp:
         specs = [make_spec(Path(tmp) / str(i), c[:3000], c[3000:4000]) for i, c in enumerate(code_sets)]

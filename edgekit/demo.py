@@ -26,11 +26,8 @@ from pathlib import Path
 
 import click
 
-from edgekit.errors import UsageError
-
 __all__ = ["demo_command", "RoleProcess", "start_server", "start_device", "count_results"]
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 class RoleProcess:
@@ -114,19 +111,6 @@ def count_results(db: Path, device: str | None = None) -> int:
         con.close()
 
 
-def _load_trainer():
-    """``examples/train_example.py`` from the source tree (the demo's model recipe)."""
-    import importlib.util
-
-    path = REPO / "examples" / "train_example.py"
-    if not path.is_file():
-        raise UsageError(f"{path} not found", "run the demo from a source checkout of edgekit (make demo)")
-    spec = importlib.util.spec_from_file_location("edgekit_train_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @click.command("demo")
 @click.option("--dataset", type=click.Choice(["digits", "fashion-mnist"]), default="digits", show_default=True,
               help="digits needs no download; fashion-mnist reads the IDX files under --data.")
@@ -150,14 +134,14 @@ def demo_command(dataset, data, work, epochs, frames, fps, broker, codec) -> Non
     import numpy as np
 
     from edgekit.broker import local_broker
+    from edgekit.converters import convert
+    from edgekit.example_model import train
 
     work_dir = Path(work).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"[1/4] training the {dataset} example model")
-    model_path, calib, test = _load_trainer().train(dataset, data, work_dir / "model", epochs, 0)
+    model_path, calib, test = train(dataset, data, work_dir / "model", epochs, 0)
     click.echo("[2/4] converting it to a Raspberry Pi bundle")
-    from edgekit.converters import convert
-
     result = convert(model=model_path, split="code", calib=calib, eval=test, targets=["rpi"],
                      output=work_dir / "bundle", force=True, codec=codec, latency_runs=10)
     held_out = np.load(test)

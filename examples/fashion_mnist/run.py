@@ -2,7 +2,7 @@
 
     python examples/fashion_mnist/run.py [--data ../shared/data] [--out build/fashion_mnist] [--epochs 4]
 
-Trains with ``examples/train_example.py`` (a few minutes on 2 cores), then runs the same command an ML
+Trains ``edgekit.example_model`` (a few minutes on 2 cores), then runs the same command an ML
 engineer would type:
 
     edgekit convert model.keras --split code --calib calib.npz --eval test.npz \
@@ -18,9 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from train_example import train  # noqa: E402
+from edgekit.example_model import train
 
 
 def acceptance(report: dict) -> list[tuple[str, str, bool]]:

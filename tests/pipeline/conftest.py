@@ -7,7 +7,6 @@ installs it (``apt-get install mosquitto``), and these tests are the point of th
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -98,16 +97,11 @@ def collector():
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory):
     """One real bundle for the session: the digits example model trained briefly, converted for ``rpi``."""
-    import importlib.util
-
     from edgekit.converters import convert
+    from edgekit.example_model import train
 
-    repo = Path(__file__).resolve().parents[2]
-    spec = importlib.util.spec_from_file_location("train_example", repo / "examples" / "train_example.py")
-    trainer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(trainer)
     root = tmp_path_factory.mktemp("bundle")
-    model, calib, test = trainer.train("digits", None, root / "model", epochs=8, seed=0)
+    model, calib, test = train("digits", None, root / "model", epochs=8, seed=0)
     result = convert(model=model, split="code", calib=calib, eval=test, targets=["rpi"], output=root / "bundle",
                      force=True, latency_runs=3, eval_samples=200)
     return result.bundle_path

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from edgekit.example_model import read_idx
+from wire_helpers import codes_16, codes_774, make_spec
 
 from edgekit.wire import WireSpec
-from wire_helpers import codes_16, codes_774, make_spec, read_idx_images
 
 
 @pytest.fixture(scope="session")
 def fmnist_images(data_dir: Path) -> np.ndarray:
     """The 10,000 Fashion-MNIST test images."""
-    return read_idx_images(data_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
+    return read_idx(data_dir / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
 
 
 @pytest.fixture(scope="session")

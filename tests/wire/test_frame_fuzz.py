@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 import pytest
+from wire_helpers import fuzz
 
 from edgekit.frame import ERROR_TYPES
 from edgekit.wire import WireDecoder, WireEncoder
-from wire_helpers import fuzz
 
 MUTATIONS = 100_000
 

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+from wire_helpers import recrc
 
 from edgekit.errors import EdgekitError
 from edgekit.frame import (
@@ -26,8 +27,6 @@ from edgekit.frame import (
     pack_frame,
     unpack_header,
 )
-
-from wire_helpers import recrc
 
 CAP = 1 << 16
 

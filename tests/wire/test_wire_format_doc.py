@@ -15,9 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
+from wire_helpers import (
+    EXAMPLE_BUNDLE_ID,
+    EXAMPLE_CODE,
+    EXAMPLE_PRIOR,
+    EXAMPLE_WIRE,
+    example_frames,
+    hexdump,
+)
 
 from edgekit.wire import WireDecoder, WireEncoder, WireSpec
-from wire_helpers import EXAMPLE_BUNDLE_ID, EXAMPLE_CODE, EXAMPLE_PRIOR, EXAMPLE_WIRE, example_frames, hexdump
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
 

@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wire_helpers import make_spec, recrc
 
-from edgekit.errors import BundleError, UsageError
-from edgekit.frame import HEADER_SIZE, FrameTooLarge, ShapeMismatch, UnknownBundle, UnknownCodec
 from edgekit.codecs import fit_codecs
+from edgekit.errors import BundleError, UsageError
+from edgekit.frame import (
+    HEADER_SIZE,
+    FrameTooLarge,
+    ShapeMismatch,
+    UnknownBundle,
+    UnknownCodec,
+)
 from edgekit.wire import (
     CONTENT_TYPE,
     WireDecoder,
@@ -22,7 +29,6 @@ from edgekit.wire import (
     mqtt5_properties,
     new_boot_id,
 )
-from wire_helpers import make_spec, recrc
 
 CODECS = ["raw", "zstd", "ans"]
 

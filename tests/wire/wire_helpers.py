@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import secrets
 import struct
 from pathlib import Path
@@ -12,16 +11,6 @@ import numpy as np
 from edgekit.codecs import fit_codecs
 from edgekit.frame import HEADER_SIZE, crc32c
 from edgekit.wire import WireSpec
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    """Images (N, rows, cols) uint8 from a gzipped IDX3 file (magic 0x00000803, big-endian dims)."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    if int.from_bytes(data[:4], "big") != 0x803:
-        raise ValueError(f"{path} is not an IDX3 image file")
-    n, rows, cols = (int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(3))
-    return np.frombuffer(data, np.uint8, count=n * rows * cols, offset=16).reshape(n, rows, cols)
 
 
 def codes_774(images: np.ndarray) -> np.ndarray:
