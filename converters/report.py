@@ -120,7 +120,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["targets"]:
         lines += ["", "## Target compilers", *_target_sections(report)]
     if report.get("wire"):
-        lines += ["", "## Wire", "", "```json", _json(report["wire"]), "```"]
+        lines += ["", "## Wire codecs (held-out codes)", "", *_wire_table(report["wire"])]
     if report.get("debug_layers"):
         lines += ["", "## Per-layer quantization error (worst first)", ""]
         for runtime, rows in report["debug_layers"].items():
@@ -132,7 +132,22 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=2, default=str)
+def _wire_table(wire: dict[str, Any]) -> list[str]:
+    """Per codec: frame bytes (header included) against the entropy bounds, and per-frame cost."""
+    lines = [
+        f"- {wire['heldout_samples']} held-out codes of {wire['raw_code_bytes']} B (float32 at the cut: "
+        f"{wire['float32_bytes']} B); frame header {wire['header_bytes']} B",
+        f"- order-0 entropy {wire['order0_entropy_bytes_per_sample']:.1f} B/sample; cross-entropy under the "
+        f"stored ans prior {wire['cross_entropy_bytes_per_sample']:.1f} B/sample (the bound `ans` can reach)",
+        f"- default codec: **{wire['default_codec']}** ({wire['default_reason']})",
+        "",
+        "| codec | mean frame B | p95 frame B | mean payload B | vs raw int8 code | encode µs | decode µs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, stats in wire["codecs"].items():
+        lines.append(
+            f"| {name} | {stats['mean_frame_bytes']:.1f} | {stats['p95_frame_bytes']:.0f} | "
+            f"{stats['mean_payload_bytes']:.1f} | {stats['mean_frame_bytes'] / wire['raw_code_bytes']:.3f} | "
+            f"{stats['encode_us']:.1f} | {stats['decode_us']:.1f} |"
+        )
+    return lines

@@ -140,7 +140,7 @@ def demo_command(dataset, data, work, epochs, frames, fps, broker, codec) -> Non
     work_dir = Path(work).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"[1/4] training the {dataset} example model")
-    model_path, calib, test = train(dataset, data, work_dir / "model", epochs, 0)
+    model_path, calib, test = train(dataset, data, work_dir / "model", epochs, 0, verbose=0)
     click.echo("[2/4] converting it to a Raspberry Pi bundle")
     result = convert(model=model_path, split="code", calib=calib, eval=test, targets=["rpi"],
                      output=work_dir / "bundle", force=True, codec=codec, latency_runs=10)

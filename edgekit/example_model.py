@@ -92,8 +92,8 @@ def build_model(input_shape: tuple[int, int, int], classes: int, code_channels: 
 
 
 def train(dataset: str, data_dir: str | Path | None, out_dir: str | Path, epochs: int | None = None, seed: int = 0,
-          calib_samples: int = 1000) -> tuple[Path, Path, Path]:
-    """Train and save; returns the paths of model.keras, calib.npz and test.npz."""
+          calib_samples: int = 1000, verbose: int = 2) -> tuple[Path, Path, Path]:
+    """Train and save; returns the paths of model.keras, calib.npz and test.npz (``verbose`` as Keras' fit)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
@@ -102,7 +102,7 @@ def train(dataset: str, data_dir: str | Path | None, out_dir: str | Path, epochs
     model = build_model(x_train.shape[1:], len(labels))
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     epochs = epochs or (40 if dataset == "digits" else 4)
-    model.fit(x_train, y_train, batch_size=64 if dataset == "digits" else 128, epochs=epochs, verbose=2,
+    model.fit(x_train, y_train, batch_size=64 if dataset == "digits" else 128, epochs=epochs, verbose=verbose,
               validation_split=0.05)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"{dataset}: float test accuracy {accuracy:.4f} on {len(x_test)} images")

@@ -70,9 +70,15 @@ def test_report_fields(rpi_bundle):
     assert "PASSED" in md and "device/rpi/device_int8.tflite" in md
 
 
-def test_wire_section_is_filled(rpi_bundle):
+def test_wire_section_is_filled_and_reported_per_codec(rpi_bundle):
     wire = Bundle.load(rpi_bundle.bundle_path).wire
     assert wire["default_codec"] in wire["codecs"]
+    stats = rpi_bundle.report["wire"]["codecs"]
+    assert set(stats) == {"raw", "zstd", "ans"}
+    md = (rpi_bundle.bundle_path / "report.md").read_text()
+    for name, row in stats.items():
+        assert f"| {name} | {row['mean_frame_bytes']:.1f} |" in md
+    assert "cross-entropy under the stored ans prior" in md
 
 
 def test_cli_convert_json_and_inspect(run_cli, digits_keras, tmp_path):
