@@ -46,6 +46,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    """Send ``sig`` and wait; SIGKILL after ``timeout`` (a process that ignores SIGTERM must still go)."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> bool:
     """True once something accepts TCP connections on host:port; False on timeout or if ``process`` died."""
     deadline = time.monotonic() + timeout
@@ -93,14 +105,8 @@ class _BrokerProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Stop the broker (SIGTERM lets Mosquitto save its persistence file; SIGKILL is a crash)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, sig, timeout)
 
     def restart(self, sig: int = signal.SIGTERM) -> None:
         """Stop and start again on the same port with the same config and persistence."""

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import click
 
+from edgekit.broker import local_broker, stop_process
+
 __all__ = ["demo_command", "RoleProcess", "start_server", "start_device", "count_results"]
 
 
@@ -53,14 +55,7 @@ class RoleProcess:
             time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
 
     def final_json(self, timeout: float = 120.0) -> dict:
         """Wait for exit and return the JSON summary a ``--json`` role prints on stdout."""
@@ -133,7 +128,6 @@ def demo_command(dataset, data, work, epochs, frames, fps, broker, codec) -> Non
     """
     import numpy as np
 
-    from edgekit.broker import local_broker
     from edgekit.converters import convert
     from edgekit.example_model import train
 
