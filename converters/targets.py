@@ -1,9 +1,9 @@
-"""Target profiles: data files (``converters/targets/<name>.json``) loaded into typed dataclasses.
+"""Target profiles: data files (``converters/profiles/<name>.json``) loaded into typed dataclasses.
 
 A target is what a device half must look like to run well somewhere (I/O dtypes, per-channel or per-tensor
 weights, static shapes, which compiler checks it). Keeping them as data means adding a target is adding a
 file, and the exact profile used is copied into the bundle manifest beside the models it produced.
-See ``converters/targets/README.md`` for the fields.
+See ``converters/profiles/README.md`` for the fields.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from edgekit.errors import UsageError
 __all__ = ["Runtime", "IOType", "Compiler", "TfliteOptions", "OnnxOptions", "TargetProfile", "load_target",
            "list_targets", "PROFILE_DIR"]
 
-PROFILE_DIR = Path(__file__).parent / "targets"
+PROFILE_DIR = Path(__file__).parent / "profiles"
 
 
 class Runtime(str, Enum):
@@ -91,7 +91,7 @@ class TargetProfile:
             )
         except (KeyError, ValueError, TypeError) as err:
             raise UsageError(f"target profile {data.get('name', '?')} is malformed: {err}",
-                             "see converters/targets/README.md for the fields") from None
+                             "see converters/profiles/README.md for the fields") from None
         if Runtime.TFLITE in runtimes and profile.tflite is None or Runtime.ONNX in runtimes and profile.onnx is None:
             raise UsageError(f"target profile {profile.name} lists a runtime without its options",
                              "add the 'tflite'/'onnx' section to the profile")
