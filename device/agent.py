@@ -158,7 +158,8 @@ class Agent:
     # ---- reporting --------------------------------------------------------------------------------------
     def _on_result(self, result: dict) -> None:
         """Runs on the publisher thread: log the end-to-end latency of one frame."""
-        capture_ns = result.get("timings", {}).get("capture_ns")
+        timings = result.get("timings")
+        capture_ns = timings.get("capture_ns") if isinstance(timings, dict) else None  # a bad server's result
         if result.get("boot_id") == self.boot_id:
             self.results_this_boot += 1
         if not isinstance(capture_ns, int):

@@ -18,7 +18,8 @@ def device_group() -> None:
 @click.option("--device-id", required=True, help="This device's id (one topic level, e.g. cam-07).")
 @click.option("--source", required=True,
               help="x.npz | npz:PATH | images:DIR | images:'GLOB' | camera:0 | video:PATH.")
-@click.option("--fps", type=float, default=10.0, show_default=True, help="Frames per second (0: as fast as possible).")
+@click.option("--fps", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Frames per second (0: as fast as possible).")
 @click.option("--loop", is_flag=True, help="Replay a finite source forever.")
 @click.option("--limit", type=int, default=None, help="Stop after this many frames.")
 @click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]), default=None,

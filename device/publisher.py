@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from edgekit.mqtt import ClientLoop, BrokerUrl, _Will, publish_packet_size, topic
-from edgekit.device.spool import Spool
+from edgekit.device.spool import Spool, SpoolRow
 
 __all__ = ["PublisherCounters", "Publisher"]
 
@@ -40,6 +40,7 @@ class PublisherCounters:
     refused_too_big: int = 0  # frames over the broker's or the configured size limit
     rejected: int = 0  # frames the broker answered with an MQTT 5 error reason
     results: int = 0
+    ignored_results: int = 0  # results messages that were not a JSON object
 
 
 class Publisher(ClientLoop):
@@ -93,15 +94,19 @@ class Publisher(ClientLoop):
         if not self.connected.is_set() or len(self._inflight) >= self.window:
             return
         for row in self.spool.take(self._high_water, self.window - len(self._inflight)):
-            self._high_water = row.id
-            limit = self.size_limit(row.topic)
-            if limit is not None and len(row.payload) > limit:
-                self._refuse(row.id, len(row.payload), limit)
-                continue
-            info = self.client.publish(row.topic, row.payload, qos=1)
-            self._inflight[info.mid] = row.id
-            self.counters.sent += 1
-            self.counters.bytes_sent += len(row.payload)
+            self._send_row(row)
+            self._high_water = row.id  # only now: a publish that raised is retried on the next tick
+
+    def _send_row(self, row: SpoolRow) -> None:
+        """Publish one spooled frame with QoS 1, or refuse it when it is over the size limit."""
+        limit = self.size_limit(row.topic)
+        if limit is not None and len(row.payload) > limit:
+            self._refuse(row.id, len(row.payload), limit)
+            return
+        info = self.client.publish(row.topic, row.payload, qos=1)
+        self._inflight[info.mid] = row.id
+        self.counters.sent += 1
+        self.counters.bytes_sent += len(row.payload)
 
     def on_published(self, mid: int, failure: str | None) -> None:
         row_id = self._inflight.pop(mid, None)
@@ -119,11 +124,20 @@ class Publisher(ClientLoop):
         try:
             result = json.loads(message.payload)
         except ValueError:
-            log.warning("%s: ignored a malformed result on %s", self.device_id, message.topic)
+            result = None
+        if not isinstance(result, dict):
+            self._ignore_result(message.topic)
             return
         self.counters.results += 1
         if self.on_result is not None:
             self.on_result(result)
+
+    def _ignore_result(self, topic_name: str) -> None:
+        """Count a result that is not a JSON object; warn only the first time, so a bad server cannot flood."""
+        self.counters.ignored_results += 1
+        level = logging.WARNING if self.counters.ignored_results == 1 else logging.DEBUG
+        log.log(level, "%s: ignored a malformed result on %s (not a JSON object; %d so far)", self.device_id,
+                topic_name, self.counters.ignored_results)
 
     def _refuse(self, row_id: int, size: int, limit: int) -> None:
         self.counters.refused_too_big += 1
@@ -133,4 +147,4 @@ class Publisher(ClientLoop):
 
     def stats(self) -> dict:
         return {**asdict(self.counters), "inflight": self.inflight, "connected": self.connected.is_set(),
-                "connects": self.connects}
+                "connects": self.connects, "dropped_offline": self.dropped_offline}

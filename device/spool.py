@@ -66,20 +66,14 @@ class Spool:
         if policy not in POLICIES:
             raise UsageError(f"unknown spool policy {policy!r}", f"use one of {', '.join(POLICIES)}")
         if max_bytes <= 0 or max_age_s <= 0:
-            raise UsageError("spool bounds must be positive", "give --spool-max-bytes and --spool-max-age > 0")
+            raise UsageError("spool bounds must be positive", "give --spool-max-mb and --spool-max-age > 0")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.policy = policy
         self.counters = SpoolCounters()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
-        self._db.executescript(_SCHEMA)
-        count, total = self._db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM frames").fetchone()
-        self._count, self._bytes = count, total
+        self._db, self._count, self._bytes = _open(self.path)
 
     @property
     def depth(self) -> int:
@@ -172,3 +166,23 @@ class Spool:
     def _forget(self, rows: list[tuple[int]]) -> None:
         self._count -= len(rows)
         self._bytes -= sum(r[0] for r in rows)
+
+
+def _open(path: Path) -> tuple[sqlite3.Connection, int, int]:
+    """The spool file in WAL mode with its schema, and the frames and bytes it already holds. A path that
+    cannot hold one (a missing or read-only folder, a file that is not a database) is the user's to fix, so
+    it is a one-line :class:`UsageError` rather than a traceback."""
+    db = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+        db.executescript(_SCHEMA)
+        count, total = db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM frames").fetchone()
+        return db, count, total
+    except (OSError, sqlite3.DatabaseError) as err:
+        if db is not None:
+            db.close()
+        raise UsageError(f"cannot open the spool {path}: {err}",
+                         "pass --spool a SQLite file (or a new file) in a writable folder") from None

@@ -15,8 +15,8 @@ hex example, is ``docs/wire-format.md``; this module is its reference implementa
          6     1  dtype            u8       1 = int8
          7     1  ndim             u8       1..4
          8     8  bundle_id        bytes    first 8 bytes of the bundle's sha256 id
-        16     8  seq              u64      per-boot sequence number
-        24     8  timestamp_ns     u64      capture time, ns since the Unix epoch
+        16     8  seq              u64      per-boot sequence number (< 2**63)
+        24     8  timestamp_ns     u64      capture time, ns since the Unix epoch (< 2**63)
         32     4  boot_id          u32      random, new each time the agent starts
         36     4  scale            f32      dequantization scale (finite, > 0)
         40     4  zero_point       i32      dequantization zero point (within the dtype's range)
@@ -32,7 +32,8 @@ Decoding a header (``unpack_header``) checks, in this order, and raises the firs
              TruncatedFrame   BadMagic  Unsupported UnknownFlags FrameTooLarge Truncated/     CrcMismatch
                                         Version                              TrailingBytes
 
-Field checks that need no bundle (dtype, ndim, dims, raw_len, scale, zero point) follow as ``BadHeader``;
+Field checks that need no bundle (dtype, ndim, dims, raw_len, scale, zero point, seq and timestamp_ns below
+2**63) follow as ``BadHeader``;
 the bundle-dependent ones (``UnknownBundle``, ``ShapeMismatch``, ``UnknownCodec``, ``CorruptPayload``) live in
 ``edgekit.wire``. Every failure is a :class:`FrameError` subclass with a stable ``code`` (used in dead-letter
 messages) and a human ``reason``; nothing else escapes the decoder.
@@ -53,6 +54,7 @@ __all__ = [
     "VERSION",
     "HEADER_SIZE",
     "MAX_NDIM",
+    "MAX_ID",
     "KNOWN_FLAGS",
     "DTYPES",
     "Header",
@@ -83,6 +85,7 @@ VERSION = 1
 MAX_NDIM = 4
 KNOWN_FLAGS = 0x00  # version 1 defines no flag; any set bit is rejected
 MAX_DIM = 0xFFFF
+MAX_ID = 2**63 - 1  # seq and timestamp_ns are u64 on the wire but must fit a signed 64-bit integer (SQLite)
 
 _HEADER = struct.Struct("<2sBBBBBB8sQQIfi4HIII")
 HEADER_SIZE = _HEADER.size
@@ -150,7 +153,7 @@ class CrcMismatch(FrameError):
 
 
 class BadHeader(FrameError):
-    """A header field holds an impossible value (dtype, ndim, dims, raw_len, scale, zero point)."""
+    """A header field holds an impossible value (dtype, ndim, dims, raw_len, scale, zero point, seq, time)."""
 
     code = "bad-header"
 
@@ -297,6 +300,7 @@ def unpack_header(data: bytes, max_payload_bytes: int, max_raw_bytes: int) -> He
     _check_length(len(data), payload_len)
     _check_crc(data, crc)
     shape = _check_fields(dtype, ndim, (d0, d1, d2, d3), raw_len, scale, zero_point)
+    _check_ids(seq, ts)
     return Header(codec_id=codec_id, codec_param=codec_param, dtype=dtype, shape=shape, bundle_prefix=prefix,
                   seq=seq, timestamp_ns=ts, boot_id=boot_id, scale=scale, zero_point=zero_point,
                   raw_len=raw_len, payload_len=payload_len, flags=flags, version=version)
@@ -337,6 +341,14 @@ def _check_fields(dtype: int, ndim: int, dims: tuple[int, ...], raw_len: int, sc
     if not info.min <= zero_point <= info.max:
         raise BadHeader(f"zero_point {zero_point} outside the {DTYPES[dtype]} range")
     return shape
+
+
+def _check_ids(seq: int, timestamp_ns: int) -> None:
+    """``seq`` and ``timestamp_ns`` must be < 2**63: a result is keyed and stored by them as SQLite's signed
+    64-bit INTEGER, so a larger value (CRC-valid or not) would fail every insert of its batch, forever."""
+    for name, value in (("seq", seq), ("timestamp_ns", timestamp_ns)):
+        if value > MAX_ID:
+            raise BadHeader(f"{name} {value} is not below 2**63")
 
 
 def dtype_code(dtype: np.dtype) -> int:

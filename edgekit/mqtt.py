@@ -181,6 +181,34 @@ def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
     return result.get("ok", False)
 
 
+class _Backoff:
+    """Exponential delay before the next connection attempt, reset only by an accepted CONNACK.
+
+    A successful TCP connect proves nothing: a broker that refuses the CONNACK (not authorised, ...) accepts
+    the socket every time, so resetting on it made a tight loop of thousands of connects a second.
+    """
+
+    def __init__(self, first: float = 0.1, cap: float = 2.0):
+        self.first, self.cap = first, cap
+        self.delay = first
+        self.due = 0.0
+
+    def failed(self) -> None:
+        """One failed attempt; a second report while still waiting (refusal, then its disconnect) is ignored."""
+        now = time.monotonic()
+        if now < self.due:
+            return
+        self.due = now + self.delay
+        self.delay = min(self.delay * 2, self.cap)
+
+    def reset(self) -> None:
+        self.delay = self.first
+        self.due = 0.0
+
+    def remaining(self) -> float:
+        return max(0.0, self.due - time.monotonic())
+
+
 @dataclass
 class _Will:
     topic: str
@@ -214,6 +242,8 @@ class ClientLoop:
         self.connects = 0
         self.max_packet_size: int | None = None
         self.fatal: str | None = None
+        self.dropped_offline = 0  # QoS 0 sends dropped because the broker was not connected
+        self._backoff = _Backoff()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -228,7 +258,14 @@ class ClientLoop:
         self._thread.join(timeout)
 
     def send(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
-        """Publish from any thread: the loop thread sends it on its next pass (if it fits the broker)."""
+        """Publish from any thread: the loop thread sends it on its next pass (if it fits the broker).
+
+        A QoS 0 send while offline is dropped and counted: paho would drop it anyway, and queueing it (a
+        heartbeat every few seconds through a long outage) would grow the outbox without bound.
+        """
+        if qos == 0 and not self.connected.is_set():
+            self.dropped_offline += 1
+            return
         self._outbox.put(lambda: self.publish_checked(topic_name, payload, qos, retain))
 
     def publish_checked(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
@@ -272,23 +309,37 @@ class ClientLoop:
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def _run(self) -> None:
-        backoff = 0.1
+        """Loop passes until stopped; an unexpected exception is logged and backed off, never fatal.
+
+        This thread is the only one that sends: if it died, the device's spool would grow until full.
+        """
         while not self._stop.is_set():
-            if not self._ensure_connected():
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            if self.connected.is_set():  # not before CONNACK: its size limit decides what may be sent
-                backoff = 0.1
-                self._drain_outbox()
             try:
-                self.on_tick()
-            except Exception:  # a hook bug must not kill the connection-owning thread
-                log.exception("%s: on_tick failed", self.client_id)
-            rc = self.client.loop(timeout=self.tick_s)
-            if rc != 0 and self.connected.is_set():
-                self._mark_disconnected(f"network loop: {_paho().error_string(rc)}")
+                self._pass()
+            except Exception:
+                log.exception("%s: network loop failed; backing off", self.client_id)
+                self._backoff.failed()
+                self._stop.wait(self._backoff.remaining())
         self._shutdown()
+
+    def _pass(self) -> None:
+        """One pass: (re)connect when due, send the outbox, run the tick hook, let paho do its I/O."""
+        if not self._ensure_connected():
+            self._stop.wait(max(self._backoff.remaining(), self.tick_s))
+            return
+        if self.connected.is_set():  # not before CONNACK: its size limit decides what may be sent
+            self._drain_outbox()
+        self._call_hook(self.on_tick)
+        rc = self.client.loop(timeout=self.tick_s)
+        if rc != 0 and self.connected.is_set():
+            self._mark_disconnected(f"network loop: {_paho().error_string(rc)}")
+
+    def _call_hook(self, hook: Callable[..., Any], *args: Any) -> None:
+        """Run a hook, logging its exception: raised inside paho's callbacks it would escape loop()."""
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("%s: %s failed", self.client_id, hook.__name__)
 
     def _make_client(self) -> bool:
         """Build the client; with protocol "auto", first ask the broker which MQTT it speaks."""
@@ -296,6 +347,7 @@ class ClientLoop:
             detected = detect_protocol(self.url)
             if detected is None:
                 log.info("%s: broker %s unreachable; retrying", self.client_id, self.url)
+                self._backoff.failed()
                 return False
             self.protocol = detected
         client = make_client(self.client_id, self.protocol, persistent=self.persistent, manual_ack=self.manual_ack)
@@ -305,7 +357,7 @@ class ClientLoop:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_subscribe = lambda c, userdata, mid, reason_codes, props: self._on_subscribe(reason_codes)
-        client.on_message = lambda c, userdata, message: self.on_message(message)
+        client.on_message = lambda c, userdata, message: self._call_hook(self.on_message, message)
         self.client = client
         return True
 
@@ -317,6 +369,8 @@ class ClientLoop:
             return False
         if self.client.is_connected() or self._connecting:
             return True
+        if self._backoff.remaining() > 0:
+            return False
         try:
             if not self._tried_once:
                 self._tried_once = True
@@ -325,6 +379,7 @@ class ClientLoop:
                 self.client.reconnect()
         except OSError as err:
             log.info("%s: broker %s unreachable (%s)", self.client_id, self.url, err)
+            self._backoff.failed()
             return False
         self._connecting = True
         return True
@@ -372,7 +427,9 @@ class ClientLoop:
         self._connecting = False
         if reason_code.is_failure:
             log.warning("%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
+            self._backoff.failed()
             return
+        self._backoff.reset()
         self.connects += 1
         self.max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
         for flt in self.subscriptions:
@@ -380,7 +437,7 @@ class ClientLoop:
         self.connected.set()
         log.info("%s: connected to %s (MQTT %s, session present: %s)", self.client_id, self.url, self.protocol,
                  flags.session_present)
-        self.on_connected(flags.session_present)
+        self._call_hook(self.on_connected, flags.session_present)
 
     def _on_subscribe(self, reason_codes) -> None:
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -394,6 +451,7 @@ class ClientLoop:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connecting = False
+        self._backoff.failed()
         if getattr(reason_code, "value", 0) == 142:  # MQTT 5 "Session taken over": another client has our id
             self.fatal = f"another client connected with the same client id {self.client_id!r}"
         self._mark_disconnected(str(reason_code))
@@ -405,4 +463,4 @@ class ClientLoop:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         failure = str(reason_code) if getattr(reason_code, "is_failure", False) else None
-        self.on_published(mid, failure)
+        self._call_hook(self.on_published, mid, failure)

@@ -28,6 +28,7 @@ from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
 from edgekit.errors import BundleError
 from edgekit.frame import (
     HEADER_SIZE,
+    MAX_ID,
     FrameTooLarge,
     Header,
     ShapeMismatch,
@@ -181,6 +182,8 @@ class WireEncoder:
         with np.errstate(over="ignore"):
             scale32 = float(np.float32(scale))  # as the frame carries it; inf is refused below
         check_encodable(code.shape, scale32, int(zero_point), np.int8)
+        if seq > MAX_ID or timestamp_ns > MAX_ID:
+            raise ValueError(f"seq {seq} / timestamp_ns {timestamp_ns}: frames carry values below 2**63")
         payload = self.codec.encode(code)
         if len(payload) > self.spec.max_payload_bytes:
             raise ValueError(f"payload {len(payload)} bytes above the bundle limit {self.spec.max_payload_bytes}")

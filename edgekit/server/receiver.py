@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class ReceiverConfig:
 @dataclass
 class _Item:
     device: str
+    topic: str
     frame: object
     mid: int
     qos: int
@@ -147,17 +149,22 @@ class Receiver:
                     next_summary += self.cfg.summary_every_s
                     self.log_summary()
         finally:
-            self.stop()
-            self.log_summary()
+            self.stop()  # writes the final counters and closes the store
+            self._log_summary_line()
 
     def log_summary(self) -> None:
+        """Log the summary line and record the counters in the store (which must still be open)."""
+        self._log_summary_line()
+        self.store.set_counters(self.counters.flat())
+
+    def _log_summary_line(self) -> None:
+        """The summary line alone: safe after :meth:`stop` has closed the store."""
         c = self.counters
         p = self.latency.percentiles()
         log.warning("summary: received %d, stored %d, duplicates %d, dead letters %d, batches %d, queue %d, "
                     "e2e p50 %.1f ms p95 %.1f ms", c.received, c.stored, c.duplicates, c.deadlettered,
                     c.batches, self.batcher.qsize(), p["p50_ms"], p["p95_ms"],
                     extra={"event": "summary", "counters": c.flat(), "latency": p, "queue": self.batcher.qsize()})
-        self.store.set_counters(c.flat())
 
     # ---- link thread ------------------------------------------------------------------------------------
     def on_message(self, message) -> None:
@@ -178,18 +185,31 @@ class Receiver:
             self._dead_letter(message, device, "undecodable", repr(err), len(payload), received_ns)
             return
         self.counters.valid += 1
-        self.batcher.put(_Item(device, frame, message.mid, message.qos, received_ns))
+        self.batcher.put(_Item(device, message.topic, frame, message.mid, message.qos, received_ns))
 
     def _dead_letter(self, message, device: str, reason: str, error: str, nbytes: int, received_ns: int) -> None:
+        """Dead-letter a frame on the link thread: recorded and published, then acked."""
+        self._record_dead_letter(device, message.topic, reason, error, nbytes, received_ns)
+        self.link.publish_checked(topic(device, "deadletter"), self._dead_letter_body(
+            message.topic, reason, error, nbytes, received_ns), qos=1)
+        self.link.client.ack(message.mid, message.qos)
+
+    def _record_dead_letter(self, device: str, topic_name: str, reason: str, error: str, nbytes: int,
+                            received_ns: int) -> None:
+        """Count and store a dead letter. A store failure is logged, not raised: it must not stop the thread
+        that called (the link thread would stop receiving), and the published dead letter still tells."""
         c = self.counters
         c.deadlettered += 1
         c.deadletter_reasons[reason] = c.deadletter_reasons.get(reason, 0) + 1
-        self.store.dead_letter(DeadLetter(device, reason, error, nbytes, received_ns))
-        body = {"reason": reason, "error": error, "bytes": nbytes, "received_ns": received_ns,
-                "topic": message.topic, "receiver": self.client_id}
-        self.link.publish_checked(topic(device, "deadletter"), json.dumps(body), qos=1)
-        self.link.client.ack(message.mid, message.qos)
+        try:
+            self.store.dead_letter(DeadLetter(device, reason, error, nbytes, received_ns))
+        except sqlite3.Error:
+            log.exception("could not store the dead letter from %s (%s) on %s", device, reason, topic_name)
         log.info("dead letter from %s: %s (%s)", device, reason, error)
+
+    def _dead_letter_body(self, topic_name: str, reason: str, error: str, nbytes: int, received_ns: int) -> str:
+        return json.dumps({"reason": reason, "error": error, "bytes": nbytes, "received_ns": received_ns,
+                           "topic": topic_name, "receiver": self.client_id})
 
     # ---- worker thread ----------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -209,16 +229,51 @@ class Receiver:
         results: list[tuple[_Item, Result, float]] = []
         for bundle_id, items in by_bundle.items():
             results.extend(self._infer(bundle_id, items))
-        fresh = self.store.insert([r for _, r, _ in results])
         self.counters.batches += 1
+        try:
+            fresh = self.store.insert([r for _, r, _ in results])
+        except sqlite3.OperationalError:
+            raise  # the database itself fails (locked, full, I/O): every frame stays unacked, for redelivery
+        except Exception:
+            log.warning("storing a batch of %d results failed; storing them one by one", len(results),
+                        exc_info=True)
+            self._store_each(results)
+            return
         for (item, result, infer_ms), new in zip(results, fresh):
-            if new:
-                self.counters.stored += 1
-                self.latency.add((result.done_ns - result.capture_ns) / 1e6)
-                self.link.send(topic(item.device, "results"), _result_json(result, infer_ms), qos=1)
+            self._finish(item, result, infer_ms, new)
+
+    def _store_each(self, results: list[tuple[_Item, Result, float]]) -> None:
+        """Store results one at a time after their batch failed, dead-lettering (and acking) any that fails
+        alone: such a frame would fail again on every redelivery, and would take its batch down with it."""
+        for item, result, infer_ms in results:
+            try:
+                (new,) = self.store.insert([result])
+            except sqlite3.OperationalError:
+                raise  # not this frame's fault: keep it and the rest unacked
+            except Exception as err:
+                log.exception("cannot store the result of frame %d/%d from %s", result.boot_id, result.seq,
+                              item.device)
+                self._dead_letter_item(item, "store-failed", repr(err))
             else:
-                self.counters.duplicates += 1
-            self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
+                self._finish(item, result, infer_ms, new)
+
+    def _finish(self, item: _Item, result: Result, infer_ms: float, new: bool) -> None:
+        """A stored (or duplicate) result: count it, publish it if new, and ack its frame."""
+        if new:
+            self.counters.stored += 1
+            self.latency.add((result.done_ns - result.capture_ns) / 1e6)
+            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms), qos=1)
+        else:
+            self.counters.duplicates += 1
+        self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
+
+    def _dead_letter_item(self, item: _Item, reason: str, error: str) -> None:
+        """Dead-letter a decoded frame from the worker thread (publish and ack go through the link thread)."""
+        nbytes = item.frame.frame_bytes
+        self._record_dead_letter(item.device, item.topic, reason, error, nbytes, item.received_ns)
+        self.link.send(topic(item.device, "deadletter"),
+                       self._dead_letter_body(item.topic, reason, error, nbytes, item.received_ns), qos=1)
+        self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
 
     def _infer(self, bundle_id: str, items: list[_Item]) -> list[tuple[_Item, Result, float]]:
         bundle = next(b for b in self.bundles if b.bundle_id == bundle_id)

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekit.errors import UsageError
+
 __all__ = ["Result", "DeadLetter", "ResultStore"]
 
 _SCHEMA = """
@@ -81,14 +83,9 @@ class ResultStore:
 
     def __init__(self, path: str | Path, receiver: str = "receiver"):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.receiver = receiver
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._lock:
-            self._db.executescript(_SCHEMA)
+        self._db = _open(self.path)
 
     def insert(self, results: list[Result]) -> list[bool]:
         """Store results in one transaction; for each, True if it is new, False if it was a duplicate."""
@@ -136,3 +133,21 @@ class ResultStore:
             self._db.execute("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
                              " (receiver, name) DO UPDATE SET value = value + excluded.value",
                              (self.receiver, name, delta))
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The results file, in WAL mode with its schema; a path that cannot hold one (a missing or read-only
+    folder, a file that is not a database) is the user's to fix, so it is a one-line :class:`UsageError`."""
+    db = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+    except (OSError, sqlite3.DatabaseError) as err:
+        if db is not None:
+            db.close()
+        raise UsageError(f"cannot open the results database {path}: {err}",
+                         "pass --db a SQLite file (or a new file) in a writable folder") from None

@@ -56,3 +56,13 @@ def test_device_help_never_imports_heavy_modules():
     assert "Example:" in out.stdout
     heavy = json.loads(out.stdout.strip().splitlines()[-1])
     assert not [m for m in heavy if m.split(".")[0] in ("tensorflow", "onnxruntime", "ai_edge_litert", "paho")]
+
+
+def test_device_run_rejects_a_negative_fps(tmp_path):
+    from click.testing import CliRunner
+    from edgekit.device.commands import device_group
+
+    done = CliRunner().invoke(device_group, ["run", "--bundle", str(tmp_path), "--device-id", "d1",
+                                             "--source", "x.npz", "--fps", "-1"])
+    assert done.exit_code == 2, done.output  # click's usage error, before any bundle is loaded
+    assert "--fps" in done.output and "-1" in done.output

@@ -78,3 +78,14 @@ def test_discard_counts_reason(tmp_path):
 def test_bad_policy_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="drop-oldest"):
         Spool(tmp_path / "s.sqlite", policy="keep-all")
+
+
+def test_bad_bounds_name_the_real_flag(tmp_path):
+    with pytest.raises(UsageError, match="--spool-max-mb"):
+        Spool(tmp_path / "s.sqlite", max_bytes=0)
+
+
+@pytest.mark.parametrize("path", ["/proc/nope/s.sqlite", "/etc/passwd"])
+def test_a_path_that_cannot_hold_a_spool_is_a_usage_error(path):
+    with pytest.raises(UsageError, match=f"cannot open the spool {path}.*--spool"):
+        Spool(path)

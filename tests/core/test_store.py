@@ -6,6 +6,10 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
+from edgekit.cli import main
+from edgekit.errors import UsageError
 from edgekit.server.batcher import Batcher
 from edgekit.server.stats import format_table, summarize
 from edgekit.server.store import DeadLetter, Result, ResultStore
@@ -57,3 +61,16 @@ def test_batcher_closes_a_partial_batch_after_max_wait():
     assert batcher.next_batch(1.0) == ["a", "b"]
     assert 0.04 <= time.monotonic() - start < 0.5
     assert batcher.next_batch(0.01) == []
+
+
+@pytest.mark.parametrize("path", ["/proc/nope/r.sqlite", "/etc/passwd"])
+def test_a_path_that_cannot_hold_a_results_database_is_a_usage_error(path):
+    with pytest.raises(UsageError, match=f"cannot open the results database {path}.*--db"):
+        ResultStore(path)
+
+
+def test_server_stats_on_a_file_that_is_not_a_database_is_one_line(capsys):
+    assert main(["server", "stats", "--db", "/etc/passwd"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "/etc/passwd" in err and err.count("\n") == 1
+    assert "Traceback" not in err

@@ -153,6 +153,8 @@ def test_crc_mismatch():
     (36, "<f", float("inf")),
     (40, "<i", 128),           # zero point outside int8
     (40, "<i", -129),
+    (16, "<Q", 2**63),         # seq does not fit a signed 64-bit integer (the results store's key)
+    (24, "<Q", 2**64 - 1),     # nor does timestamp_ns
 ])
 def test_bad_header_fields(offset, fmt, value):
     with pytest.raises(BadHeader):

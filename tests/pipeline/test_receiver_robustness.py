@@ -1,0 +1,128 @@
+"""The receiver keeps serving whatever one frame or the store does: in-process, against a real Mosquitto."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgekit.mqtt import make_client, parse_broker_url, topic
+from edgekit.server.receiver import Receiver, ReceiverConfig
+
+POISON_SEQ = 3
+
+
+def _wait(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def _rows(db, sql: str):
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def receivers(bundle, mosquitto, tmp_path):
+    """``receivers()`` starts an in-process receiver (fixed client id, so its session persists); all stop after."""
+    started: list[Receiver] = []
+
+    def start(**overrides) -> Receiver:
+        cfg = ReceiverConfig(bundles=[bundle], broker=parse_broker_url(mosquitto.url), db=tmp_path / "r.sqlite",
+                             client_id="rx-robust", max_wait_s=0.2, **overrides)
+        receiver = Receiver(cfg).start()
+        started.append(receiver)
+        assert receiver.link.subscribed.wait(10), "the receiver did not subscribe"
+        return receiver
+
+    yield start
+    for receiver in started:
+        if receiver.link.alive:
+            receiver.stop()
+
+
+def _publish(url: str, payloads: list[bytes]) -> None:
+    broker = parse_broker_url(url)
+    client = make_client("robust-sender", "5")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            client.publish(topic("cam-r", "features"), payload, qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _frames(bundle, n: int) -> list[bytes]:
+    from edgekit.bundle import Bundle
+    from edgekit.wire import WireEncoder
+
+    encoder = WireEncoder.from_bundle(Bundle.load(bundle))
+    rng = np.random.default_rng(0)
+    shape = encoder.spec.code_shape
+    return [encoder.encode(rng.integers(-8, 8, shape, dtype=np.int8), 0.1, 0, seq=i, boot_id=7,
+                           timestamp_ns=time.time_ns()) for i in range(n)]
+
+
+def test_a_result_the_store_refuses_is_dead_lettered_alone_and_acked(bundle, mosquitto, receivers, tmp_path):
+    receiver = receivers()
+    insert = receiver.store.insert
+
+    def poisoned_insert(results):  # as SQLite does for an integer beyond 64 bits
+        if any(r.seq == POISON_SEQ for r in results):
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return insert(results)
+
+    receiver.store.insert = poisoned_insert
+    _publish(mosquitto.url, _frames(bundle, 6))
+    db = tmp_path / "r.sqlite"
+    assert _wait(lambda: receiver.counters.stored == 5 and receiver.counters.deadlettered == 1)
+    assert [s for (s,) in _rows(db, "SELECT seq FROM results ORDER BY seq")] == [0, 1, 2, 4, 5]
+    assert _rows(db, "SELECT device, reason FROM deadletters") == [("cam-r", "store-failed")]
+    receiver.stop()
+
+    again = receivers()  # same session: an unacked frame would come back now
+    time.sleep(1.5)
+    assert again.counters.received == 0
+
+
+def test_a_dead_letter_the_store_cannot_write_does_not_stop_the_link(bundle, mosquitto, receivers, tmp_path,
+                                                                      caplog):
+    receiver = receivers()
+
+    def broken(letter):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    receiver.store.dead_letter = broken
+    with caplog.at_level(logging.ERROR, logger="edgekit.server.receiver"):
+        _publish(mosquitto.url, [b"not a frame", *_frames(bundle, 2)])
+        assert _wait(lambda: receiver.counters.stored == 2)
+    assert receiver.counters.deadlettered == 1 and receiver.link.alive
+    assert "could not store the dead letter" in caplog.text
+    receiver.stop()
+
+    again = receivers()  # the bad frame was still acked: it does not come back
+    time.sleep(1.5)
+    assert again.counters.received == 0
+
+
+def test_serve_ends_with_a_summary_not_a_closed_database_error(bundle, mosquitto, tmp_path, caplog):
+    cfg = ReceiverConfig(bundles=[bundle], broker=parse_broker_url(mosquitto.url), db=tmp_path / "r.sqlite",
+                         client_id="rx-serve")
+    receiver = Receiver(cfg)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    with caplog.at_level(logging.WARNING, logger="edgekit.server.receiver"):
+        receiver.serve(stop)  # raised ProgrammingError: Cannot operate on a closed database
+    assert "summary:" in caplog.text
+    assert _rows(tmp_path / "r.sqlite", "SELECT name FROM counters WHERE receiver = 'rx-serve' AND name = 'received'")
