@@ -12,15 +12,9 @@ import time
 import pytest
 
 from edgekit.demo import count_results, start_device, start_server
+from pipeline_helpers import wait_until
 
 FRAMES = 200
-
-
-def _wait(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return predicate()
 
 
 def _rows(db, sql: str, *args):
@@ -63,11 +57,11 @@ def test_broker_restarted_mid_stream_every_frame_once(bundle, stream, mosquitto,
     db = tmp_path / "results.sqlite"
     roles.server(bundle, mosquitto.url, db, "--client-id", "rx-1")
     device = roles.device(bundle, mosquitto.url, "cam-1", stream(FRAMES), "--fps", "100", "--linger", "5")
-    assert _wait(lambda: count_results(db) >= 40)
+    assert wait_until(lambda: count_results(db) >= 40, 60)
     mosquitto.restart()
     stats = device.final_json()
     assert stats["connects"] >= 2 and stats["captured"] == FRAMES and stats["dropped"] == 0
-    assert _wait(lambda: count_results(db) >= FRAMES, 30)
+    assert wait_until(lambda: count_results(db) >= FRAMES, 30)
     _exactly_once(db, "cam-1", stats["boot_id"], FRAMES)
 
 
@@ -75,7 +69,7 @@ def test_agent_sigkilled_with_spooled_frames_delivers_them_after_restart(bundle,
     db, spool = tmp_path / "results.sqlite", tmp_path / "spool.sqlite"
     mosquitto.stop()  # the device starts during an outage: everything goes to the spool
     first = roles.device(bundle, mosquitto.url, "cam-2", stream(FRAMES), "--fps", "0", spool=spool)
-    assert _wait(lambda: spool.exists() and _rows(spool, "SELECT COUNT(*) FROM frames")[0][0] == FRAMES)
+    assert wait_until(lambda: spool.exists() and _rows(spool, "SELECT COUNT(*) FROM frames")[0][0] == FRAMES, 60)
     first.stop(signal.SIGKILL)
     boot_ids = {bytes(p[32:36]) for (p,) in _rows(spool, "SELECT payload FROM frames")}
     assert len(boot_ids) == 1
@@ -84,7 +78,7 @@ def test_agent_sigkilled_with_spooled_frames_delivers_them_after_restart(bundle,
     second = roles.device(bundle, mosquitto.url, "cam-2", stream(FRAMES), "--limit", "0", spool=spool)
     stats = second.final_json()
     assert stats["captured"] == 0 and stats["acknowledged"] == FRAMES and stats["queue_depth"] == 0
-    assert _wait(lambda: count_results(db) >= FRAMES, 30)
+    assert wait_until(lambda: count_results(db) >= FRAMES, 30)
     _exactly_once(db, "cam-2", int.from_bytes(boot_ids.pop(), "little"), FRAMES)
 
 
@@ -92,13 +86,13 @@ def test_server_killed_while_device_sends_then_restarted_loses_nothing(bundle, s
     db = tmp_path / "results.sqlite"
     server = roles.server(bundle, mosquitto.url, db, "--client-id", "rx-persistent")
     device = roles.device(bundle, mosquitto.url, "cam-3", stream(FRAMES), "--fps", "100", "--linger", "0")
-    assert _wait(lambda: count_results(db) >= 30)
+    assert wait_until(lambda: count_results(db) >= 30, 60)
     server.stop(signal.SIGKILL)  # acks go out only after the SQLite commit: a crash loses nothing
     during = count_results(db)
     stats = device.final_json()  # the device finishes while no receiver runs: the broker queues the rest
     assert stats["acknowledged"] == FRAMES and count_results(db) == during < FRAMES
     roles.server(bundle, mosquitto.url, db, "--client-id", "rx-persistent")
-    assert _wait(lambda: count_results(db) >= FRAMES, 30)
+    assert wait_until(lambda: count_results(db) >= FRAMES, 30)
     _exactly_once(db, "cam-3", stats["boot_id"], FRAMES)
 
 
@@ -108,7 +102,7 @@ def test_two_receivers_share_the_load_without_duplicates(bundle, stream, mosquit
     roles.server(bundle, mosquitto.url, db, "--client-id", "rx-b", "--group", "rx")
     devices = [roles.device(bundle, mosquitto.url, f"cam-{i}", stream(FRAMES), "--fps", "200") for i in range(2)]
     boots = {f"cam-{i}": d.final_json()["boot_id"] for i, d in enumerate(devices)}
-    assert _wait(lambda: count_results(db) >= 2 * FRAMES, 30)
+    assert wait_until(lambda: count_results(db) >= 2 * FRAMES, 30)
     for device, boot in boots.items():
         _exactly_once(db, device, boot, FRAMES)
     per_receiver = dict(_rows(db, "SELECT receiver, COUNT(*) FROM results GROUP BY receiver"))
@@ -152,7 +146,7 @@ def test_malformed_payloads_are_dead_lettered_and_valid_frames_still_served(bund
         evil.disconnect()
         evil.loop_stop()
     stats = device.final_json()
-    assert _wait(lambda: count_results(db) >= FRAMES, 30)
+    assert wait_until(lambda: count_results(db) >= FRAMES, 30)
     _exactly_once(db, "cam-5", stats["boot_id"], FRAMES)
     reasons = dict(_rows(db, "SELECT reason, COUNT(*) FROM deadletters WHERE device = 'cam-x' GROUP BY reason"))
     assert reasons == {"bad-magic": 5, "truncated": 5, "unknown-bundle": 3, "crc-mismatch": 2}
@@ -182,6 +176,6 @@ def test_embedded_amqtt_broker_mqtt311_end_to_end(bundle, stream, roles, tmp_pat
         server = roles.server(bundle, broker.url, db)
         device = roles.device(bundle, broker.url, "cam-7", stream(100), "--fps", "200", "--linger", "5")
         stats = device.final_json()
-        assert _wait(lambda: count_results(db) >= 100, 30)
+        assert wait_until(lambda: count_results(db) >= 100, 30)
         _exactly_once(db, "cam-7", stats["boot_id"], 100)
         assert "(MQTT 3.1.1" in server.log_text()

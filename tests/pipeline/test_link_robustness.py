@@ -18,22 +18,10 @@ from edgekit.device.spool import Spool
 
 from edgekit.mqtt import ClientLoop, parse_broker_url, topic
 from edgekit.server.stats import LatencyWindow
+from pipeline_helpers import start_publisher, wait_until
 
 FEATURES = topic("dev-1", "features")
 RESULTS = topic("dev-1", "results")
-
-
-def _wait(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
-
-
-def _publisher(spool, broker, **kw) -> Publisher:
-    pub = Publisher(spool, parse_broker_url(broker.url), "dev-1", "5", **kw)
-    pub.start()
-    return pub
 
 
 def _publish_raw(url: str, topic_name: str, payloads: list[bytes]) -> None:
@@ -55,7 +43,7 @@ def _frames_still_flow(pub: Publisher, spool: Spool, count: int = 5) -> bool:
     before = pub.counters.acknowledged
     for i in range(count):
         spool.put(FEATURES, i.to_bytes(4, "big"))
-    return _wait(lambda: pub.counters.acknowledged >= before + count, 10)
+    return wait_until(lambda: pub.counters.acknowledged >= before + count, 10)
 
 
 def test_malformed_results_and_a_raising_callback_do_not_kill_the_loop(mosquitto, tmp_path):
@@ -66,12 +54,12 @@ def test_malformed_results_and_a_raising_callback_do_not_kill_the_loop(mosquitto
         result["timings"].get("capture_ns")  # raises for {"timings": 5}: a buggy user callback
 
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, mosquitto, on_result=on_result)
+    pub = start_publisher(spool, mosquitto, on_result=on_result)
     try:
         assert pub.subscribed.wait(5)
         _publish_raw(mosquitto.url, RESULTS, [b"[1, 2]", b"7", b"null", json.dumps({"timings": 5}).encode(),
                                               json.dumps({"seq": 1}).encode()])
-        assert _wait(lambda: len(seen) == 2, 5), seen
+        assert wait_until(lambda: len(seen) == 2, 5), seen
         assert pub.alive
         assert pub.counters.results == 2 and pub.counters.ignored_results == 3
         assert _frames_still_flow(pub, spool)
@@ -88,7 +76,7 @@ def test_agent_result_handler_tolerates_malformed_timings():
 
 def test_an_exception_from_the_network_loop_is_survived(mosquitto, tmp_path):
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, mosquitto)
+    pub = start_publisher(spool, mosquitto)
     try:
         assert pub.connected.wait(5)
         real_loop, calls = pub.client.loop, []
@@ -100,7 +88,7 @@ def test_an_exception_from_the_network_loop_is_survived(mosquitto, tmp_path):
             return real_loop(*args, **kw)
 
         pub.client.loop = flaky_loop
-        assert _wait(lambda: len(calls) > 1, 5) and pub.alive
+        assert wait_until(lambda: len(calls) > 1, 5) and pub.alive
         assert _frames_still_flow(pub, spool)
     finally:
         pub.stop()
@@ -122,11 +110,11 @@ def test_a_refusing_broker_is_retried_with_backoff(mosquitto_factory):
 
 def test_qos0_sends_are_dropped_not_queued_while_offline(mosquitto, tmp_path):
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, mosquitto)
+    pub = start_publisher(spool, mosquitto)
     try:
         assert pub.connected.wait(5)
         mosquitto.stop()
-        assert _wait(lambda: not pub.connected.is_set(), 5)
+        assert wait_until(lambda: not pub.connected.is_set(), 5)
         for i in range(1000):
             pub.send(topic("dev-1", "heartbeat"), json.dumps({"n": i}), qos=0)
         assert pub.dropped_offline == 1000
@@ -137,7 +125,7 @@ def test_qos0_sends_are_dropped_not_queued_while_offline(mosquitto, tmp_path):
 
 def test_a_publish_that_raises_does_not_skip_its_frame(mosquitto, tmp_path):
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, mosquitto)
+    pub = start_publisher(spool, mosquitto)
     try:
         assert pub.connected.wait(5)
         real_publish, failures = pub.client.publish, []
@@ -151,7 +139,7 @@ def test_a_publish_that_raises_does_not_skip_its_frame(mosquitto, tmp_path):
         pub.client.publish = publish_failing_once
         for i in range(3):
             spool.put(FEATURES, i.to_bytes(4, "big"))
-        assert _wait(lambda: spool.depth == 0, 10), f"{spool.depth} frames left in the spool"
+        assert wait_until(lambda: spool.depth == 0, 10), f"{spool.depth} frames left in the spool"
         assert failures and pub.counters.acknowledged == 3
     finally:
         pub.stop()

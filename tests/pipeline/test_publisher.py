@@ -4,34 +4,21 @@ from __future__ import annotations
 
 import time
 
-from edgekit.device.publisher import Publisher
 from edgekit.device.spool import Spool
-from edgekit.mqtt import parse_broker_url, topic
+from edgekit.mqtt import topic
+from pipeline_helpers import start_publisher, wait_until
 
 FEATURES = topic("dev-1", "features")
-
-
-def _wait(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
-
-
-def _publisher(spool, broker, **kw) -> Publisher:
-    pub = Publisher(spool, parse_broker_url(broker.url), "dev-1", "5", **kw)
-    pub.start()
-    return pub
 
 
 def test_every_spooled_frame_is_acked_and_removed(mosquitto, collector, tmp_path):
     sub = collector(mosquitto.url, FEATURES)
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, mosquitto, window=8)
+    pub = start_publisher(spool, mosquitto, window=8)
     try:
         for i in range(200):
             spool.put(FEATURES, i.to_bytes(4, "big") * 8)
-        assert _wait(lambda: spool.depth == 0)
+        assert wait_until(lambda: spool.depth == 0)
         got = sub.wait_for(200)
         assert sorted(int.from_bytes(p[:4], "big") for _, p, _ in got) == list(range(200))
         assert (pub.counters.sent, pub.counters.acknowledged) == (200, 200)
@@ -41,18 +28,18 @@ def test_every_spooled_frame_is_acked_and_removed(mosquitto, collector, tmp_path
 
 def test_broker_outage_keeps_frames_until_acked(mosquitto, collector, tmp_path):
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, mosquitto)
+    pub = start_publisher(spool, mosquitto)
     try:
         assert pub.connected.wait(5)
         mosquitto.stop()
-        assert _wait(lambda: not pub.connected.is_set(), 5)
+        assert wait_until(lambda: not pub.connected.is_set(), 5)
         for i in range(50):
             spool.put(FEATURES, i.to_bytes(4, "big"))
         time.sleep(0.5)
         assert spool.depth == 50 and pub.counters.acknowledged == 0
         mosquitto.start()
         sub = collector(mosquitto.url, FEATURES)
-        assert _wait(lambda: spool.depth == 0)
+        assert wait_until(lambda: spool.depth == 0)
         got = {int.from_bytes(p, "big") for _, p, _ in sub.wait_for(50)}
         assert got == set(range(50)) and pub.connects == 2
     finally:
@@ -63,13 +50,13 @@ def test_oversized_frame_is_refused_locally_without_reconnect_loop(mosquitto_fac
     broker = mosquitto_factory("max_packet_size 1024")
     sub = collector(broker.url, FEATURES)
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, broker)
+    pub = start_publisher(spool, broker)
     try:
         assert pub.connected.wait(5) and pub.max_packet_size == 1024
         spool.put(FEATURES, b"a" * 100)
         spool.put(FEATURES, b"b" * 5000)
         spool.put(FEATURES, b"c" * 100)
-        assert _wait(lambda: spool.depth == 0)
+        assert wait_until(lambda: spool.depth == 0)
         got = [p[:1] for _, p, _ in sub.wait_for(2)]
         time.sleep(0.5)
         assert sorted(got) == [b"a", b"c"]
@@ -81,11 +68,11 @@ def test_oversized_frame_is_refused_locally_without_reconnect_loop(mosquitto_fac
 
 def test_configured_frame_limit_applies_without_broker_hint(mosquitto, collector, tmp_path):
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, mosquitto, max_frame_bytes=50)
+    pub = start_publisher(spool, mosquitto, max_frame_bytes=50)
     try:
         spool.put(FEATURES, b"x" * 51)
         spool.put(FEATURES, b"y" * 50)
-        assert _wait(lambda: spool.depth == 0)
+        assert wait_until(lambda: spool.depth == 0)
         assert (pub.counters.refused_too_big, pub.counters.acknowledged) == (1, 1)
     finally:
         pub.stop()
@@ -94,7 +81,7 @@ def test_configured_frame_limit_applies_without_broker_hint(mosquitto, collector
 def test_status_is_retained_online_then_offline(mosquitto, collector, tmp_path):
     import json
 
-    pub = _publisher(Spool(tmp_path / "spool.sqlite"), mosquitto, boot_id=7)
+    pub = start_publisher(Spool(tmp_path / "spool.sqlite"), mosquitto, boot_id=7)
     assert pub.connected.wait(5)
     time.sleep(0.2)
     late = collector(mosquitto.url, topic("dev-1", "status"))
@@ -110,13 +97,13 @@ def test_size_limit_is_exact_at_the_broker_boundary(mosquitto_factory, collector
     broker = mosquitto_factory("max_packet_size 600")
     sub = collector(broker.url, FEATURES)
     spool = Spool(tmp_path / "spool.sqlite")
-    pub = _publisher(spool, broker)
+    pub = start_publisher(spool, broker)
     try:
         assert pub.connected.wait(5)
         limit = pub.size_limit(FEATURES)
         spool.put(FEATURES, b"k" * limit)
         spool.put(FEATURES, b"r" * (limit + 1))
-        assert _wait(lambda: spool.depth == 0)
+        assert wait_until(lambda: spool.depth == 0)
         assert [len(p) for _, p, _ in sub.wait_for(1)] == [limit]
         assert (pub.counters.acknowledged, pub.counters.refused_too_big, pub.connects) == (1, 1, 1)
     finally:

@@ -12,15 +12,9 @@ import pytest
 
 from edgekit.mqtt import make_client, parse_broker_url, topic
 from edgekit.server.receiver import Receiver, ReceiverConfig
+from pipeline_helpers import wait_until
 
 POISON_SEQ = 3
-
-
-def _wait(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return predicate()
 
 
 def _rows(db, sql: str):
@@ -86,7 +80,7 @@ def test_a_result_the_store_refuses_is_dead_lettered_alone_and_acked(bundle, mos
     receiver.store.insert = poisoned_insert
     _publish(mosquitto.url, _frames(bundle, 6))
     db = tmp_path / "r.sqlite"
-    assert _wait(lambda: receiver.counters.stored == 5 and receiver.counters.deadlettered == 1)
+    assert wait_until(lambda: receiver.counters.stored == 5 and receiver.counters.deadlettered == 1)
     assert [s for (s,) in _rows(db, "SELECT seq FROM results ORDER BY seq")] == [0, 1, 2, 4, 5]
     assert _rows(db, "SELECT device, reason FROM deadletters") == [("cam-r", "store-failed")]
     receiver.stop()
@@ -106,7 +100,7 @@ def test_a_dead_letter_the_store_cannot_write_does_not_stop_the_link(bundle, mos
     receiver.store.dead_letter = broken
     with caplog.at_level(logging.ERROR, logger="edgekit.server.receiver"):
         _publish(mosquitto.url, [b"not a frame", *_frames(bundle, 2)])
-        assert _wait(lambda: receiver.counters.stored == 2)
+        assert wait_until(lambda: receiver.counters.stored == 2)
     assert receiver.counters.deadlettered == 1 and receiver.link.alive
     assert "could not store the dead letter" in caplog.text
     receiver.stop()
