@@ -4,11 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv mosquitto test demo bench clean
+.PHONY: help venv mosquitto lint test demo bench clean
 
 help:
 	@echo "make demo   train, convert, and stream the example through a broker, a server and a device agent"
 	@echo "make test   run the test suite (installs Mosquitto with apt-get when run as root)"
+	@echo "make lint   pyflakes-level checks (ruff); part of make test"
 	@echo "make bench  run the benchmarks in benchmarks/"
 
 venv: $(STAMP)
@@ -31,7 +32,10 @@ mosquitto:
 	  command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 	    echo "error: Mosquitto is not installed: run 'sudo apt-get install mosquitto' and try again"; exit 1; }; }
 
-test: venv mosquitto
+lint: venv
+	$(BIN)/ruff check --quiet .
+
+test: venv mosquitto lint
 	$(BIN)/python -m pytest -q
 
 # The demo prefers Mosquitto and falls back to the embedded amqtt broker when it cannot be installed.
