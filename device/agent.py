@@ -139,10 +139,11 @@ class Agent:
         payload = self.encoder.encode(code, scale, zero_point, seq=self.counters.captured, boot_id=self.boot_id,
                                       timestamp_ns=captured_ns)
         self.counters.captured += 1
-        if self.cfg.max_frame_bytes and len(payload) > self.cfg.max_frame_bytes:
+        limit = self.publisher.size_limit(self.features)  # the one size rule: --max-frame-bytes and the broker's
+        if limit is not None and len(payload) > limit:
             self.counters.refused_too_big += 1
-            log.error("refused a %d-byte frame: over --max-frame-bytes %d; raise it or pick a smaller codec",
-                      len(payload), self.cfg.max_frame_bytes)
+            log.error("refused a %d-byte frame: over the %d-byte limit (broker max_packet_size / --max-frame-bytes); "
+                      "raise the limit or pick a smaller codec", len(payload), limit)
             return
         if self.spool.put(self.features, payload) is not None:
             self.counters.spooled += 1
