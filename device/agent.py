@@ -71,6 +71,7 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig):
         from edgekit.bundle import Bundle
+        from edgekit.codecs.registry import pick_codec
         from edgekit.device.sources import open_source
         from edgekit.runtime import open_device_runner
         from edgekit.wire import WireEncoder, new_boot_id
@@ -82,7 +83,10 @@ class Agent:
                                          code_quant=model.code_quant)
         if self.runner.code_quant is None:
             raise UsageError(f"device model {model.path.name} is not quantized", "use a bundle from edgekit convert")
-        self.encoder = WireEncoder.from_bundle(self.bundle, codec=cfg.codec)
+        self.encoder = WireEncoder.from_bundle(self.bundle, codec=pick_codec(self.bundle.wire, cfg.codec))
+        if self.encoder.codec_name != self.bundle.wire["default_codec"] and cfg.codec is None:
+            log.warning("the bundle's default codec %s cannot run here (a package is missing): using %s",
+                        self.bundle.wire["default_codec"], self.encoder.codec_name)
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")

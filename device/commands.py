@@ -26,7 +26,8 @@ def device_group() -> None:
               help="Force a runtime (default: the best one installed for the bundle's device model).")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 @click.option("--target", default=None, help="Device model target in the bundle (default: the first).")
-@click.option("--codec", default=None, help="Feature codec (default: the bundle's).")
+@click.option("--codec", default=None,
+              help="Feature codec (default: the bundle's, else the best one it offers that this device can run).")
 @click.option("--spool", type=click.Path(dir_okay=False), default=None,
               help="Spool file (default: ~/.cache/edgekit/spool-<device-id>.sqlite).")
 @click.option("--spool-max-mb", type=float, default=256.0, show_default=True, help="Spool bound in MiB.")

@@ -2,8 +2,10 @@
 
 The prior is stored in the bundle as *integer* frequency tables (``wire/ans_prior.json``) so that the model
 the device encodes with and the model the server decodes with are the same numbers, bit for bit, on any
-platform and in any language; ``constriction``'s ``AnsCoder`` (64-bit state, 32-bit words, 24-bit
-precision) does the coding. The stream format is specified in ``docs/wire-format.md`` ("ans payload").
+platform and in any language. The coder is rANS with a 64-bit state, 32-bit words and 24-bit precision:
+``constriction``'s ``AnsCoder`` where it is installed (native speed; it has no wheels for Linux on ARM), else
+the portable :mod:`edgekit.codecs.rans`, which writes and reads the very same bytes. The stream format is
+specified in ``docs/wire-format.md`` ("ans payload").
 
 Alphabet: the int8 values ``lo..hi`` seen in calibration, index ``v - lo``, plus one escape symbol
 ``K = hi - lo + 1``. A value outside ``lo..hi`` is coded as the escape, and its byte ``v + 128`` follows,
@@ -21,16 +23,15 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import constriction
 import numpy as np
 
 from edgekit.codecs.base import Codec, as_code
-from edgekit.errors import BundleError
+from edgekit.errors import BundleError, UsageError
 from edgekit.frame import CorruptPayload
 
-__all__ = ["AnsPrior", "AnsCodec", "PRECISION", "PRIOR_FORMAT"]
+__all__ = ["AnsPrior", "AnsCodec", "AnsBackend", "load_backend", "BACKENDS", "PRECISION", "PRIOR_FORMAT"]
 
 PRECISION = 24
 TOTAL = 1 << PRECISION
@@ -143,23 +144,67 @@ def _symbols(rows: np.ndarray, prior: AnsPrior) -> tuple[np.ndarray, np.ndarray]
     return sym, channel
 
 
-def _model(freqs: np.ndarray) -> Any:
-    """The constriction model whose quantized CDF is exactly ``cumsum(freqs)``.
+@dataclass(frozen=True)
+class AnsBackend:
+    """An rANS implementation: ``model(freqs)`` from a frequency row, ``coder(words or None)`` an ``AnsCoder``."""
+
+    name: str
+    model: Callable[[np.ndarray], Any]
+    coder: Callable[[np.ndarray | None], Any]
+
+
+def _constriction() -> AnsBackend:
+    """constriction's coder, whose quantized CDF for ``freqs - 1`` is exactly ``cumsum(freqs)``.
 
     constriction's fast quantizer gives symbol i the left CDF ``floor(sum_{j<i} p_j * scale) + i`` with
     ``scale = (2**24 - n) / sum(p)``; with ``p = freqs - 1`` the scale is exactly 1, every partial sum is an
-    exact integer, and the CDF is the stored one. Tested against a pure-Python decoder in tests/wire.
+    exact integer, and the CDF is the stored one. tests/wire checks it against the portable coder.
     """
-    return constriction.stream.model.Categorical((freqs - 1).astype(np.float64), perfect=False)
+    import constriction
+
+    def model(freqs: np.ndarray) -> Any:
+        return constriction.stream.model.Categorical((freqs - 1).astype(np.float64), perfect=False)
+
+    return AnsBackend("constriction", model, constriction.stream.stack.AnsCoder)
+
+
+def _portable() -> AnsBackend:
+    """The numpy / pure-Python coder in :mod:`edgekit.codecs.rans` (byte-identical, slower)."""
+    from edgekit.codecs import rans
+
+    return AnsBackend("portable", rans.Categorical, rans.AnsCoder)
+
+
+BACKENDS: dict[str, Callable[[], AnsBackend]] = {"constriction": _constriction, "portable": _portable}
+
+
+def load_backend(name: str | None = None) -> AnsBackend:
+    """Backend ``name``; by default constriction when it imports, else the portable one (same bytes)."""
+    if name is None:
+        try:
+            return _constriction()
+        except ImportError:
+            return _portable()
+    if name not in BACKENDS:
+        raise UsageError(f"unknown ans backend {name!r}", f"use one of: {', '.join(BACKENDS)}")
+    try:
+        return BACKENDS[name]()
+    except ImportError:
+        raise UsageError(f"the ans backend {name!r} is not installed",
+                         "pip install constriction (wheels for x86-64 and macOS), or use the portable backend") from None
 
 
 class AnsCodec(Codec):
-    """rANS under an :class:`AnsPrior`; ``param`` is the prior's mode (0 per tensor, 1 per channel)."""
+    """rANS under an :class:`AnsPrior`; ``param`` is the prior's mode (0 per tensor, 1 per channel).
 
-    def __init__(self, prior: AnsPrior):
+    ``backend`` names the implementation (``"constriction"`` or ``"portable"``; default: the fastest installed).
+    """
+
+    def __init__(self, prior: AnsPrior, backend: str | None = None):
         self.prior = prior
-        self._models = [_model(row) for row in prior.freqs]
-        self._raw_model = _model(_RAW_FREQS)
+        self.backend = load_backend(backend)
+        self._models = [self.backend.model(row) for row in prior.freqs]
+        self._raw_model = self.backend.model(_RAW_FREQS)
 
     @property
     def param(self) -> int:
@@ -191,7 +236,7 @@ class AnsCodec(Codec):
         sym, _ = _symbols(by_channel.T, self.prior)
         sym = sym.T.astype(np.int32)
         escaped = (by_channel[sym == self.prior.escape].astype(np.int32) + 128)
-        coder = constriction.stream.stack.AnsCoder()
+        coder = self.backend.coder(None)
         if escaped.size:
             coder.encode_reverse(escaped, self._raw_model)
         for c in reversed(range(sym.shape[0])):
@@ -206,13 +251,13 @@ class AnsCodec(Codec):
             raise CorruptPayload(str(err)) from None
         if math.prod(shape) != limit:
             raise CorruptPayload(f"shape {shape} does not hold {limit} bytes")
-        coder = _coder(payload)
+        coder = _coder(self.backend, payload)
         per_channel = limit // channels
         try:
             sym = np.stack([coder.decode(self._models[c], per_channel) for c in range(channels)])
             escapes = sym == self.prior.escape
             raw = coder.decode(self._raw_model, int(escapes.sum())) if escapes.any() else None
-            empty = coder.is_empty()
+            empty = coder.num_words() == 0  # state 0 and every word read (constriction's is_empty checks the state)
         except (ValueError, RuntimeError, OverflowError, TypeError) as err:  # constriction's errors
             raise CorruptPayload(f"ans: {err}") from None
         if not empty:
@@ -223,13 +268,13 @@ class AnsCodec(Codec):
         return values.T.reshape(shape).astype(np.int8)
 
 
-def _coder(payload: bytes) -> Any:
+def _coder(backend: AnsBackend, payload: bytes) -> Any:
     """An AnsCoder over the payload: little-endian u32 words, the last one's zero high bytes omitted."""
     if payload and payload[-1] == 0:
         raise CorruptPayload("ans payload ends in a zero byte (not canonical)")
     padded = bytes(payload) + b"\0" * (-len(payload) % 4)
     words = np.frombuffer(padded, dtype="<u4").astype(np.uint32)
     try:
-        return constriction.stream.stack.AnsCoder(words)
+        return backend.coder(words)
     except (ValueError, RuntimeError, TypeError) as err:
         raise CorruptPayload(f"ans: {err}") from None
