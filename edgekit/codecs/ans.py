@@ -257,7 +257,7 @@ class AnsCodec(Codec):
             sym = np.stack([coder.decode(self._models[c], per_channel) for c in range(channels)])
             escapes = sym == self.prior.escape
             raw = coder.decode(self._raw_model, int(escapes.sum())) if escapes.any() else None
-            empty = coder.num_words() == 0  # state 0 and every word read (constriction's is_empty checks the state)
+            empty = coder.is_empty()
         except (ValueError, RuntimeError, OverflowError, TypeError) as err:  # constriction's errors
             raise CorruptPayload(f"ans: {err}") from None
         if not empty:

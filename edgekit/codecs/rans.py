@@ -3,7 +3,7 @@
 constriction has no wheels for Linux on ARM (a Raspberry Pi would need a Rust toolchain to build it), so the
 ``ans`` codec falls back to this module there. It implements the same coder (64-bit state, 32-bit words,
 24-bit precision, a stack: encode in reverse, decode forward) with the same small API ``ans.py`` uses of
-constriction (``AnsCoder(words)``, ``encode_reverse``, ``decode``, ``get_compressed``, ``num_words``), so
+constriction (``AnsCoder(words)``, ``encode_reverse``, ``decode``, ``get_compressed``, ``is_empty``), so
 the payload format does not depend on which one ran. The steps, as ``docs/wire-format.md`` ("ans payload")
 states them::
 
@@ -100,6 +100,6 @@ class AnsCoder:
         """The compressed u32 words (the last one non-zero); the coder can still be used afterwards."""
         return np.array(self._words + self._state_words(), dtype=np.uint32)
 
-    def num_words(self) -> int:
-        """Words :meth:`get_compressed` would return: 0 exactly when all data was decoded."""
-        return len(self._words) + len(self._state_words())
+    def is_empty(self) -> bool:
+        """Whether all data was decoded: the state is 0 (it stays >= 2**32 while words are left to read)."""
+        return self._state == 0
