@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv mosquitto lint test demo bench clean
+.PHONY: help venv mosquitto lint wheels-aarch64 test demo bench clean
 
 help:
 	@echo "make demo   train, convert, and stream the example through a broker, a server and a device agent"
 	@echo "make test   run the test suite (installs Mosquitto with apt-get when run as root)"
 	@echo "make lint   pyflakes-level checks (ruff); part of make test"
+	@echo "make wheels-aarch64   the core + device extra install from Linux aarch64 wheels (Pi); part of make test"
 	@echo "make bench  run the benchmarks in benchmarks/"
 
 venv: $(STAMP)
@@ -35,7 +36,13 @@ mosquitto:
 lint: venv
 	$(BIN)/ruff check --quiet .
 
-test: venv mosquitto lint
+# A Raspberry Pi installs edgekit[device] from wheels only: a dependency without a Linux aarch64 wheel fails
+# here, naming it. Wheels are cached under .venv, so only the first run downloads (~120 MB).
+wheels-aarch64: venv
+	$(BIN)/python tools/check_wheels.py --extra device --python 3.11 --python 3.12 --python 3.13 \
+	  --dest $(VENV)/wheels-aarch64
+
+test: venv mosquitto lint wheels-aarch64
 	$(BIN)/python -m pytest -q
 
 # The demo prefers Mosquitto and falls back to the embedded amqtt broker when it cannot be installed.
