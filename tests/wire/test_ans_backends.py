@@ -86,6 +86,14 @@ def test_hostile_payloads_get_the_same_verdict_from_both(prior, payload, extra):
     assert outcomes[0] == outcomes[1]
 
 
+def test_a_code_of_only_symbol_zero_is_the_empty_payload_as_the_spec_says():
+    prior = AnsPrior.fit(np.arange(-3, 3, dtype=np.int8).reshape(2, 3), per_channel=False)
+    code = np.full((5, 3), prior.lo, np.int8)
+    for codec in both(prior):
+        assert codec.encode(code) == b""
+        assert np.array_equal(codec.decode(b"", code.shape, code.size), code)
+
+
 def test_unknown_backend_is_a_usage_error():
     with pytest.raises(UsageError, match="portable"):
         load_backend("rust")
