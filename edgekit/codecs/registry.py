@@ -6,7 +6,7 @@ does not list (``UnknownCodec``).
 
 A codec's module is imported only when the codec is used, so a device that lacks one codec's dependency still
 runs the others; using that codec is a one-line :class:`CodecUnavailable` naming the package to install.
-The table lists codecs from least to most compressing (``PREFERENCE`` is that order, best first).
+The table lists codecs from least to most compressing, as a rule (``PREFERENCE``: that order, best first).
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def runnable(name: str) -> bool:
 def pick_codec(wire: dict[str, Any], requested: str | None = None) -> str:
     """The codec a device encodes with: ``requested`` as is; else the bundle's default if this machine can run
     it, else the most compressing codec the bundle offers that it can run (so a missing optional package
-    degrades the frame size, not the device). ``CodecUnavailable`` for the default when none can run."""
+    degrades the frame size, not the device). When none can run: the default, whose build names the fix.
+    """
     if requested is not None:
         return requested
     default = wire["default_codec"]
