@@ -124,7 +124,7 @@ def test_malformed_payloads_are_dead_lettered_and_valid_frames_still_served(bund
     b = Bundle.load(bundle)
     enc = WireEncoder.from_bundle(b)
     code = __import__("numpy").zeros(b.code.shape, "int8")
-    good = enc.encode(code, 0.1, 0, seq=0, boot_id=99, timestamp_ns=time.time_ns())
+    good = enc.encode(code, *enc.spec.wire_quant, seq=0, boot_id=99, timestamp_ns=time.time_ns())
     foreign = WireEncoder("ee" * 32, b.code.shape, b.wire, bundle, None).encode(code, 0.1, 0, seq=0, boot_id=99,
                                                                              timestamp_ns=time.time_ns())
     rng = random.Random(0)

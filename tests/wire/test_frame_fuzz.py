@@ -21,7 +21,7 @@ def corpus(spec, spec16, codes, codes16):
     for sp, data in ((spec, codes[5000:5040]), (spec16, codes16[5000:5040])):
         for codec in ("raw", "zstd", "ans"):
             enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec)
-            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i, timestamp_ns=i) for i, c in enumerate(data)]
+            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i + 1, timestamp_ns=i) for i, c in enumerate(data)]
     return frames
 
 
