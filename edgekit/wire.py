@@ -27,7 +27,7 @@ import numpy as np
 
 from edgekit.codecs.base import Codec, as_code
 from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
-from edgekit.errors import BundleError
+from edgekit.errors import BundleError, EdgekitError
 from edgekit.frame import (
     HEADER_SIZE,
     MAX_ID,
@@ -171,7 +171,7 @@ class WireSpec:
                               f"known: {', '.join(BY_NAME)}")
         try:
             codec = build_codec(name, codecs[name], self.base_dir)
-        except BundleError:
+        except EdgekitError:  # already one line with its fix (a bad prior, a codec this device cannot run)
             raise
         except Exception as err:  # an unreadable file, or a dictionary libzstd refuses: the bundle, not a frame
             raise BundleError(f"bundle {self.bundle_id[:16]}: codec {name!r} cannot be built from its artifact: "

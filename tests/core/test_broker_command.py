@@ -72,6 +72,6 @@ def test_signal_stops_the_mosquitto_child_even_as_a_background_job_of_a_script(t
 
 def test_a_scripts_background_job_starts_with_sigint_ignored():
     """The premise of the SIGINT case above: ``sh -c 'cmd &'`` gives cmd SIGINT ignored."""
-    out = subprocess.run(["sh", "-c", "sleep 5 & pid=$!; grep SigIgn /proc/$pid/status; kill $pid"],
+    out = subprocess.run(["sh", "-c", "sleep 5 & pid=$!; sleep 0.5; grep SigIgn /proc/$pid/status; kill $pid"],
                          capture_output=True, text=True, timeout=10).stdout
     assert int(out.split()[1], 16) & (1 << (signal.SIGINT - 1))
