@@ -15,7 +15,8 @@ first (``_check_frame``) because libzstd trusts a declared content size for its 
 Window and dictionary (RFC 8878, "Dictionary Format"): while a frame's output is at most its window, matches
 may reach back into the whole dictionary, however far beyond the window. libzstd sizes the window to the
 input (never below 1 KiB), so a dictionary frame's window always covers ``raw_len`` and the dictionary stays
-addressable for the whole frame; the decoder demands it, so the page's rule is the whole rule.
+addressable for the whole frame. The decoder demands that window, so the rule docs/wire-format.md states
+(dictionary content addressable besides the window) is all another decoder needs.
 """
 
 from __future__ import annotations
