@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 
@@ -26,3 +28,16 @@ def test_json_log_lines_are_strict():
                                     "latency": {"p50_ms": float("nan"), "p95_ms": 3.25}, "rate": float("inf")})
     body = _strict(JsonFormatter().format(record))
     assert body["latency"] == {"p50_ms": None, "p95_ms": 3.25} and body["rate"] is None and body["msg"] == "summary"
+
+
+def test_server_stats_json_is_strict_before_any_result(tmp_path):
+    from edgekit.cli import main
+    from edgekit.server.store import ResultStore
+
+    db = tmp_path / "results.sqlite"
+    ResultStore(db).close()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["server", "stats", "--db", str(db), "--json"]) == 0
+    summary = _strict(out.getvalue())
+    assert summary["results"] == 0 and summary["p50_ms"] is None
