@@ -32,7 +32,7 @@ def corpus(specs, code_sets) -> list[bytes]:
     for sp, data in zip(specs, code_sets, strict=True):
         for codec in sp.wire["codecs"]:
             enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec)
-            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i, timestamp_ns=i) for i, c in enumerate(data)]
+            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i + 1, timestamp_ns=i) for i, c in enumerate(data)]
     return frames
 
 

@@ -21,6 +21,7 @@ import importlib.metadata
 import json
 import logging
 import platform
+import secrets
 import shutil
 import sys
 import tempfile
@@ -366,7 +367,8 @@ def _staging(output: Path, force: bool) -> Iterator[Path]:
     if output.exists() and not force:
         raise UsageError(f"output {output} already exists", "pass --force to replace it, or choose another -o")
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    staging = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
+    staging.mkdir()  # not mkdtemp, whose 0700 would become the bundle's mode: mkdir honours the umask (0755)
     try:
         yield staging
     except BaseException:

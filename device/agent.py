@@ -13,8 +13,8 @@ the spool. Each start draws a new random ``boot_id`` and numbers frames from 0, 
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from edgekit.device.publisher import Publisher
 from edgekit.device.spool import Spool
-from edgekit.errors import UsageError
+from edgekit.errors import BundleError, UsageError
+from edgekit.logs import strict_json
 from edgekit.mqtt import BrokerUrl, topic
 from edgekit.server.stats import LatencyWindow
 
@@ -87,6 +88,9 @@ class Agent:
         if self.encoder.codec_name != self.bundle.wire["default_codec"] and cfg.codec is None:
             log.warning("the bundle's default codec %s cannot run here (a package is missing): using %s",
                         self.bundle.wire["default_codec"], self.encoder.codec_name)
+        mismatch = self.encoder.spec.quant_mismatch(*self.runner.code_quant)
+        if mismatch:  # every frame would be refused by the encoder and by the server
+            raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")
@@ -186,12 +190,12 @@ class Agent:
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
             "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
-            **{f"e2e_{k}": round(v, 2) for k, v in self.latency.percentiles().items()},
+            **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
         }
 
     def heartbeat(self) -> None:
         stats = self.stats()
-        self.publisher.send(topic(self.cfg.device_id, "heartbeat"), json.dumps(stats), qos=0)
+        self.publisher.send(topic(self.cfg.device_id, "heartbeat"), strict_json(stats), qos=0)
         log.info("heartbeat: captured %d, sent %d, acked %d, queue %d, dropped %d, results %d",
                  stats["captured"], stats["sent"], stats["acknowledged"], stats["queue_depth"], stats["dropped"],
                  stats["results"], extra={"event": "heartbeat", **stats})

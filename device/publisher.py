@@ -2,7 +2,7 @@
 
 ::
 
-    spool ──take(window)──► size check ──► publish QoS 1 ──► broker
+    spool ──take(window)──► size check ──► publish QoS 1 (MQTT 5: content type, bundle-id) ──► broker
       ▲                        │ too big: discard, count, log (never sent: no reconnect loop)
       └── ack(row id) ◄── on_publish(mid) ◄── PUBACK
 
@@ -24,8 +24,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from edgekit.mqtt import ClientLoop, BrokerUrl, _Will, publish_packet_size, topic
+from edgekit.mqtt import ClientLoop, BrokerUrl, _Will, publish_packet_size, publish_properties, topic
 from edgekit.device.spool import Spool, SpoolRow
+from edgekit.frame import HEADER_SIZE, frame_bundle_prefix
+from edgekit.wire import mqtt5_properties
 
 __all__ = ["PublisherCounters", "Publisher"]
 
@@ -74,9 +76,17 @@ class Publisher(ClientLoop):
         """Largest payload allowed on ``topic_name``: the broker's packet limit and ours, whichever is lower."""
         limits = [self.max_frame_bytes] if self.max_frame_bytes else []
         if self.max_packet_size:
-            overhead = publish_packet_size(topic_name, 0, self.protocol)
+            props = self._frame_properties(bytes(HEADER_SIZE))  # the same size for every frame
+            overhead = publish_packet_size(topic_name, 0, self.protocol, properties=props)
             limits.append(self.max_packet_size - overhead)
         return min(limits) if limits else None
+
+    def _frame_properties(self, frame: bytes):
+        """MQTT 5: the frame's content type and ``bundle-id`` user property (docs/wire-format.md, Transport);
+        None for MQTT 3.1.1, where the frame travels alone."""
+        if self.protocol != "5":
+            return None
+        return publish_properties(*mqtt5_properties(frame_bundle_prefix(frame).hex()))
 
     # ---- hooks (publisher thread) -----------------------------------------------------------------------
     def on_connected(self, session_present: bool) -> None:
@@ -103,7 +113,7 @@ class Publisher(ClientLoop):
         if limit is not None and len(row.payload) > limit:
             self._refuse(row.id, len(row.payload), limit)
             return
-        info = self.client.publish(row.topic, row.payload, qos=1)
+        info = self.client.publish(row.topic, row.payload, qos=1, properties=self._frame_properties(row.payload))
         self._inflight[info.mid] = row.id
         self.counters.sent += 1
         self.counters.bytes_sent += len(row.payload)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -227,11 +228,23 @@ def broker_command(port: int, workdir: str | None, max_packet_size: int, force_a
     """
     extra = f"max_packet_size {max_packet_size}" if max_packet_size else ""
     broker = AmqttBroker(port or None, workdir) if force_amqtt else local_broker(port or None, workdir, extra)
+    stop = _stop_on_signals()
     with broker:
         click.echo(f"{broker.name} listening on {broker.url} (MQTT {broker.protocol}); log: {broker.log_path}")
-        try:
-            while broker.process.poll() is None:
-                time.sleep(0.5)
+        while not stop.is_set() and broker.process.poll() is None:
+            stop.wait(0.5)
+        if not stop.is_set():
             raise click.ClickException(f"{broker.name} exited; its log:\n{broker.log_text()}")
-        except KeyboardInterrupt:
-            click.echo("stopping")
+        click.echo("stopping")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, so that either leaves through ``with broker`` and stops the child.
+
+    SIGTERM's default action would end this process at once and leave Mosquitto holding the port; and a
+    job started with ``&`` from a script inherits SIGINT ignored, so SIGINT gets a handler explicitly.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop

@@ -217,7 +217,8 @@ def _summary_table(stats: dict, db: Path, y, float_acc: float) -> str:
         ("bytes per frame (header + payload)", f"{stats['bytes_sent'] / max(stats['sent'], 1):.1f}"),
         ("end-to-end latency p50 (capture -> stored)", f"{p50:.1f} ms"),
         ("end-to-end latency p95", f"{p95:.1f} ms"),
-        ("device-observed round trip p50 / p95", f"{stats['e2e_p50_ms']:.1f} / {stats['e2e_p95_ms']:.1f} ms"),
+        ("device-observed round trip p50 / p95", " / ".join(
+            "n/a" if stats[k] is None else f"{stats[k]:.1f}" for k in ("e2e_p50_ms", "e2e_p95_ms")) + " ms"),
     ]
     width = max(len(k) for k, _ in lines)
     rule = "-" * (width + 14)

@@ -17,7 +17,7 @@ hex example, is ``docs/wire-format.md``; this module is its reference implementa
          8     8  bundle_id        bytes    first 8 bytes of the bundle's sha256 id
         16     8  seq              u64      per-boot sequence number (< 2**63)
         24     8  timestamp_ns     u64      capture time, ns since the Unix epoch (< 2**63)
-        32     4  boot_id          u32      random, new each time the agent starts
+        32     4  boot_id          u32      random, non-zero, new each time the agent starts
         36     4  scale            f32      dequantization scale (finite, > 0)
         40     4  zero_point       i32      dequantization zero point (within the dtype's range)
         44     8  shape            4 x u16  dims [0, ndim) >= 1, dims [ndim, 4) == 0
@@ -33,9 +33,8 @@ Decoding a header (``unpack_header``) checks, in this order, and raises the firs
                                         Version                              TrailingBytes
 
 Field checks that need no bundle (dtype, ndim, dims, raw_len, scale, zero point, seq and timestamp_ns below
-2**63) follow as ``BadHeader``;
-the bundle-dependent ones (``UnknownBundle``, ``ShapeMismatch``, ``UnknownCodec``, ``CorruptPayload``) live in
-``edgekit.wire``. Every failure is a :class:`FrameError` subclass with a stable ``code`` (used in dead-letter
+2**63, boot_id non-zero) follow as ``BadHeader``; the bundle-dependent ones (``UnknownBundle``,
+``ShapeMismatch``, ``QuantMismatch``, ``UnknownCodec``, ``CorruptPayload``) live in ``edgekit.wire``. Every failure is a :class:`FrameError` subclass with a stable ``code`` (used in dead-letter
 messages) and a human ``reason``; nothing else escapes the decoder.
 """
 
@@ -60,6 +59,7 @@ __all__ = [
     "Header",
     "pack_frame",
     "unpack_header",
+    "frame_bundle_prefix",
     "crc32c",
     "CRC32C_IMPLEMENTATION",
     "FrameError",
@@ -73,6 +73,7 @@ __all__ = [
     "BadHeader",
     "UnknownBundle",
     "ShapeMismatch",
+    "QuantMismatch",
     "UnknownCodec",
     "CorruptPayload",
     "ERROR_TYPES",
@@ -90,6 +91,7 @@ MAX_ID = 2**63 - 1  # seq and timestamp_ns are u64 on the wire but must fit a si
 _HEADER = struct.Struct("<2sBBBBBB8sQQIfi4HIII")
 HEADER_SIZE = _HEADER.size
 _CRC_OFFSET = HEADER_SIZE - 4
+_PREFIX_OFFSET = 8  # magic 2, version, flags, codec_id, codec_param, dtype, ndim: 1 byte each
 assert HEADER_SIZE == 64
 
 #: dtype code on the wire -> numpy dtype. One table: add a row to support a new code dtype.
@@ -170,6 +172,13 @@ class ShapeMismatch(FrameError):
     code = "shape-mismatch"
 
 
+class QuantMismatch(FrameError):
+    """The frame's scale or zero point differs from the bundle's wire quantization (``code.wire_quant``):
+    the sender's model is not the one the bundle was validated with, so its code would be mis-read."""
+
+    code = "quant-mismatch"
+
+
 class UnknownCodec(FrameError):
     """A codec id, or codec parameter, the registry or this bundle does not provide."""
 
@@ -194,6 +203,7 @@ ERROR_TYPES: tuple[type[FrameError], ...] = (
     BadHeader,
     UnknownBundle,
     ShapeMismatch,
+    QuantMismatch,
     UnknownCodec,
     CorruptPayload,
 )
@@ -276,6 +286,12 @@ def pack_frame(header: Header, payload: bytes) -> bytes:
     return b"".join((head, crc.to_bytes(4, "little"), payload))
 
 
+def frame_bundle_prefix(data: bytes) -> bytes:
+    """The bundle-id prefix (header bytes 8..16) of a frame, unchecked: for labels such as the MQTT 5
+    ``bundle-id`` property, never for decoding (``unpack_header`` checks the frame first)."""
+    return bytes(data[_PREFIX_OFFSET:_PREFIX_OFFSET + 8])
+
+
 def unpack_header(data: bytes, max_payload_bytes: int, max_raw_bytes: int) -> Header:
     """Check the framing of ``data`` (length, magic, version, flags, caps, CRC, fields) and return its header.
 
@@ -300,7 +316,7 @@ def unpack_header(data: bytes, max_payload_bytes: int, max_raw_bytes: int) -> He
     _check_length(len(data), payload_len)
     _check_crc(data, crc)
     shape = _check_fields(dtype, ndim, (d0, d1, d2, d3), raw_len, scale, zero_point)
-    _check_ids(seq, ts)
+    _check_ids(seq, ts, boot_id)
     return Header(codec_id=codec_id, codec_param=codec_param, dtype=dtype, shape=shape, bundle_prefix=prefix,
                   seq=seq, timestamp_ns=ts, boot_id=boot_id, scale=scale, zero_point=zero_point,
                   raw_len=raw_len, payload_len=payload_len, flags=flags, version=version)
@@ -343,12 +359,15 @@ def _check_fields(dtype: int, ndim: int, dims: tuple[int, ...], raw_len: int, sc
     return shape
 
 
-def _check_ids(seq: int, timestamp_ns: int) -> None:
+def _check_ids(seq: int, timestamp_ns: int, boot_id: int) -> None:
     """``seq`` and ``timestamp_ns`` must be < 2**63: a result is keyed and stored by them as SQLite's signed
-    64-bit INTEGER, so a larger value (CRC-valid or not) would fail every insert of its batch, forever."""
+    64-bit INTEGER, so a larger value (CRC-valid or not) would fail every insert of its batch, forever.
+    ``boot_id`` 0 is reserved (no agent draws it), so a zeroed header never passes for a real boot."""
     for name, value in (("seq", seq), ("timestamp_ns", timestamp_ns)):
         if value > MAX_ID:
             raise BadHeader(f"{name} {value} is not below 2**63")
+    if boot_id == 0:
+        raise BadHeader("boot_id 0: a sender draws a random non-zero boot_id at each start")
 
 
 def dtype_code(dtype: np.dtype) -> int:

@@ -28,10 +28,12 @@ from edgekit.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
+    from paho.mqtt.properties import Properties
 
 __all__ = [
     "DEFAULT_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "check_device_id", "topic",
-    "features_filter", "device_of", "publish_packet_size", "detect_protocol", "make_client", "ClientLoop",
+    "features_filter", "device_of", "publish_packet_size", "publish_properties", "detect_protocol", "make_client",
+    "ClientLoop",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,10 +110,26 @@ def _varint_len(n: int) -> int:
     return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
 
 
-def publish_packet_size(topic_name: str, payload_len: int, protocol: str, qos: int = 1) -> int:
-    """Bytes on the wire of a PUBLISH, the quantity a broker's Maximum Packet Size bounds."""
-    remaining = 2 + len(topic_name.encode()) + (2 if qos else 0) + (1 if protocol == "5" else 0) + payload_len
+def publish_packet_size(topic_name: str, payload_len: int, protocol: str, qos: int = 1,
+                        properties: "Properties | None" = None) -> int:
+    """Bytes on the wire of a PUBLISH, the quantity a broker's Maximum Packet Size bounds.
+
+    MQTT 5 adds its property list: ``properties`` packed (length prefix included), or one 0 byte when empty.
+    """
+    props = (len(properties.pack()) if properties is not None else 1) if protocol == "5" else 0
+    remaining = 2 + len(topic_name.encode()) + (2 if qos else 0) + props + payload_len
     return 1 + _varint_len(remaining) + remaining
+
+
+def publish_properties(content_type: str, user_properties: list[tuple[str, str]]) -> "Properties":
+    """MQTT 5 PUBLISH properties: a content type and user properties (e.g. a frame's, see edgekit.wire)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = content_type
+    props.UserProperty = list(user_properties)
+    return props
 
 
 def _paho():

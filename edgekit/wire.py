@@ -4,12 +4,14 @@ Device and server build their codec from the same bundle (``manifest["wire"]`` a
 ``wire/``), so what one encodes the other decodes bit-exactly::
 
     device:  int8 code ─► codec.encode ─► pack_frame(header, payload) ─► bytes ─► MQTT
-    server:  bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► shape, limits,
-             codec id/param ─► codec.decode (bounded by raw_len) ─► Frame ─► dequantize ─► server half
+    server:  bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► shape, scale and
+             zero point, limits, codec id/param ─► codec.decode (bounded by raw_len) ─► Frame ─► dequantize
 
-Both can be built from plain values (bundle id, code shape, wire section, bundle directory), which is what
-``from_bundle`` reads off a :class:`edgekit.bundle.Bundle`. Every rejection is a documented
-:class:`edgekit.frame.FrameError` subclass.
+Both can be built from plain values (bundle id, code shape, wire section, bundle directory, wire
+quantization), which is what ``from_bundle`` reads off a :class:`edgekit.bundle.Bundle` (manifest keys
+``bundle_id``, ``code.shape``, ``wire``, ``code.wire_quant``). A codec is built, and round-trips a probe code,
+when its bundle is loaded: a bad prior or dictionary rejects the bundle then, never frame by frame. Every
+rejection of a frame is a documented :class:`edgekit.frame.FrameError` subclass.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import numpy as np
 
 from edgekit.codecs.base import Codec, as_code
 from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
-from edgekit.errors import BundleError
+from edgekit.errors import BundleError, EdgekitError
 from edgekit.frame import (
     HEADER_SIZE,
     MAX_ID,
     FrameTooLarge,
     Header,
+    QuantMismatch,
     ShapeMismatch,
     UnknownBundle,
     UnknownCodec,
@@ -56,6 +59,9 @@ __all__ = [
 CONTENT_TYPE = "application/vnd.edgekit.frame"
 BUNDLE_ID_PROPERTY = "bundle-id"
 PREFIX_BYTES = 8
+CODE_DTYPE = np.dtype(np.int8)  # the one code dtype of frame version 1: limits in elements x its itemsize = bytes
+#: ``wire.codecs.ans.mode`` in the manifest -> the ans codec_param its prior file's ``mode`` gives
+_ANS_MODES = {"per_tensor": 0, "per_channel": 1}
 _DEFAULT_CAP = 1 << 20  # cap of a decoder that has no bundle yet: every frame is then UnknownBundle
 
 
@@ -100,12 +106,18 @@ def mqtt5_properties(bundle_id: str) -> tuple[str, list[tuple[str, str]]]:
 
 @dataclass
 class WireSpec:
-    """What frames need from a bundle: id, code shape, the manifest's ``wire`` section and its directory."""
+    """What frames need from a bundle: id, code shape, the manifest's ``wire`` section, its directory, and
+    the wire quantization (scale, zero point) every frame's header must carry.
+
+    ``wire_quant`` is None only for a spec made without a bundle (convert's codec fitting, codec tests):
+    then the header's scale and zero point are not compared with anything.
+    """
 
     bundle_id: str
     code_shape: tuple[int, ...]
     wire: dict[str, Any]
     base_dir: Path | None = None
+    wire_quant: tuple[float, int] | None = None
     prefix: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -116,21 +128,37 @@ class WireSpec:
             raise BundleError(f"bundle id {self.bundle_id!r} is not hex") from None
         if len(self.prefix) != PREFIX_BYTES:
             raise BundleError(f"bundle id {self.bundle_id!r} is shorter than {PREFIX_BYTES} bytes")
+        if self.wire_quant is not None:  # as a header carries them: f32 scale, i32 zero point
+            self.wire_quant = (float(np.float32(self.wire_quant[0])), int(self.wire_quant[1]))
+        limits = self.wire.get("limits")
+        if not (isinstance(limits, dict) and all(type(limits.get(k)) is int and limits[k] > 0
+                                                 for k in ("max_code_elements", "max_payload_bytes"))):
+            raise BundleError(f"bundle {self.bundle_id[:16]}: wire.limits needs positive integers "
+                              "max_code_elements and max_payload_bytes", "re-create the bundle with edgekit convert")
 
     @classmethod
     def from_bundle(cls, bundle: Any) -> WireSpec:
-        """Read ``bundle_id``, ``code.shape``, ``wire`` and ``path`` off a loaded Bundle."""
-        return cls(bundle.bundle_id, tuple(bundle.code.shape), bundle.wire, Path(bundle.path))
+        """Read ``bundle_id``, ``code.shape``, ``wire``, ``code.wire_quant`` and ``path`` off a loaded Bundle."""
+        quant = bundle.manifest["code"]["wire_quant"]
+        return cls(bundle.bundle_id, tuple(bundle.code.shape), bundle.wire, Path(bundle.path),
+                   (quant["scale"], quant["zero_point"]))
 
     @property
     def max_code_bytes(self) -> int:
-        """``limits.max_code_elements`` (int8: one byte each)."""
-        return int(self.wire["limits"]["max_code_elements"])
+        """The largest ``raw_len``: ``limits.max_code_elements`` x the code dtype's itemsize (bytes)."""
+        return self.wire["limits"]["max_code_elements"] * CODE_DTYPE.itemsize
 
     @property
     def max_payload_bytes(self) -> int:
         """``limits.max_payload_bytes``."""
-        return int(self.wire["limits"]["max_payload_bytes"])
+        return self.wire["limits"]["max_payload_bytes"]
+
+    def quant_mismatch(self, scale: float, zero_point: int) -> str | None:
+        """Why a header's (f32) ``scale`` and ``zero_point`` differ from the bundle's, or None when they agree."""
+        if self.wire_quant is None or (float(np.float32(scale)), int(zero_point)) == self.wire_quant:
+            return None
+        return (f"scale {scale!r} / zero point {zero_point}, but bundle {self.bundle_id[:16]}'s code.wire_quant "
+                f"is {self.wire_quant[0]!r} / {self.wire_quant[1]}")
 
     def build(self, name: str) -> Codec:
         """Codec ``name`` from this bundle (``BundleError`` if the bundle does not provide it)."""
@@ -143,21 +171,47 @@ class WireSpec:
                               f"known: {', '.join(BY_NAME)}")
         try:
             codec = build_codec(name, codecs[name], self.base_dir)
-        except OSError as err:
-            raise BundleError(f"codec {name!r} artifact unreadable: {err}") from None
+        except EdgekitError:  # already one line with its fix (a bad prior, a codec this device cannot run)
+            raise
+        except Exception as err:  # an unreadable file, or a dictionary libzstd refuses: the bundle, not a frame
+            raise BundleError(f"bundle {self.bundle_id[:16]}: codec {name!r} cannot be built from its artifact: "
+                              f"{err}", "re-create the bundle with edgekit convert") from None
         try:
             codec.check_shape(self.code_shape)
         except ValueError as err:
             raise BundleError(f"codec {name!r} does not fit the bundle's code: {err}") from None
+        self._check_declared_mode(name, codecs[name], codec)
+        self._probe(name, codec)
         return codec
+
+    def _check_declared_mode(self, name: str, params: dict[str, Any], codec: Codec) -> None:
+        """The ans prior file's ``mode`` decides; the manifest's ``mode`` is a copy and must agree with it."""
+        if name == "ans" and "mode" in params and _ANS_MODES.get(params["mode"]) != codec.param:
+            raise BundleError(f"bundle {self.bundle_id[:16]}: wire.codecs.ans.mode is {params['mode']!r} but its "
+                              "prior file says otherwise", "re-create the bundle with edgekit convert")
+
+    def _probe(self, name: str, codec: Codec) -> None:
+        """Round-trip an all-zero code, so that an artifact that parses but cannot code (libzstd reads a
+        dictionary's tables lazily) rejects the bundle now rather than every frame later."""
+        probe = np.zeros(self.code_shape, dtype=CODE_DTYPE)
+        try:
+            ok = np.array_equal(codec.decode(codec.encode(probe), self.code_shape, probe.nbytes), probe)
+        except Exception as err:  # libzstd's ZstdError, a CorruptPayload, ...: all mean a bad artifact
+            ok, why = False, f"{type(err).__name__}: {err}"
+        else:
+            why = "the probe code does not round-trip"
+        if not ok:
+            raise BundleError(f"bundle {self.bundle_id[:16]}: codec {name!r} fails on its own artifact ({why})",
+                              "re-create the bundle with edgekit convert")
 
 
 class WireEncoder:
     """Device side: code -> frame bytes with the bundle's codec (default: the bundle's ``default_codec``)."""
 
     def __init__(self, bundle_id: str, code_shape: tuple[int, ...], wire: dict[str, Any],
-                 base_dir: Path | str | None = None, codec: str | None = None):
-        self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None)
+                 base_dir: Path | str | None = None, codec: str | None = None,
+                 wire_quant: tuple[float, int] | None = None):
+        self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None, wire_quant)
         self.codec_name = codec or wire["default_codec"]
         self.codec = self.spec.build(self.codec_name)
         self._codec_id = entry(self.codec_name).codec_id
@@ -167,7 +221,7 @@ class WireEncoder:
     def from_bundle(cls, bundle: Any, codec: str | None = None) -> WireEncoder:
         """The encoder for a loaded Bundle."""
         spec = WireSpec.from_bundle(bundle)
-        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec)
+        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant)
 
     def encode(self, code_int8: np.ndarray, scale: float, zero_point: int, seq: int, boot_id: int,
                timestamp_ns: int) -> bytes:
@@ -182,8 +236,13 @@ class WireEncoder:
         with np.errstate(over="ignore"):
             scale32 = float(np.float32(scale))  # as the frame carries it; inf is refused below
         check_encodable(code.shape, scale32, int(zero_point), np.int8)
+        mismatch = self.spec.quant_mismatch(scale32, int(zero_point))
+        if mismatch:
+            raise ValueError(mismatch)
         if seq > MAX_ID or timestamp_ns > MAX_ID:
             raise ValueError(f"seq {seq} / timestamp_ns {timestamp_ns}: frames carry values below 2**63")
+        if boot_id == 0:
+            raise ValueError("boot_id 0 is reserved: use new_boot_id()")
         payload = self.codec.encode(code)
         if len(payload) > self.spec.max_payload_bytes:
             raise ValueError(f"payload {len(payload)} bytes above the bundle limit {self.spec.max_payload_bytes}")
@@ -221,7 +280,7 @@ class WireDecoder:
         self._routes[spec.prefix] = _Route(spec)
 
     def _caps(self) -> tuple[int, int]:
-        """The largest payload and raw sizes any loaded bundle accepts (checked before routing)."""
+        """The largest payload and raw sizes (bytes) any loaded bundle accepts (checked before routing)."""
         if not self._routes:
             return _DEFAULT_CAP, _DEFAULT_CAP
         specs = [r.spec for r in self._routes.values()]
@@ -246,6 +305,9 @@ class WireDecoder:
         spec = route.spec
         if header.shape != spec.code_shape:
             raise ShapeMismatch(f"frame code shape {header.shape}, bundle {spec.code_shape}")
+        mismatch = spec.quant_mismatch(header.scale, header.zero_point)
+        if mismatch:
+            raise QuantMismatch(mismatch)
         if header.payload_len > spec.max_payload_bytes or header.raw_len > spec.max_code_bytes:
             raise FrameTooLarge(f"payload {header.payload_len} / raw {header.raw_len} bytes above this bundle's "
                                 f"limits {spec.max_payload_bytes} / {spec.max_code_bytes}")

@@ -8,8 +8,15 @@ dictionary id: 9-12 bytes a frame that the edgekit header already carries (sizes
 another language prepends ``28 B5 2F FD`` and hands it to any libzstd. Decoding checks the frame layout
 first (``_check_frame``) because libzstd trusts a declared content size for its allocation::
 
-    payload ─► frame descriptor (no FCS/checksum/dict id, window <= 1 MiB) ─► blocks end exactly at the end
-            ─► decompress with max_output_size = raw_len ─► exactly raw_len bytes, else CorruptPayload
+    payload ─► frame descriptor (no FCS/checksum/dict id, window <= 1 MiB; with the dictionary, window >=
+            raw_len) ─► blocks end exactly at the end ─► decompress with max_output_size = raw_len
+            ─► exactly raw_len bytes, else CorruptPayload
+
+Window and dictionary (RFC 8878, "Dictionary Format"): while a frame's output is at most its window, matches
+may reach back into the whole dictionary, however far beyond the window. libzstd sizes the window to the
+input (never below 1 KiB), so a dictionary frame's window always covers ``raw_len`` and the dictionary stays
+addressable for the whole frame. The decoder demands that window, so the rule docs/wire-format.md states
+(dictionary content addressable besides the window) is all another decoder needs.
 """
 
 from __future__ import annotations
@@ -66,7 +73,7 @@ class ZstdCodec(Codec):
 
     def decode(self, payload: bytes, shape: tuple[int, ...], limit: int) -> np.ndarray:
         """Check the frame's layout, then decompress to at most ``limit`` bytes."""
-        _check_frame(payload)
+        _check_frame(payload, limit if self.dictionary else 0)
         try:
             raw = self._dctx.decompress(payload, max_output_size=limit)
         except zstandard.ZstdError as err:
@@ -74,8 +81,9 @@ class ZstdCodec(Codec):
         return from_raw_bytes(raw, shape, limit)
 
 
-def _check_frame(payload: bytes) -> None:
-    """The payload is exactly one magicless frame as our encoder writes it (RFC 8878 §3.1.1)."""
+def _check_frame(payload: bytes, min_window: int) -> None:
+    """The payload is exactly one magicless frame as our encoder writes it (RFC 8878 §3.1.1); its window is
+    at least ``min_window`` (``raw_len`` for a dictionary frame, so the whole dictionary is addressable)."""
     if len(payload) < 2:
         raise CorruptPayload(f"zstd payload of {len(payload)} bytes is shorter than a frame header")
     descriptor, window_descriptor = payload[0], payload[1]
@@ -85,6 +93,8 @@ def _check_frame(payload: bytes) -> None:
     window = (1 << (10 + exponent)) + ((1 << (10 + exponent)) >> 3) * mantissa
     if window > MAX_WINDOW_BYTES:
         raise CorruptPayload(f"zstd window {window} above {MAX_WINDOW_BYTES}")
+    if window < min_window:
+        raise CorruptPayload(f"zstd dictionary frame with window {window} below raw_len {min_window}")
     _check_blocks(payload, 2)
 
 

@@ -81,10 +81,10 @@ def stats_command(db: str, as_json: bool) -> None:
       edgekit server stats --db results.sqlite
       edgekit server stats --db results.sqlite --json | jq .p95_ms
     """
-    import json
     import sqlite3
 
     from edgekit.errors import UsageError
+    from edgekit.logs import strict_json
     from edgekit.server.stats import format_table, summarize
 
     try:
@@ -92,4 +92,4 @@ def stats_command(db: str, as_json: bool) -> None:
     except sqlite3.DatabaseError as err:  # not a results database (or a damaged one): the user's to fix
         raise UsageError(f"cannot read the results database {db}: {err}",
                          "pass the --db file given to edgekit server run") from None
-    click.echo(json.dumps(summary, indent=2) if as_json else format_table(summary))
+    click.echo(strict_json(summary, indent=2) if as_json else format_table(summary))  # no results yet: null

@@ -64,7 +64,8 @@ def _frames(bundle, n: int) -> list[bytes]:
     encoder = WireEncoder.from_bundle(Bundle.load(bundle))
     rng = np.random.default_rng(0)
     shape = encoder.spec.code_shape
-    return [encoder.encode(rng.integers(-8, 8, shape, dtype=np.int8), 0.1, 0, seq=i, boot_id=7,
+    scale, zero_point = encoder.spec.wire_quant
+    return [encoder.encode(rng.integers(-8, 8, shape, dtype=np.int8), scale, zero_point, seq=i, boot_id=7,
                            timestamp_ns=time.time_ns()) for i in range(n)]
 
 

@@ -9,24 +9,31 @@ import pytest
 from wire_helpers import fuzz
 
 from edgekit.frame import ERROR_TYPES
-from edgekit.wire import WireDecoder, WireEncoder
+from edgekit.wire import WireDecoder, WireEncoder, WireSpec
 
 MUTATIONS = 100_000
 
 
 @pytest.fixture(scope="module")
-def corpus(spec, spec16, codes, codes16):
+def bound(spec, spec16) -> list[WireSpec]:
+    """The two bundles with a wire quantization each, as a receiver loads them from manifests."""
+    return [WireSpec(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, quant)
+            for sp, quant in ((spec, (0.02, -128)), (spec16, (0.5, 3)))]
+
+
+@pytest.fixture(scope="module")
+def corpus(bound, codes, codes16):
     """Valid frames of both bundles and all three codecs, with varied metadata."""
     frames = []
-    for sp, data in ((spec, codes[5000:5040]), (spec16, codes16[5000:5040])):
+    for sp, data in zip(bound, (codes[5000:5040], codes16[5000:5040])):
         for codec in ("raw", "zstd", "ans"):
-            enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec)
-            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i, timestamp_ns=i) for i, c in enumerate(data)]
+            enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec, sp.wire_quant)
+            frames += [enc.encode(c, *sp.wire_quant, seq=i, boot_id=i + 1, timestamp_ns=i) for i, c in enumerate(data)]
     return frames
 
 
-def test_mutated_frames_raise_only_documented_errors(spec, spec16, corpus):
-    decoder = WireDecoder([spec, spec16])
+def test_mutated_frames_raise_only_documented_errors(spec, spec16, bound, corpus):
+    decoder = WireDecoder(bound)
     start = time.perf_counter()
     counts = fuzz(decoder, corpus, {spec.code_shape, spec16.code_shape}, MUTATIONS, seed=20240611)
     elapsed = time.perf_counter() - start
@@ -35,16 +42,17 @@ def test_mutated_frames_raise_only_documented_errors(spec, spec16, corpus):
     documented = {e.code for e in ERROR_TYPES} | {"decoded"}
     assert set(counts) <= documented
     # the mutations reach the checks behind the CRC, not only the checksum
-    for code in ("crc-mismatch", "truncated", "bad-header", "corrupt-payload", "unknown-codec", "too-large"):
+    for code in ("crc-mismatch", "truncated", "bad-header", "corrupt-payload", "unknown-codec", "too-large",
+                 "quant-mismatch"):
         assert counts.get(code, 0) > 0, code
 
 
-def test_mutation_engine_is_deterministic(spec, spec16, corpus):
-    decoder = WireDecoder([spec, spec16])
+def test_mutation_engine_is_deterministic(spec, spec16, bound, corpus):
+    decoder = WireDecoder(bound)
     shapes = {spec.code_shape, spec16.code_shape}
     assert fuzz(decoder, corpus, shapes, 500, seed=3) == fuzz(decoder, corpus, shapes, 500, seed=3)
 
 
-def test_unmutated_corpus_decodes(spec, spec16, corpus):
-    decoder = WireDecoder([spec, spec16])
+def test_unmutated_corpus_decodes(bound, corpus):
+    decoder = WireDecoder(bound)
     assert all(decoder.decode(f).code.dtype == np.int8 for f in corpus)

@@ -48,7 +48,7 @@ def parse(frame: bytes) -> dict:
             "seq": u("<Q", 16), "timestamp_ns": u("<Q", 24), "boot_id": u("<I", 32), "scale": u("<f", 36),
             "zero_point": u("<i", 40), "shape": struct.unpack_from("<4H", frame, 44)[:ndim],
             "raw_len": u("<I", 52), "payload_len": u("<I", 56), "crc": u("<I", 60)}
-    assert head["magic"] == b"EK" and head["version"] == 1 and head["flags"] == 0
+    assert head["magic"] == b"EK" and head["version"] == 1 and head["flags"] == 0 and head["boot_id"] != 0
     assert len(frame) == 64 + head["payload_len"]
     assert crc32c_doc(frame[:60] + frame[64:]) == head["crc"]
     return head
@@ -95,9 +95,13 @@ def decode_doc(frame: bytes, bundle_dir: Path, wire: dict) -> np.ndarray:
     if head["codec_id"] == 0:
         return np.frombuffer(payload, np.int8).reshape(shape)
     if head["codec_id"] == 1:
-        rel = wire["codecs"]["zstd"]["dictionary"] if head["codec_param"] == 1 else None
+        rel = wire["codecs"]["zstd"]["dictionary"]
+        assert head["codec_param"] == (1 if rel else 0), "codec_param must be the bundle's"
         zdict = zstandard.ZstdCompressionDict((bundle_dir / rel).read_bytes()) if rel else None
-        raw = zstandard.ZstdDecompressor(dict_data=zdict).decompress(
+        window = (1 << (10 + (payload[1] >> 3))) * (8 + (payload[1] & 7)) // 8
+        assert window >= head["raw_len"] or not rel, "a dictionary frame's window covers raw_len"
+        # a decoder holding only the declared window, with the dictionary addressable besides it
+        raw = zstandard.ZstdDecompressor(dict_data=zdict, max_window_size=max(window, 1 << 10)).decompress(
             b"\x28\xb5\x2f\xfd" + payload, max_output_size=head["raw_len"])
         return np.frombuffer(raw, np.int8).reshape(shape)
     prior = json.loads((bundle_dir / wire["codecs"]["ans"]["prior"]).read_text())
@@ -115,6 +119,23 @@ def test_a_decoder_written_from_the_document_agrees(spec, spec16, codes, codes16
             head = parse(frame)
             assert (head["seq"], head["boot_id"], head["zero_point"], head["scale"]) == (i, 3, -7, 0.25)
             assert head["bundle"] == sp.bundle_id[:16]
+
+
+def test_the_checks_table_lists_every_error_in_order():
+    from edgekit.frame import ERROR_TYPES
+
+    text = DOC.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "` | `" in line and line.endswith("` |")]
+    listed = [line.split("|")[-2].strip(" `") for line in rows]
+    assert list(dict.fromkeys(listed)) == [cls.__name__ for cls in ERROR_TYPES]
+
+
+def test_the_document_names_the_manifest_keys_a_decoder_reads():
+    """The keys WireSpec.from_bundle reads (tests/wire/test_wire_spec_rules.py) are the ones the page lists."""
+    section = DOC.read_text().split("## What a decoder reads from the bundle")[1].split("\n## ")[0]
+    for key in ("bundle_id", "code.shape", "code.dtype", "code.wire_quant.scale", "code.wire_quant.zero_point",
+                "wire.codecs", "wire.limits.max_code_elements", "wire.limits.max_payload_bytes"):
+        assert f"`{key}`" in section, key
 
 
 def test_worked_examples_in_the_document_are_current(tmp_path):

@@ -58,7 +58,7 @@ def test_every_codec_round_trips_real_codes(spec, spec16, codes, codes16, codec)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seq=st.integers(0, 2**63 - 1), boot_id=st.integers(0, 2**32 - 1), ts=st.integers(0, 2**63 - 1),
+@given(seq=st.integers(0, 2**63 - 1), boot_id=st.integers(1, 2**32 - 1), ts=st.integers(0, 2**63 - 1),
        scale=st.floats(1e-30, 1e30), zero_point=st.integers(-128, 127), codec=st.sampled_from(CODECS),
        index=st.integers(0, 9999))
 def test_metadata_round_trips(spec, codes, seq, boot_id, ts, scale, zero_point, codec, index):
