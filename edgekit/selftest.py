@@ -108,6 +108,11 @@ def _relative(bundle: Any, path: Path) -> str:
     return Path(path).relative_to(bundle.path).as_posix()
 
 
+def _fits(model_shape: tuple[int, ...], batch_shape: tuple[int, ...]) -> bool:
+    """Whether a batch fits a model input (batch axis and dynamic dimensions, -1, aside)."""
+    return len(model_shape) == len(batch_shape) and all(m in (-1, b) for m, b in zip(model_shape[1:], batch_shape[1:]))
+
+
 def _timed_run(runner: Any, x: np.ndarray) -> tuple[np.ndarray, float]:
     """Run sample by sample (as the agent does); return the outputs and the median ms per sample."""
     runner.run(x[:1])  # warm-up: the first call allocates and packs weights
@@ -135,6 +140,11 @@ def device_selftest(bundle: Any, runner: Any, model_path: Path) -> SelfTest:
         result.detail = f"the bundle has no golden codes for {rel}"
         return result
     arrays = golden.arrays()
+    if not _fits(runner.input_shape, arrays[golden.inputs].shape):
+        result.passed = False
+        result.detail = (f"the model takes {tuple(runner.input_shape[1:])} but the golden inputs are "
+                         f"{arrays[golden.inputs].shape[1:]}")
+        return result
     codes, frame_ms = _timed_run(runner, arrays[golden.inputs])
     expected = arrays[golden.device[rel]]
     if codes.shape != expected.shape:
@@ -171,6 +181,10 @@ def server_selftest(bundle: Any, runner: Any) -> SelfTest:
     arrays = golden.arrays()
     quant = golden.server["code_quant"]
     codes = dequantize(arrays[golden.server["codes"]], quant["scale"], quant["zero_point"])
+    if not _fits(runner.input_shape, codes.shape):
+        result.passed = False
+        result.detail = f"the model takes {tuple(runner.input_shape[1:])} but the golden codes are {codes.shape[1:]}"
+        return result
     start = time.perf_counter()
     outputs = runner.run(codes)
     batch_ms = (time.perf_counter() - start) * 1e3

@@ -140,6 +140,21 @@ def test_a_swapped_server_model_is_refused_by_the_receiver(bundle, donor, tmp_pa
     assert code == 4 and err.startswith("error: server self-test failed")
 
 
+def test_a_server_model_of_another_input_shape_fails_the_selftest_instead_of_crashing(bundle, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Softmax", ["code"], ["probs"], axis=1)], "other",
+                              [helper.make_tensor_value_info("code", TensorProto.FLOAT, ["N", 10])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])])
+    other = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), other)
+    root = _tampered(bundle, tmp_path, files=[(other, SERVER)])
+    b = Bundle.load(root)
+    result = server_selftest(b, open_server_runner(b.server_model.path))
+    assert result.passed is False and result.detail.startswith("the model takes (10,) but the golden codes are")
+
+
 def _failing(manifest, _root):
     manifest["parity"].update(passed=False, worst_agreement=0.5)
 
