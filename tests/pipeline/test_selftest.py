@@ -230,3 +230,11 @@ def test_systemd_unit_is_a_valid_unit_that_restarts_the_agent(bundle, tmp_path, 
     code, _, err = _cli(capsys, "device", "systemd-unit", "--bundle", bundle, "--broker", "mqtt://gw:1883",
                         "--device-id", "cam-07", "--user", "pi\nExecStartPre=/bin/evil")
     assert code == 2 and "cannot go into a unit file" in err
+
+
+def test_the_device_selftest_imports_neither_tensorflow_nor_onnxruntime(bundle):
+    probe = ("import sys; from edgekit.cli import main; code = main(['device', 'selftest', '--bundle', %r]); "
+             "heavy = [m for m in ('tensorflow', 'keras', 'onnxruntime', 'onnx') if m in sys.modules]; "
+             "print(heavy); sys.exit(code or (1 if heavy else 0))" % str(bundle))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr[-500:]
