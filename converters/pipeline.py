@@ -6,6 +6,7 @@
                  ──► server/server_<precision>.onnx
           parity ──► edgekit.runtime runners on the held-out samples ──► report.{json,md}
             wire ──► edgekit.codecs.fit_codecs ──► wire/ + manifest["wire"]
+          golden ──► converters.golden: a few inputs, their codes and outputs ──► golden/ + manifest["golden"]
         manifest ──► manifest.json (hashes, bundle id) ──► rename temp dir → output
 
 Everything is written to a temporary directory beside the output and renamed at the very end, so a
@@ -38,6 +39,7 @@ from edgekit.preprocess import Preprocessing
 from edgekit.wire import dequantize
 
 from .datasets import MIN_CALIB_SAMPLES, Samples, check_samples, load_samples
+from .golden import write_golden
 from .halves import Halves
 from .onnx_quant import export_server_onnx, quantize_device_onnx, range_quant
 from .parity import deployed_outputs, latency_comparison, parity_metrics
@@ -482,6 +484,7 @@ def convert(
                                   calib_method=calib_method, calib_samples=len(calib_set.x),
                                   eval_samples=len(eval_set.x), min_agreement=min_agreement,
                                   debug_layers=debug_layers, codec=codec))
+        manifest["golden"] = write_golden(staging, calib_set.x, work.devices, server_rel, server_precision, threads)
         steps.step("writing the bundle")
         _write_reports(staging, report, manifest)
         steps.close()

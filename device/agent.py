@@ -57,6 +57,7 @@ class AgentConfig:
     loop: bool = False
     limit: int | None = None
     linger_s: float = 5.0  # after a finite source: how long to wait for the last results
+    allow_failing_parity: bool = False  # run a bundle whose convert-time parity check failed (warned, in status)
     window: int = 64
 
 
@@ -75,15 +76,20 @@ class Agent:
         from edgekit.codecs.registry import pick_codec
         from edgekit.device.sources import open_source
         from edgekit.runtime import open_device_runner
+        from edgekit.selftest import check_parity, device_selftest, require_pass
         from edgekit.wire import WireEncoder, new_boot_id
 
         self.cfg = cfg
         self.bundle = Bundle.load(cfg.bundle)
+        failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
         self.runner = open_device_runner(model.path, runtime=cfg.runtime, threads=cfg.threads,
                                          code_quant=model.code_quant)
         if self.runner.code_quant is None:
             raise UsageError(f"device model {model.path.name} is not quantized", "use a bundle from edgekit convert")
+        self.selftest = require_pass(device_selftest(self.bundle, self.runner, model.path))
+        status = {"selftest": self.selftest.as_dict(),
+                  "parity": {"passed": self.bundle.manifest["parity"]["passed"], "allowed_failing": failing_allowed}}
         self.encoder = WireEncoder.from_bundle(self.bundle, codec=pick_codec(self.bundle.wire, cfg.codec))
         if self.encoder.codec_name != self.bundle.wire["default_codec"] and cfg.codec is None:
             log.warning("the bundle's default codec %s cannot run here (a package is missing): using %s",
@@ -97,7 +103,8 @@ class Agent:
         self.spool = Spool(cfg.spool or default_spool_path(cfg.device_id), cfg.spool_max_bytes,
                            cfg.spool_max_age_s, cfg.spool_policy)
         self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
-                                   window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result)
+                                   window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result,
+                                   status=status)
         self.counters = AgentCounters()
         self.latency = LatencyWindow()
         self.results_this_boot = 0

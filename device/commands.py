@@ -1,4 +1,5 @@
-"""``edgekit device run``: the agent on a Raspberry Pi. Imports only click here; the rest inside the command."""
+"""``edgekit device run|selftest|systemd-unit``: the agent on a Raspberry Pi. Imports only click here; the rest
+inside the commands."""
 
 from __future__ import annotations
 
@@ -42,15 +43,19 @@ def device_group() -> None:
 @click.option("--heartbeat", type=float, default=5.0, show_default=True, help="Seconds between heartbeats.")
 @click.option("--linger", type=float, default=5.0, show_default=True,
               help="After a finite source: seconds to wait for the last results.")
+@click.option("--allow-failing-parity", is_flag=True,
+              help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
                 spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, heartbeat, linger,
-                json_logs) -> None:
+                allow_failing_parity, json_logs) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
 
     Frames go to a bounded on-disk spool and leave it only when the broker acknowledges them, so broker
     outages and agent restarts lose nothing within the spool's bounds. A finite source is sent once (or
-    forever with --loop); the agent then waits for every acknowledgement and exits.
+    forever with --loop); the agent then waits for every acknowledgement and exits. At start the agent runs
+    the bundle's self-test (see edgekit device selftest) and exits 4 when it fails; a bundle that failed
+    parity at convert time exits 3 unless --allow-failing-parity.
 
     \b
     Example:
@@ -73,7 +78,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
                       spool_max_bytes=int(spool_max_mb * 2**20), spool_max_age_s=spool_max_age,
                       spool_policy=spool_policy, runtime=runtime, threads=threads, target=target, codec=codec,
                       protocol=protocol, max_frame_bytes=max_frame_bytes, heartbeat_s=heartbeat, loop=loop,
-                      limit=limit, linger_s=linger)
+                      limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity)
     agent = Agent(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -82,3 +87,81 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
     click.echo(json.dumps(stats) if json_logs else
                f"device {stats['device']}: captured {stats['captured']}, acknowledged {stats['acknowledged']}, "
                f"dropped {stats['dropped']}, still spooled {stats['queue_depth']}, results {stats['results']}")
+
+
+@device_group.command("selftest")
+@click.option("--bundle", "bundle", required=True, type=click.Path(), help="Bundle folder from edgekit convert.")
+@click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]), default=None,
+              help="Runtime to test (default: the one edgekit device run would pick).")
+@click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
+@click.option("--target", default=None, help="Device model target in the bundle (default: the first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def selftest_command(bundle, runtime, threads, target, as_json) -> None:
+    """Check that this device computes the bundle's golden codes, as the agent does at start.
+
+    Runs the golden inputs stored by edgekit convert through the device model and runtime the agent would
+    use, and compares the int8 codes with the ones the validated model produced. Prints the result, the
+    runtime and its version, the CPU and the time per frame. Exit 0: passed (or the bundle is too old to
+    have golden vectors: a warning); 4: the codes differ beyond the bundle's tolerance; 2: a usage error.
+
+    \b
+    Example:
+      edgekit device selftest --bundle bundles/fmnist-v1
+      edgekit device selftest --bundle bundles/fmnist-v1 --runtime tflite-runtime --json
+    """
+    import json
+
+    from edgekit.bundle import Bundle
+    from edgekit.runtime import open_device_runner
+    from edgekit.selftest import device_selftest, require_pass
+
+    loaded = Bundle.load(bundle)
+    model = loaded.device_model(target=target, runtime=runtime)
+    runner = open_device_runner(model.path, runtime=runtime, threads=threads, code_quant=model.code_quant)
+    result = device_selftest(loaded, runner, model.path)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.line())
+    require_pass(result)
+
+
+@device_group.command("systemd-unit")
+@click.option("--bundle", "bundle", required=True, type=click.Path(), help="Bundle folder on this device.")
+@click.option("--broker", required=True, help="Broker URL mqtt://HOST:PORT.")
+@click.option("--device-id", required=True, help="This device's id (one topic level, e.g. cam-07).")
+@click.option("--source", default="camera:0", show_default=True, help="The agent's --source.")
+@click.option("--fps", type=click.FloatRange(min=0), default=10.0, show_default=True, help="The agent's --fps.")
+@click.option("--user", default=None, help="User the agent runs as (default: the current user, e.g. pi).")
+@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Inference threads (a Raspberry Pi 4/5 has 4 cores).")
+def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) -> None:
+    """Print a systemd unit that runs the agent at boot, with this virtualenv's edgekit.
+
+    The unit waits for the network, restarts the agent whenever it stops, and gives up only on the exits a
+    restart cannot fix (3: failing-parity bundle, 4: failed self-test). Install it as shown in its header.
+
+    \b
+    Example:
+      edgekit device systemd-unit --bundle ~/bundles/fmnist-v1 --broker mqtt://gw:1883 \\
+          --device-id cam-07 --user pi | sudo tee /etc/systemd/system/edgekit-agent-cam-07.service
+    """
+    import getpass
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from edgekit.bundle import Bundle
+    from edgekit.device.systemd import render_unit
+    from edgekit.errors import UsageError
+    from edgekit.mqtt import check_device_id, parse_broker_url
+
+    root = Path(bundle).expanduser().resolve()
+    Bundle.load(root)
+    parse_broker_url(broker)
+    user = user or getpass.getuser()
+    for name, value in (("--user", user), ("--source", source), ("--broker", broker)):
+        if not value or any(not c.isprintable() for c in value) or (name == "--user" and " " in value):
+            raise UsageError(f"{name} {value!r} cannot go into a unit file",
+                             "use a value without control characters (and a user name without spaces)")
+    venv_edgekit = Path(sys.prefix) / "bin" / "edgekit"
+    edgekit = venv_edgekit if venv_edgekit.is_file() else Path(shutil.which("edgekit") or venv_edgekit)
+    click.echo(render_unit(edgekit.absolute(), root, broker, check_device_id(device_id), source, fps, user, threads),
+               nl=False)

@@ -50,8 +50,10 @@ class Publisher(ClientLoop):
 
     def __init__(self, spool: Spool, url: BrokerUrl, device_id: str, protocol: str, *, boot_id: int = 0,
                  window: int = 64, max_frame_bytes: int | None = None,
-                 on_result: Callable[[dict], None] | None = None, client_id: str | None = None):
+                 on_result: Callable[[dict], None] | None = None, client_id: str | None = None,
+                 status: dict | None = None):
         self.device_id = device_id
+        self.status = status or {}  # extra fields of the online status (the agent's self-test, parity)
         self.status_topic = topic(device_id, "status")
         offline = json.dumps({"state": "offline", "device": device_id, "boot_id": boot_id}).encode()
         super().__init__(url, client_id or f"edgekit-device-{device_id}", protocol,
@@ -90,7 +92,8 @@ class Publisher(ClientLoop):
 
     # ---- hooks (publisher thread) -----------------------------------------------------------------------
     def on_connected(self, session_present: bool) -> None:
-        online = {"state": "online", "device": self.device_id, "boot_id": self.boot_id, "since": time.time()}
+        online = {"state": "online", "device": self.device_id, "boot_id": self.boot_id, "since": time.time(),
+                  **self.status}
         self.publish_checked(self.status_topic, json.dumps(online), qos=1, retain=True)
 
     def on_stopping(self) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "OutputSpec",
     "DeviceModel",
     "ServerModel",
+    "Golden",
     "bundle_id",
     "file_entry",
     "sha256_file",
@@ -84,6 +85,29 @@ class DeviceModel:
 class ServerModel:
     path: Path
     precision: str
+
+
+@dataclass(frozen=True)
+class Golden:
+    """The bundle's golden vectors (``manifest["golden"]``, written by convert, checked by edgekit.selftest).
+
+    ``device`` maps a device model's bundle-relative path to the array of the int8 codes it produced;
+    ``server`` names the codes given to the server half, their quantization and its outputs.
+    """
+
+    path: Path
+    samples: int
+    inputs: str
+    device: dict[str, str]
+    server: dict[str, Any]
+    tolerance: dict[str, float]
+
+    def arrays(self) -> dict[str, Any]:
+        """Every array of the golden ``.npz`` (no pickles), read once."""
+        import numpy as np
+
+        with np.load(self.path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
 
 
 def sha256_file(path: str | Path) -> str:
@@ -190,9 +214,10 @@ class Bundle:
                 raise BundleError(f"bundle file {rel} does not match its sha256 in the manifest",
                                   "the file was changed or truncated: copy the bundle again")
         referenced = [m["path"] for m in self.manifest["device_models"]] + [self.manifest["server_model"]["path"]]
+        referenced += [self.manifest["golden"]["path"]] if "golden" in self.manifest else []
         for rel in referenced:
             if rel not in self.manifest["files"]:
-                raise BundleError(f"model {rel} is not listed in the manifest's files", "re-create the bundle")
+                raise BundleError(f"{rel} is not listed in the manifest's files", "re-create the bundle")
         if bundle_id(self.manifest["files"]) != self.manifest["bundle_id"]:
             raise BundleError("bundle_id does not match the device and server model files",
                               "re-create the bundle with edgekit convert")
@@ -251,6 +276,15 @@ class Bundle:
     def server_model(self) -> ServerModel:
         spec = self.manifest["server_model"]
         return ServerModel(self.path / spec["path"], spec["precision"])
+
+    @property
+    def golden(self) -> Golden | None:
+        """The golden vectors, or None for bundles written before convert stored them."""
+        spec = self.manifest.get("golden")
+        if spec is None:
+            return None
+        return Golden(self.path / spec["path"], spec["samples"], spec["inputs"],
+                      {d["path"]: d["codes"] for d in spec["device"]}, spec["server"], spec["tolerance"])
 
     @property
     def wire(self) -> dict[str, Any]:

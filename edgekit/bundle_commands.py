@@ -13,6 +13,17 @@ def _quant(q: dict | None) -> str:
     return "–" if q is None else f"scale {q['scale']:.6g}, zero-point {q['zero_point']}"
 
 
+def _golden(golden: dict | None) -> str:
+    if golden is None:
+        return "golden     none (bundle from an older edgekit convert: no start-up self-test)"
+    tol, cpu = golden["tolerance"], golden.get("cpu") or {}
+    made = ", ".join(sorted({f"{d['runtime']} {d['runtime_version']}" for d in golden["device"]}))
+    return (f"golden     {golden['samples']} samples for {len(golden['device'])} device models and the server; "
+            f"codes within {tol['code_max_level_diff']} level on <= {100 * tol['code_max_fraction_diff']:g}% of "
+            f"elements, outputs within {tol['output_max_abs_error']:.3g}; made with {made} on "
+            f"{cpu.get('arch', '?')} {cpu.get('model', '?')}")
+
+
 def describe(manifest: dict) -> list[str]:
     """The manifest as readable lines (what `edgekit inspect` prints)."""
     m = manifest
@@ -54,6 +65,7 @@ def describe(manifest: dict) -> list[str]:
         f"parity     {'PASSED' if parity['passed'] else 'FAILED'} on {parity['samples']} samples"
         + (f", worst top-1 agreement {100 * worst:.2f}% (min {100 * parity['min_agreement']:.2f}%)"
            if worst is not None else ""),
+        _golden(m.get("golden")),
         f"provenance edgekit {m['provenance']['edgekit']}; seed {m['provenance']['seed']}; "
         f"command: {m['provenance'].get('command') or '(python API)'}",
         f"files      {len(m['files'])} files, all sha256 verified",
@@ -63,21 +75,29 @@ def describe(manifest: dict) -> list[str]:
 
 @click.command("inspect")
 @click.argument("bundle", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the verified manifest as JSON.")
-def inspect_command(bundle: str, as_json: bool) -> None:
-    """Show a bundle's manifest and verify the sha256 of every file in it.
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the verified manifest as JSON (with a \"selftest\" list unless --no-selftest).")
+@click.option("--selftest/--no-selftest", default=True, show_default=True,
+              help="Run the golden vectors through this machine's runtimes.")
+def inspect_command(bundle: str, as_json: bool, selftest: bool) -> None:
+    """Show a bundle's manifest, verify the sha256 of every file, and self-test it on this machine.
 
-    Exits non-zero with a one-line error when a file is missing or changed.
+    Exits non-zero with a one-line error when a file is missing or changed. The self-test runs the bundle's
+    golden vectors through every device model and the server half with the runtimes installed here and
+    shows the result, the runtime and version, and the CPU (see edgekit device selftest).
 
     \b
     Example:
       edgekit inspect bundles/fmnist-v1
-      edgekit inspect bundles/fmnist-v1 --json | jq .code
+      edgekit inspect bundles/fmnist-v1 --json --no-selftest | jq .code
     """
     from edgekit.bundle import Bundle
+    from edgekit.selftest import bundle_selftests
 
     loaded = Bundle.load(bundle)
+    results = bundle_selftests(loaded) if selftest and loaded.golden is not None else []
     if as_json:
-        click.echo(json.dumps(loaded.manifest, indent=2))
+        extra = {"selftest": [r.as_dict() for r in results]} if selftest else {}
+        click.echo(json.dumps({**loaded.manifest, **extra}, indent=2))
     else:
-        click.echo("\n".join(describe(loaded.manifest)))
+        click.echo("\n".join(describe(loaded.manifest) + [r.line() for r in results]))

@@ -32,14 +32,18 @@ def server_group() -> None:
 @click.option("--mqtt", "protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
               help="MQTT version (auto: 5 when the broker speaks it).")
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
+@click.option("--allow-failing-parity", is_flag=True,
+              help="Serve a bundle that failed its parity check at convert time (warned at start).")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
-                summary_every, json_logs) -> None:
+                summary_every, allow_failing_parity, json_logs) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
     (device, boot_id, seq), so re-deliveries never create a second row. Frames are acknowledged only once
-    their result is stored, and the session is persistent: a restart loses nothing.
+    their result is stored, and the session is persistent: a restart loses nothing. At start each bundle's
+    server half must reproduce its golden outputs (exit 4 otherwise), and a bundle that failed parity at
+    convert time is refused (exit 3) unless --allow-failing-parity.
 
     \b
     Example:
@@ -61,7 +65,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=parse_broker_url(broker), db=Path(db),
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
-                         summary_every_s=summary_every)
+                         summary_every_s=summary_every, allow_failing_parity=allow_failing_parity)
     receiver = Receiver(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -50,6 +50,7 @@ class ReceiverConfig:
     threads: int | None = None
     topk: int = 3
     summary_every_s: float = 10.0
+    allow_failing_parity: bool = False  # serve bundles whose convert-time parity check failed (warned)
 
 
 @dataclass
@@ -107,13 +108,18 @@ class Receiver:
     def __init__(self, cfg: ReceiverConfig):
         from edgekit.bundle import Bundle
         from edgekit.runtime import open_server_runner
+        from edgekit.selftest import check_parity, require_pass, server_selftest
         from edgekit.wire import WireDecoder
 
         self.cfg = cfg
         self.bundles = [Bundle.load(p) for p in cfg.bundles]
+        for bundle in self.bundles:
+            check_parity(bundle, cfg.allow_failing_parity)
         self.decoder = WireDecoder(self.bundles)
         self.runners = {b.bundle_id: open_server_runner(b.server_model.path, threads=cfg.threads)
                         for b in self.bundles}
+        self.selftests = {b.bundle_id: require_pass(server_selftest(b, self.runners[b.bundle_id]))
+                          for b in self.bundles}
         self.client_id = cfg.client_id or f"edgekit-server-{socket.gethostname()}"
         self.store = ResultStore(cfg.db, receiver=self.client_id)
         self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)

@@ -96,14 +96,19 @@ def collector():
 
 @pytest.fixture(scope="session")
 def bundle(tmp_path_factory):
-    """One real bundle for the session: the digits example model trained briefly, converted for ``rpi``."""
+    """One real bundle for the session: the digits example model trained briefly, converted for ``rpi``.
+
+    TFLite only: the agent runs the TFLite model, and agent and receiver refuse a bundle whose parity check
+    failed, which the ONNX int8 model does on CPUs without VNNI (issue 7; ONNX halves are tested in
+    tests/convert).
+    """
     from edgekit.converters import convert
     from edgekit.example_model import train
 
     root = tmp_path_factory.mktemp("bundle")
     model, calib, test = train("digits", None, root / "model", epochs=8, seed=0)
     result = convert(model=model, split="code", calib=calib, eval=test, targets=["rpi"], output=root / "bundle",
-                     force=True, latency_runs=3, eval_samples=200)
+                     force=True, latency_runs=3, eval_samples=200, runtime="tflite")
     return result.bundle_path
 
 
