@@ -13,8 +13,8 @@ states them::
                                  state = (state >> 24) * f + q - c; refill a word while state < 2**32
     compressed = emitted words, then the state's non-zero words low first (an empty coder: no words)
 
-numpy looks up every symbol's frequency and start at once; the recurrence itself is sequential, so it runs
-as a plain Python loop over ints (``benchmarks/bench_ans.py`` measures the cost against constriction).
+The recurrence is sequential, so it runs as a plain Python loop over ints and lists (numpy calls cost more
+than they save on a few hundred symbols); ``benchmarks/bench_ans.py`` measures it against constriction.
 """
 
 from __future__ import annotations
@@ -40,10 +40,8 @@ class Categorical:
         ends = np.cumsum(freqs)
         if freqs.ndim != 1 or freqs.size < 2 or freqs.min() < 1 or ends[-1] != 1 << PRECISION:
             raise ValueError("a rANS model needs >= 2 integer frequencies >= 1 summing to 2**24")
-        self.freqs_np = freqs
-        self.starts_np = ends - freqs
         self.freqs = freqs.tolist()
-        self.starts = self.starts_np.tolist()
+        self.starts = (ends - freqs).tolist()
         self.ends = ends.tolist()  # bisect_right(ends, q) is the symbol whose interval holds q
 
 
@@ -62,16 +60,18 @@ class AnsCoder:
 
     def encode_reverse(self, symbols: np.ndarray, model: Categorical) -> None:
         """Push ``symbols`` last to first, so that :meth:`decode` returns them first to last."""
-        sym = np.asarray(symbols, dtype=np.int64)[::-1]
-        if sym.size and (sym.min() < 0 or sym.max() >= len(model.freqs)):
-            raise ValueError(f"symbols must be in 0..{len(model.freqs) - 1}")
+        syms = np.asarray(symbols).ravel().tolist()
+        freqs, starts = model.freqs, model.starts
+        if syms and (min(syms) < 0 or max(syms) >= len(freqs)):
+            raise ValueError(f"symbols must be in 0..{len(freqs) - 1}")
         state, emit = self._state, self._words.append
-        for freq, start in zip(model.freqs_np[sym].tolist(), model.starts_np[sym].tolist()):
+        for s in reversed(syms):
+            freq = freqs[s]
             if state >> _FLUSH_SHIFT >= freq:
                 emit(state & _WORD_MASK)
                 state >>= _WORD_BITS
             prefix, remainder = divmod(state, freq)
-            state = (prefix << PRECISION) | (start + remainder)
+            state = (prefix << PRECISION) | (starts[s] + remainder)
         self._state = state
 
     def decode(self, model: Categorical, amount: int) -> np.ndarray:
