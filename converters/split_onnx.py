@@ -63,9 +63,10 @@ def _why_crossing(model: Any, tensor: str, reader: Any) -> tuple[str, str]:
     inputs = {i.name for i in model.graph.input}
     kind = "the input" if tensor in inputs else "the tensor"
     if reader is not None and reader.op_type == "Shape":
-        return (f"the server half reads the shape of {kind} {tensor!r} (Shape node {reader.name!r}): the exporter's "
-                "dynamic `x.view(x.size(0), -1)` / reshape with a run-time batch size",
-                "export with a fixed batch size (the shape then folds away) or flatten with torch.flatten(x, 1)")
+        return (f"the server half reads the shape of {kind} {tensor!r} (Shape node {reader.name!r}): run-time shape "
+                "arithmetic the exporter wrote for a dynamic batch, e.g. `x.view(x.size(0), -1)` or "
+                "`interpolate(y, size=x.shape[-2:])`",
+                "export with a fixed batch size (the shape then folds away), or take sizes from tensors after the cut")
     what = f"{reader.op_type} node {reader.name!r}" if reader is not None else "a graph output"
     if tensor in inputs:
         return f"{what} reads the input {tensor!r} after the cut", "cut after the last node that reads the input"
