@@ -159,9 +159,15 @@ def test_export_converts_at_a_block_output(converted):
 
 
 def test_fused_and_unfused_kernels_agree(converted):
+    """ORT's optimized int8 kernels compute the QDQ model's codes: rare rounding differences, no saturation drift.
+
+    Measured here (x86 without VNNI): 1e-5 of the code values differ, by at most 3 levels; the saturation
+    this guards against moves whole channels by up to 35 levels.
+    """
     difference = np.abs(converted.codes[True].astype(np.int16) - converted.codes[False].astype(np.int16))
-    assert difference.max() <= 2, f"fused int8 kernels drift {difference.max()} levels from the QDQ reference"
-    assert np.mean(converted.predictions[True] == converted.predictions[False]) >= 0.99
+    assert np.mean(difference > 0) < 1e-3 and difference.max() <= 4, \
+        f"fused int8 kernels drift from the QDQ reference: {np.mean(difference > 0):.2e} of values, max {difference.max()}"
+    assert np.sum(converted.predictions[True] != converted.predictions[False]) <= 1
 
 
 @pytest.mark.xfail(strict=True, reason="measured on 300 CIFAR-10 test JPEGs: ResNet20 int8 PTQ at layer1's output "
