@@ -76,10 +76,10 @@ def _why_crossing(model: Any, tensor: str, reader: Any) -> tuple[str, str]:
 
 def _crossing_error(model: Any, split: str, crossing: dict[str, Any]) -> ConversionError:
     reasons = [_why_crossing(model, tensor, reader) for tensor, reader in sorted(crossing.items())]
+    position = {name: i for i, name in enumerate(o for node in model.graph.node for o in node.output)}
     points = [p.name for p in onnx_split_points(model)]
-    order = [o for node in model.graph.node for o in node.output]
-    before = [p for p in points if order.index(p) < order.index(split)][-1:]
-    after = [p for p in points if order.index(p) > order.index(split)][:1]
+    before = [p for p in points if position[p] < position[split]][-1:]
+    after = [p for p in points if position[p] > position[split]][:1]
     nearest = f"; the nearest valid cuts are {', '.join(before + after)}" if before + after else ""
     return crossing_error(split, list(crossing), why="; ".join(dict.fromkeys(r for r, _ in reasons)),
                           fix="; ".join(dict.fromkeys(f for _, f in reasons)) + nearest

@@ -236,3 +236,21 @@ def test_shape_of_the_input_read_after_the_cut_is_explained(tmp_path, cifar_fold
     assert halves.code_shape == (4, 8, 8)
     x = load_samples(cifar_folders.eval, "image", "eval", Preprocessing(size=(32, 32), layout="nchw")).x[:20]
     assert halves.verify(x) < 1e-5
+
+
+def test_list_splits_needs_a_model_and_no_calibration(run_cli, tmp_path):
+    code, _, stderr = run_cli("convert", "--list-splits")
+    assert code == 2 and stderr.strip().splitlines()[-1] == ("error: --list-splits needs a model — pass it: "
+                                                             "edgekit convert MODEL --list-splits")
+    code, _, stderr = run_cli("convert", tmp_path / "missing.onnx", "--list-splits")
+    assert code == 2 and "not found" in stderr and "Traceback" not in stderr
+
+
+def test_a_simplification_that_changes_outputs_stops_convert():
+    from edgekit.converters.onnx_simplify import check_same_outputs
+
+    x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(16, 4)
+    assert check_same_outputs(lambda v: v * 2, lambda v: v * 2 * (1 + 1e-7), x) < 1e-6
+    with pytest.raises(ConversionError, match=r"the simplified, cut ONNX model differs from the source by 1.00e-02 "
+                       r"\(relative\) on 16 calibration samples — .*--device-model/--server-model"):
+        check_same_outputs(lambda v: v, lambda v: v * 1.01, x)
