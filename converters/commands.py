@@ -41,12 +41,12 @@ def _size(text: str | None) -> tuple[int, int] | None:
 @click.option("--split", help="Layer (Keras) or tensor (ONNX) name whose output is the code.")
 @click.option("--device-model", type=click.Path(), help="Already-split device half (instead of MODEL + --split).")
 @click.option("--server-model", type=click.Path(), help="Already-split server half.")
-@click.option("--calib", required=True, type=click.Path(), help="Calibration data: .npz, .npy or an image folder.")
+@click.option("--calib", type=click.Path(), help="Calibration data: .npz, .npy or an image folder.")
 @click.option("--eval", "eval_path", type=click.Path(), help="Held-out labelled data (.npz with x, y; or class folders).")
 @click.option("--target", "targets", multiple=True, help="Target profile (repeatable): cpu, rpi, coral-edgetpu, "
               "ethos-u55-128, ethos-u65-256, imx8mp, or a profile .json. Default: rpi.")
 @click.option("--runtime", type=click.Choice(["tflite", "onnx"]), help="Produce only this device runtime.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Bundle directory to write.")
+@click.option("-o", "--output", type=click.Path(), help="Bundle directory to write.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--image-size", help="Image folder preprocessing: HxW (default: the model input size).")
 @click.option("--color", type=click.Choice(["rgb", "grayscale"]), help="Image color mode (default from channels).")
@@ -72,10 +72,11 @@ def _size(text: str | None) -> tuple[int, int] | None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
 @click.option("--list-targets", is_flag=True, help="List the target profiles and exit.")
+@click.option("--list-splits", is_flag=True, help="List MODEL's valid cut points (name, shape, code bytes) and exit.")
 def convert_command(model, split, device_model, server_model, calib, eval_path, targets, runtime, output, force,
                     image_size, color, scale, mean, std, layout, labels, server_precision, calib_method,
                     calib_samples, eval_samples, min_agreement, debug_layers, latency_runs, threads, codec, seed,
-                    as_json, list_targets):
+                    as_json, list_targets, list_splits):
     """Convert a model with a re-encoder into a quantized device/server bundle with a parity report.
 
     Everything up to the code (--split) becomes the int8 device half (TFLite and/or ONNX per target), the
@@ -97,6 +98,13 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
 
         for name in names():
             click.echo(f"{name:15s} {load_target(name).description}")
+        return
+    if list_splits:
+        from .split_points import list_split_points, split_point_lines
+
+        points = list_split_points(model)
+        click.echo(json.dumps({"model": model, "split_points": [p.to_dict() for p in points]}, indent=2) if as_json
+                   else "\n".join(split_point_lines(points, model)))
         return
     from .pipeline import convert
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,24 +38,39 @@ class Halves:
     reference: Callable[[np.ndarray], np.ndarray]
     device_float: Callable[[np.ndarray], np.ndarray]
     device_keras: Any | None = None  # None: no TF graph, so no TFLite
+    # Checks the cut halves still compute the source model on real samples (ConversionError if not); set
+    # when the source graph was rewritten before cutting (ONNX simplification).
+    verify: Callable[[np.ndarray], Any] | None = None
 
     def static_input_shape(self, x: np.ndarray) -> tuple[int, ...]:
         """The input shape with dynamic dimensions taken from real samples (TFLite needs static shapes)."""
         return tuple(int(s) if d is None else int(d) for d, s in zip(self.input_shape, x.shape[1:]))
 
 
-def nearest_names_error(name: str, valid: Sequence[str], what: str) -> UsageError:
-    """Unknown split name: list the closest valid ones so the user can copy the right one."""
-    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.0) if valid else []
+def nearest_names_error(name: str, valid: Sequence[str], what: str,
+                        cut_points: Mapping[str, str] | None = None) -> UsageError:
+    """Unknown split name: list the closest valid ones so the user can copy the right one.
+
+    ``cut_points`` (name → shape and bytes) are the real activations a cut works at; they are suggested
+    before other names (an exported graph has many Shape/Constant tensors that are no use as a code).
+    """
+    cut_points = cut_points or {}
+    close = difflib.get_close_matches(name, list(cut_points), n=5, cutoff=0.0)
+    others = [v for v in valid if v not in cut_points]
+    close += difflib.get_close_matches(name, others, n=5 - len(close), cutoff=0.0) if len(close) < 5 and others else []
+    listed = [f"{n} ({cut_points[n]})" if n in cut_points else n for n in close]
+    more = "; edgekit convert --list-splits MODEL lists every cut point" if cut_points else ""
     return UsageError(f"split {name!r} is not a {what} of the model",
-                      f"nearest valid names: {', '.join(close) if close else '(none)'}")
+                      f"nearest valid names: {', '.join(listed) if listed else '(none)'}{more}")
 
 
-def crossing_error(split: str, crossing: Sequence[str]) -> ConversionError:
+def crossing_error(split: str, crossing: Sequence[str], why: str = "",
+                   fix: str = "choose a split point every path to the output goes through (a bottleneck), or merge "
+                              "the branches first") -> ConversionError:
+    """``why`` says what reads the crossing tensors after the cut, when the source format can tell."""
     return ConversionError(
-        f"cannot split at {split!r}: tensors {', '.join(sorted(crossing))} cross the cut into the server half",
-        "choose a split point every path to the output goes through (a bottleneck), or merge the branches first",
-    )
+        f"cannot split at {split!r}: tensors {', '.join(sorted(crossing))} cross the cut into the server half"
+        + (f" ({why})" if why else ""), fix)
 
 
 def batched(fn: Callable[[np.ndarray], np.ndarray], batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .onnx_quant import quiet_ort, ArrayReader, quantize_static_qdq
+from .onnx_quant import quiet_ort, ArrayReader, quantize_static_qdq, reader_batch
 from .targets import TfliteOptions
 from .tflite_export import make_converter, quiet_native
 
@@ -57,8 +57,9 @@ def onnx_layer_errors(float_path: Path, input_name: str, calib: np.ndarray, per_
         float_aug, qdq_aug = tmp_dir / "float_aug.onnx", tmp_dir / "qdq_aug.onnx"
         modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
         modify_model_output_intermediate_tensors(str(qdq), str(qdq_aug))
-        float_acts = collect_activations(str(float_aug), ArrayReader(input_name, samples))
-        qdq_acts = collect_activations(str(qdq_aug), ArrayReader(input_name, samples))
+        batch = reader_batch(float_path)
+        float_acts = collect_activations(str(float_aug), ArrayReader(input_name, samples, batch))
+        qdq_acts = collect_activations(str(qdq_aug), ArrayReader(input_name, samples, batch))
         errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
     rows = [{"layer": name, "sqnr_db": round(float(err.get("xmodel_err", err.get("qdq_err", np.inf))), 3)}
             for name, err in errors.items()]

@@ -21,7 +21,7 @@ import numpy as np
 from edgekit.errors import UsageError
 
 __all__ = ["CALIBRATION_METHODS", "SERVER_PRECISIONS", "ArrayReader", "quiet_ort", "range_quant", "quantize_static_qdq",
-           "quantize_device_onnx", "export_server_onnx"]
+           "quantize_device_onnx", "export_server_onnx", "reader_batch"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 SERVER_PRECISIONS = ("fp32", "fp16", "int8")
@@ -45,6 +45,16 @@ def quiet_ort() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
+
+
+def reader_batch(model_path: Path) -> int:
+    """Calibration batch size for a model: 1 when its input has a static batch of 1 (as exported), else 16."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    dims = next(i for i in model.graph.input if i.name not in initializers).type.tensor_type.shape.dim
+    return 1 if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1 else 16
 
 
 class ArrayReader:
@@ -75,7 +85,8 @@ def quantize_static_qdq(float_path: Path, out_path: Path, input_name: str, calib
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with quiet_ort():
-        quantize_static(str(float_path), str(out_path), ArrayReader(input_name, calib), quant_format=QuantFormat.QDQ,
+        quantize_static(str(float_path), str(out_path), ArrayReader(input_name, calib, reader_batch(float_path)),
+                        quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                         calibrate_method=_method(method))
     return out_path

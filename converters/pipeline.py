@@ -447,6 +447,8 @@ def convert(
         pre = _preprocessing(preprocessing, halves, str(calib), _opt(eval))
         steps.step("reading calibration and evaluation data")
         calib_set = _samples(str(calib), halves, "calibration", pre, calib_samples, MIN_CALIB_SAMPLES, rng)
+        if halves.verify is not None:
+            halves.verify(calib_set.x[:32])
         eval_set = _samples(str(eval), halves, "eval", pre, eval_samples, 1, rng) if eval else calib_set
         label_names = _labels(labels, eval_set, halves)
         work = _Work(staging, scratch, halves, calib_set.x, eval_set, halves.static_input_shape(calib_set.x),

@@ -1,8 +1,11 @@
 """Cut an ONNX graph at a tensor (the code) with ``onnx.utils.Extractor``.
 
-Same rule as for Keras: walking back from the graph outputs must reach the model inputs only through the
-code. A tensor computed before the cut (or a graph input) that a server-side node reads directly crosses
-the cut, and the split is refused naming those tensors.
+The graph is simplified first (:mod:`edgekit.converters.onnx_simplify`: the exporter's run-time shape
+arithmetic folded, the split's name kept). Same rule as for Keras then: walking back from the graph outputs
+must reach the model inputs only through the code. A tensor computed before the cut (or a graph input) that
+a server-side node reads directly crosses the cut, and the split is refused naming it, what reads it, and
+what would fix it. The float halves are checked against the source model on real samples
+(:attr:`Halves.verify`) once convert has read them.
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ import numpy as np
 from edgekit.errors import ConversionError, UsageError
 
 from .halves import Halves, batched, crossing_error, nearest_names_error
+from .onnx_simplify import check_same_outputs, simplify_onnx
 from .sources import load_onnx
+from .split_points import crossing_tensors, onnx_split_points
 
 __all__ = ["split_onnx", "join_onnx", "onnx_runner"]
 
 
 def onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A float ONNX model as a function of its single input (first output)."""
+    """A float ONNX model as a function of its single input (first output); static batch-1 graphs sample by sample."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return batched(lambda x: session.run(None, {name: np.asarray(x, np.float32)})[0])
+    inp = session.get_inputs()[0]
+    return batched(lambda x: session.run(None, {inp.name: np.asarray(x, np.float32)})[0],
+                   batch=1 if inp.shape[0] == 1 else 256)
 
 
 def _io(model: Any, kind: str) -> Any:
@@ -43,46 +49,6 @@ def _dims(value_info: Any) -> tuple[int | None, ...]:
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims[1:])
 
 
-def _producers(model: Any) -> dict[str, Any]:
-    return {out: node for node in model.graph.node for out in node.output}
-
-
-def _ancestors(model: Any, tensor: str) -> set[int]:
-    producers = _producers(model)
-    seen: set[int] = set()
-    stack = [tensor]
-    while stack:
-        node = producers.get(stack.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.extend(i for i in node.input if i)
-    return seen
-
-
-def crossing_tensors(model: Any, code: str) -> list[str]:
-    """Tensors produced before the cut (or graph inputs) that server-side nodes consume directly."""
-    producers = _producers(model)
-    device = _ancestors(model, code)
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = {i.name for i in model.graph.input} - initializers
-    crossing: set[str] = set()
-    seen: set[int] = set()
-    stack = [o.name for o in model.graph.output]
-    while stack:
-        tensor = stack.pop()
-        if tensor == code or tensor in initializers:
-            continue
-        node = producers.get(tensor)
-        if tensor in inputs or (node is not None and id(node) in device and len(node.input) > 0):
-            crossing.add(tensor)
-            continue
-        if node is not None and id(node) not in seen:
-            seen.add(id(node))
-            stack.extend(i for i in node.input if i)
-    return sorted(crossing)
-
-
 def _extract(model: Any, inputs: list[str], outputs: list[str], path: Path) -> Path:
     import onnx
     import onnx.utils
@@ -92,27 +58,54 @@ def _extract(model: Any, inputs: list[str], outputs: list[str], path: Path) -> P
     return path
 
 
+def _why_crossing(model: Any, tensor: str, reader: Any) -> tuple[str, str]:
+    """What reads ``tensor`` after the cut, in words, and the fix for that case."""
+    inputs = {i.name for i in model.graph.input}
+    kind = "the input" if tensor in inputs else "the tensor"
+    if reader is not None and reader.op_type == "Shape":
+        return (f"the server half reads the shape of {kind} {tensor!r} (Shape node {reader.name!r}): run-time shape "
+                "arithmetic the exporter wrote for a dynamic batch, e.g. `x.view(x.size(0), -1)` or "
+                "`interpolate(y, size=x.shape[-2:])`",
+                "export with a fixed batch size (the shape then folds away), or take sizes from tensors after the cut")
+    what = f"{reader.op_type} node {reader.name!r}" if reader is not None else "a graph output"
+    if tensor in inputs:
+        return f"{what} reads the input {tensor!r} after the cut", "cut after the last node that reads the input"
+    return (f"{what} reads {tensor!r} from before the cut (a skip connection around it)",
+            "cut where every path to the output passes (a block output)")
+
+
+def _crossing_error(model: Any, split: str, crossing: dict[str, Any]) -> ConversionError:
+    reasons = [_why_crossing(model, tensor, reader) for tensor, reader in sorted(crossing.items())]
+    position = {name: i for i, name in enumerate(o for node in model.graph.node for o in node.output)}
+    points = [p.name for p in onnx_split_points(model)]
+    before = [p for p in points if position[p] < position[split]][-1:]
+    after = [p for p in points if position[p] > position[split]][:1]
+    nearest = f"; the nearest valid cuts are {', '.join(before + after)}" if before + after else ""
+    return crossing_error(split, list(crossing), why="; ".join(dict.fromkeys(r for r, _ in reasons)),
+                          fix="; ".join(dict.fromkeys(f for _, f in reasons)) + nearest
+                          + " (edgekit convert --list-splits MODEL lists them all)")
+
+
 def split_onnx(model_path: Path, split: str, source_format: str, workdir: Path) -> Halves:
     """Cut the ONNX model at tensor ``split`` into float device and server ONNX files."""
-    import onnx
-
-    model = onnx.shape_inference.infer_shapes(load_onnx(model_path))
+    source = load_onnx(model_path)
+    source_names = {o for node in source.graph.node for o in node.output}
+    model = simplify_onnx(model_path, workdir / "simplified.onnx", keep=[split] if split in source_names else [])
     inp, out = _io(model, "input"), _io(model, "output")
     graph_outputs = {o.name for o in model.graph.output}
     names = [o for node in model.graph.node for o in node.output if o and o not in graph_outputs]
     if split not in names:
-        raise nearest_names_error(split, names, "tensor")
+        raise nearest_names_error(split, names, "tensor", {p.name: p.describe() for p in onnx_split_points(model)})
     crossing = crossing_tensors(model, split)
     if crossing:
-        raise crossing_error(split, crossing)
+        raise _crossing_error(model, split, crossing)
     infos = {v.name: v for v in model.graph.value_info}
     if split not in infos or any(d is None for d in _dims(infos[split])):
         raise ConversionError(f"the shape of tensor {split!r} is unknown or dynamic after ONNX shape inference",
                               "export the model with a fixed input size so the code shape is static")
     device = _extract(model, [inp.name], [split], workdir / "device_fp32.onnx")
     server = _extract(model, [split], [out.name], workdir / "server_fp32.onnx")
-    full = workdir / "full_fp32.onnx"
-    onnx.save(model, str(full))
+    reference, device_float, server_float = onnx_runner(model_path), onnx_runner(device), onnx_runner(server)
     return Halves(
         source_format=source_format,
         split=split,
@@ -124,8 +117,9 @@ def split_onnx(model_path: Path, split: str, source_format: str, workdir: Path) 
         output_shape=_dims(out),
         device_onnx=device,
         server_onnx=server,
-        reference=onnx_runner(full),
-        device_float=onnx_runner(device),
+        reference=reference,
+        device_float=device_float,
+        verify=lambda x: check_same_outputs(reference, lambda v: server_float(device_float(v)), x),
     )
 
 

@@ -155,6 +155,8 @@ def _open_onnx_device(path: Path, threads: int, code_quant: QuantParams | None) 
     _, int8_quant = _as_int8_code(np.zeros(0, out_type), code_quant)
 
     def run(x: np.ndarray) -> np.ndarray:
+        if inp.shape[0] == 1 and len(x) > 1:  # a static batch-1 graph (as exported): sample by sample
+            return np.concatenate([run(x[i : i + 1]) for i in range(len(x))])
         y = session.run(None, {inp.name: x})[0]
         return _as_int8_code(y, code_quant)[0]
 
