@@ -7,7 +7,7 @@ name and class; ``fit_codecs`` writes the artifacts and returns ``manifest["wire
 
 from edgekit.codecs.ans import AnsCodec, AnsPrior
 from edgekit.codecs.base import Codec
-from edgekit.codecs.fit import fit_codecs, limits_for, order0_entropy_bits
+from edgekit.codecs.fit import EncodeBudget, fit_codecs, limits_for, order0_entropy_bits
 from edgekit.codecs.raw import RawCodec
 from edgekit.codecs.registry import BY_ID, BY_NAME, CODECS, CodecEntry, build_codec
 from edgekit.codecs.zstd import ZstdCodec
@@ -24,6 +24,7 @@ __all__ = [
     "BY_NAME",
     "build_codec",
     "fit_codecs",
+    "EncodeBudget",
     "limits_for",
     "order0_entropy_bits",
 ]
