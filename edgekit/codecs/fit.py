@@ -44,6 +44,7 @@ PRIOR_FILE = "ans_prior.json"
 DICT_FILE = "zstd.dict"
 ZSTD_LEVELS = (1, 3, 9, 19)
 DEFAULT_ENCODE_BUDGET_MS = 2.0
+SIZE_TIE = 0.01
 _SAMPLE_BYTES = 4 << 20
 _MAX_SAMPLES = 1000
 _MIN_SAMPLES = 16
@@ -135,7 +136,8 @@ def choose_codecs(rows: list[dict[str, Any]], budget: EncodeBudget, named: str |
 
     A row is within budget when its estimated device encode time is at most ``budget.budget_ms``. The zstd
     level is the smallest zstd within budget (the fastest zstd when none is); the default is the named codec,
-    or the smallest of raw / that zstd / ans within budget (the fastest when none is).
+    or the smallest of raw / that zstd / ans within budget (the fastest when none is). Sizes within 1% of the
+    smallest are a tie, which the faster candidate wins.
     """
     for r in rows:
         r["within_budget"] = r["device_encode_ms"] <= budget.budget_ms
@@ -156,11 +158,17 @@ def choose_codecs(rows: list[dict[str, Any]], budget: EncodeBudget, named: str |
 
 
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The smallest row within budget (ties: lower zstd level, then name); the fastest when none is."""
+    """The smallest row within budget, the fastest when none is.
+
+    Sizes within ``SIZE_TIE`` of the smallest count as a tie that the faster row wins: 0.1% fewer bytes is
+    not worth 3x the device's time.
+    """
     within = [r for r in rows if r["within_budget"]]
-    if within:
-        return min(within, key=lambda r: (r["mean_frame_bytes"], r["level"] or 0, r["codec"]))
-    return min(rows, key=lambda r: r["device_encode_ms"])
+    if not within:
+        return min(rows, key=lambda r: r["device_encode_ms"])
+    smallest = min(r["mean_frame_bytes"] for r in within)
+    tied = [r for r in within if r["mean_frame_bytes"] <= smallest * (1 + SIZE_TIE)]
+    return min(tied, key=lambda r: (r["device_encode_ms"], r["codec"]))
 
 
 def _verdict(row: dict[str, Any], best: dict[str, Any], zstd: dict[str, Any], budget: EncodeBudget
@@ -168,7 +176,8 @@ def _verdict(row: dict[str, Any], best: dict[str, Any], zstd: dict[str, Any], bu
     if row is best:
         return "chosen", "the default codec"
     if row is zstd:
-        return "kept", ("the bundle's zstd level: the smallest zstd within budget" if row["within_budget"] else
+        return "kept", ("the bundle's zstd level: the smallest (±1%, then fastest) zstd within budget"
+                        if row["within_budget"] else
                         "the bundle's zstd level: no zstd level fits the budget, the fastest")
     if not row["within_budget"]:
         return "rejected", (f"est. {row['device_encode_ms']:.3f} ms on {budget.device} > "

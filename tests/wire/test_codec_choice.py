@@ -38,6 +38,13 @@ def test_a_larger_budget_takes_the_smallest_level():
     assert (level, default) == (19, "zstd")
 
 
+def test_sizes_within_one_percent_are_a_tie_the_faster_wins():
+    rows = [row("raw", None, 4160, 0.1), row("zstd", 3, 2252, 0.5), row("zstd", 9, 2250, 1.1),
+            row("ans", None, 2240, 1.5)]
+    level, default, _ = choose_codecs(rows, EncodeBudget(0.25, 2.0, "rpi"))
+    assert (level, default) == (3, "zstd")  # ans is 0.5% smaller but 3x slower
+
+
 def test_named_codec_keeps_the_best_level_within_budget_and_says_when_it_is_over():
     rows = rows_like_big_codes()
     level, default, reason = choose_codecs(rows, EncodeBudget(0.25, 2.0, "rpi"), named="ans")
