@@ -338,7 +338,8 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None, encode_budg
                                 code_quant=dev.code_quant)
     calib_codes = runner.run(work.calib)
     slowest = min(work.profiles.values(), key=lambda p: p.relative_cpu_speed)
-    budget = EncodeBudget(slowest.relative_cpu_speed, encode_budget_ms or DEFAULT_ENCODE_BUDGET_MS, slowest.name)
+    budget_ms = DEFAULT_ENCODE_BUDGET_MS if encode_budget_ms is None else encode_budget_ms
+    budget = EncodeBudget(slowest.relative_cpu_speed, budget_ms, slowest.name)
     return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, budget=budget)
 
 
