@@ -6,14 +6,15 @@ encode time per frame is measured on this host, scaled by the device's relative 
 profile), and a candidate over the per-frame budget is rejected; the smallest of the rest wins::
 
     calib codes (sample) ─► zstd dictionary (kept only if it helps on held-out) ─► wire/zstd.dict
-    calib codes ─────────► ans prior, per tensor and per channel ─► the smaller on held-out ─► wire/ans_prior.json
+    calib codes (sample) ─► ans prior, per tensor and per channel ─► the smaller on held-out ─► wire/ans_prior.json
     held-out codes (sample) ─► candidates raw, zstd levels 1/3/9/19, ans, as full frames: mean/p95 bytes,
                                median encode/decode µs here, bit-exact round trip, est. device encode ms
         ─► zstd level = the smallest zstd within budget; default codec = the smallest within budget
         ─► (wire_section for manifest["wire"], wire_report for report.json: chosen, rejected and why)
 
-Samples bound the cost on big codes (zstd level 19 takes ~20 ms per 75 KB frame here): dictionary training
-and every measurement use at most ``_SAMPLE_BYTES`` of codes (and at most ``_MAX_SAMPLES`` codes).
+Samples bound the cost on big codes (zstd level 19 takes 20-150 ms per 75 KB frame here): dictionary and
+prior fitting and every measurement use at most ``_SAMPLE_BYTES`` of codes (and at most ``_MAX_SAMPLES``
+codes), and a candidate stops being measured after ``_MEASURE_SECONDS`` (once it has ``_MIN_SAMPLES`` frames).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ SIZE_TIE = 0.01
 _SAMPLE_BYTES = 4 << 20
 _MAX_SAMPLES = 1000
 _MIN_SAMPLES = 16
+_MEASURE_SECONDS = 2.0
 _PLACEHOLDER_ID = "00" * 32
 
 
@@ -104,7 +106,7 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     calib_sample, sample = _sample(calib), _sample(heldout)
     dictionary, zstd_report = _fit_zstd_dictionary(calib_sample, sample, out_dir)
-    ans_params, ans_report, prior = _fit_ans(calib, sample, out_dir)
+    ans_params, ans_report, prior = _fit_ans(calib_sample, sample, out_dir)
     say(f"codecs: dictionary and ans prior fitted ({time.perf_counter() - started:.1f} s)")
     base = {"frame_version": VERSION, "default_codec": "raw", "codecs": {"raw": {}, "ans": ans_params},
             "limits": limits_for(calib.shape[1:])}
@@ -191,7 +193,7 @@ def _label(row: dict[str, Any]) -> str:
 
 def _stats(row: dict[str, Any]) -> dict[str, Any]:
     """A candidate's measurement without its verdict (the per-codec table of the report)."""
-    keep = ("mean_frame_bytes", "p95_frame_bytes", "mean_payload_bytes", "encode_us", "decode_us",
+    keep = ("mean_frame_bytes", "p95_frame_bytes", "mean_payload_bytes", "frames", "encode_us", "decode_us",
             "device_encode_ms", "level")
     return {k: row[k] for k in keep if k != "level" or row[k] is not None}
 
@@ -257,7 +259,11 @@ def _mean_payload(codec: Any, codes: np.ndarray) -> float:
 
 
 def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> dict[str, float]:
-    """Full frames of codec ``name``: sizes, median per-frame times (robust to a busy host), bit-exact round trip."""
+    """Full frames of codec ``name``: sizes, median per-frame times (robust to a busy host), bit-exact round trip.
+
+    Stops after ``_MEASURE_SECONDS`` once ``_MIN_SAMPLES`` frames are in: a slow candidate is still measured,
+    on fewer frames (``frames`` says how many).
+    """
     from edgekit.wire import WireDecoder, WireEncoder, WireSpec  # wire builds on codecs: import late
 
     shape = codes.shape[1:]
@@ -265,7 +271,10 @@ def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> d
     dec = WireDecoder([WireSpec(_PLACEHOLDER_ID, shape, section, bundle_dir)])
     enc.encode(codes[0], 1.0, 0, seq=0, boot_id=1, timestamp_ns=0)  # warm-up: first-call allocations
     frames, encode_s, decode_s = [], [], []
+    deadline = time.perf_counter() + _MEASURE_SECONDS
     for i, code in enumerate(codes):
+        if i >= _MIN_SAMPLES and time.perf_counter() > deadline:
+            break
         t0 = time.perf_counter()
         frame = enc.encode(code, 1.0, 0, seq=i, boot_id=1, timestamp_ns=0)
         t1 = time.perf_counter()
@@ -278,7 +287,7 @@ def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> d
         decode_s.append(t2 - t1)
     sizes = np.array(frames, dtype=np.float64)
     return {"mean_frame_bytes": float(sizes.mean()), "p95_frame_bytes": float(np.percentile(sizes, 95)),
-            "mean_payload_bytes": float(sizes.mean() - HEADER_SIZE),
+            "mean_payload_bytes": float(sizes.mean() - HEADER_SIZE), "frames": len(frames),
             "encode_us": float(np.median(encode_s)) * 1e6, "decode_us": float(np.median(decode_s)) * 1e6}
 
 
