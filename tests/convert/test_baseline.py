@@ -60,6 +60,7 @@ def test_plain_pixel_arrays_get_a_baseline_and_other_arrays_say_why_not(data_dir
     wrong = Preprocessing(size=(28, 28), color="grayscale", scale=1.0)
     assert input_baseline((images / 255.0).astype(np.float32)[..., None] * 400, wrong)["available"] is False
     assert "not an image" in input_baseline(np.zeros((4, 16), np.float32), None)["reason"]
+    assert input_baseline(np.zeros((60, 224, 224, 3), np.float32), None)["images"] == 49  # time bounded
 
 
 def test_a_frame_smaller_than_the_image_is_not_warned_about(cifar_pixels):
@@ -116,3 +117,9 @@ def test_convert_warns_when_the_split_sends_more_than_the_jpeg(cifar_folder, cif
     assert manifest["provenance"]["options"]["encode_budget_ms"] == 50.0
     assert {c["status"] for c in wire["candidates"]} <= {"chosen", "kept", "rejected"}
     assert "wire: " in stdout and "(budget 50 ms)" in stdout and "| candidate |" in md
+
+
+def test_encode_budget_must_be_positive(run_cli, tmp_path):
+    code, _, stderr = run_cli("convert", tmp_path / "m.keras", "--split", "code", "--calib", tmp_path / "c.npz",
+                              "--encode-budget-ms", "0", "-o", tmp_path / "b")
+    assert code == 2 and "--encode-budget-ms" in stderr and "Traceback" not in stderr
