@@ -110,15 +110,10 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     say(f"codecs: dictionary and ans prior fitted ({time.perf_counter() - started:.1f} s)")
     base = {"frame_version": VERSION, "default_codec": "raw", "codecs": {"raw": {}, "ans": ans_params},
             "limits": limits_for(calib.shape[1:])}
-    rows = []
-    for name, level, params in [("raw", None, {}), *[("zstd", lv, {"level": lv, "dictionary": dictionary})
-                                                       for lv in zstd_levels], ("ans", None, ans_params)]:
-        section = {**base, "codecs": {**base["codecs"], name: params}}
-        row = {"codec": name, "level": level, **_measure(name, section, out_dir.parent, sample)}
-        row["device_encode_ms"] = budget.device_ms(row["encode_us"])
-        rows.append(row)
-        say(f"codec {_label(row)}: {row['mean_frame_bytes']:.0f} B/frame, encode {row['encode_us']:.0f} µs here, "
-            f"est. {row['device_encode_ms']:.3f} ms on {budget.device} ({time.perf_counter() - started:.1f} s)")
+    candidates = [("raw", None, {}), *[("zstd", lv, {"level": lv, "dictionary": dictionary}) for lv in zstd_levels],
+                  ("ans", None, ans_params)]
+    rows = [_candidate(name, level, params, base, out_dir.parent, sample, budget, say, started)
+            for name, level, params in candidates]
     level, default, reason = choose_codecs(rows, budget, codec)
     section = {**base, "default_codec": default,
                "codecs": {"raw": {}, "zstd": {"level": level, "dictionary": dictionary}, "ans": ans_params}}
@@ -130,6 +125,17 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     report["ans"]["payload_vs_bound"] = stats["ans"]["mean_payload_bytes"] / max(
         report["cross_entropy_bytes_per_sample"], 1e-9)
     return section, report
+
+
+def _candidate(name: str, level: int | None, params: dict, base: dict, bundle_dir: Path, sample: np.ndarray,
+               budget: EncodeBudget, say: Callable[[str], None], started: float) -> dict[str, Any]:
+    """One candidate measured as full frames, with its estimated device time, and a progress line."""
+    section = {**base, "codecs": {**base["codecs"], name: params}}
+    row = {"codec": name, "level": level, **_measure(name, section, bundle_dir, sample)}
+    row["device_encode_ms"] = budget.device_ms(row["encode_us"])
+    say(f"codec {_label(row)}: {row['mean_frame_bytes']:.0f} B/frame, encode {row['encode_us']:.0f} µs here, "
+        f"est. {row['device_encode_ms']:.3f} ms on {budget.device} ({time.perf_counter() - started:.1f} s)")
+    return row
 
 
 def choose_codecs(rows: list[dict[str, Any]], budget: EncodeBudget, named: str | None = None
