@@ -67,9 +67,10 @@ def _wire_summary(wire: dict[str, Any] | None) -> list[str]:
     lines = [f"  wire: {_codec_label(name, stats)} {stats['mean_frame_bytes']:.0f} B/frame (int8 code "
              f"{wire['raw_code_bytes']} B, float32 {wire['float32_bytes']} B), est. encode "
              f"{stats['device_encode_ms']:.3f} ms on {device['device']} (budget {device['budget_ms']:g} ms)"]
-    slow = [f"{_codec_label(c['codec'], c)} ({c['why']})" for c in wire["candidates"] if not c["within_budget"]]
+    slow = [f"{_codec_label(c['codec'], c)} {c['device_encode_ms']:.3f} ms" for c in wire["candidates"]
+            if not c["within_budget"]]
     if slow:
-        lines.append("  over the encode budget: " + "; ".join(slow))
+        lines.append(f"  over the encode budget on {device['device']} (est.): " + ", ".join(slow))
     return lines
 
 
