@@ -80,6 +80,7 @@ def test_npz_inputs_without_known_preprocessing_report_the_baseline_unavailable(
     assert "Unavailable:" in (rpi_bundle.bundle_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_convert_warns_when_the_split_sends_more_than_the_jpeg(cifar_folder, cifar_pixels, tmp_path, run_cli):
     import keras
     from keras import layers
