@@ -69,14 +69,17 @@ def _size(text: str | None) -> tuple[int, int] | None:
               help="Timed batch-1 runs per device half (0 skips latency).")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads for the runners.")
 @click.option("--codec", help="Wire codec to make the default (passed to fit_codecs).")
+@click.option("--encode-budget-ms", type=click.FloatRange(0, min_open=True),
+              help="Per-frame encode time allowed on the device (host time scaled by the target's CPU speed); "
+                   "slower codecs and zstd levels are not chosen. Default: 2.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the summary.")
 @click.option("--list-targets", is_flag=True, help="List the target profiles and exit.")
 @click.option("--list-splits", is_flag=True, help="List MODEL's valid cut points (name, shape, code bytes) and exit.")
 def convert_command(model, split, device_model, server_model, calib, eval_path, targets, runtime, output, force,
                     image_size, color, scale, mean, std, layout, labels, server_precision, calib_method,
-                    calib_samples, eval_samples, min_agreement, debug_layers, latency_runs, threads, codec, seed,
-                    as_json, list_targets, list_splits):
+                    calib_samples, eval_samples, min_agreement, debug_layers, latency_runs, threads, codec,
+                    encode_budget_ms, seed, as_json, list_targets, list_splits):
     """Convert a model with a re-encoder into a quantized device/server bundle with a parity report.
 
     Everything up to the code (--split) becomes the int8 device half (TFLite and/or ONNX per target), the
@@ -116,7 +119,7 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
         preprocessing={k: v for k, v in pre.items() if v is not None} or None, labels=labels, runtime=runtime,
         server_precision=server_precision, calib_method=calib_method, calib_samples=calib_samples,
         eval_samples=eval_samples, min_agreement=min_agreement, debug_layers=debug_layers,
-        latency_runs=latency_runs, threads=threads, codec=codec, seed=seed,
+        latency_runs=latency_runs, threads=threads, codec=codec, encode_budget_ms=encode_budget_ms, seed=seed,
         command=shlex.join(["edgekit", *sys.argv[1:]]) if sys.argv else None, progress=sys.stderr.isatty(),
     )
     if as_json:

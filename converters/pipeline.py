@@ -5,7 +5,8 @@
       per target ──► device/<target>/device_int8.{tflite,onnx} (+ Vela / Edge TPU reports)
                  ──► server/server_<precision>.onnx
           parity ──► edgekit.runtime runners on the held-out samples ──► report.{json,md}
-            wire ──► edgekit.codecs.fit_codecs ──► wire/ + manifest["wire"]
+            wire ──► edgekit.codecs.fit_codecs (bytes + est. device encode time) ──► wire/ + manifest["wire"]
+        baseline ──► image_baseline: the input as JPEG/WebP/PNG beside the frame bytes ──► report
           golden ──► converters.golden: a few inputs, their codes and outputs ──► golden/ + manifest["golden"]
         manifest ──► manifest.json (hashes, bundle id) ──► rename temp dir → output
 
@@ -41,6 +42,7 @@ from edgekit.wire import dequantize
 from .datasets import MIN_CALIB_SAMPLES, Samples, check_samples, load_samples
 from .golden import write_golden
 from .halves import Halves
+from .image_baseline import compare_with_frames, input_baseline
 from .onnx_quant import export_server_onnx, quantize_device_onnx, range_quant
 from .parity import deployed_outputs, latency_comparison, parity_metrics
 from .report import render_markdown
@@ -324,16 +326,24 @@ def _parity(work: _Work, server_path: Path, latency_runs: int, threads: int | No
     return rows, {"float_sizes": float_sizes, "y_float": y_float}, {"heldout_codes": codes[first]}
 
 
-def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """manifest["wire"] and its report section: codecs fitted on calibration codes, measured on held-out ones."""
-    from edgekit.codecs import fit_codecs
+def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None, encode_budget_ms: float | None
+          ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """manifest["wire"] and its report section: codecs fitted on calibration codes, measured on held-out ones.
+
+    The slowest target's CPU sets the encode budget: one codec serves every device of the bundle.
+    """
+    from edgekit.codecs import EncodeBudget, fit_codecs
+    from edgekit.codecs.fit import DEFAULT_ENCODE_BUDGET_MS
     from edgekit.runtime import open_device_runner
 
     dev = work.devices[0]
     runner = open_device_runner(work.bundle / dev.path, runtime="onnxruntime" if dev.runtime == Runtime.ONNX else None,
                                 code_quant=dev.code_quant)
     calib_codes = runner.run(work.calib)
-    return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec)
+    slowest = min(work.profiles.values(), key=lambda p: p.relative_cpu_speed)
+    budget_ms = DEFAULT_ENCODE_BUDGET_MS if encode_budget_ms is None else encode_budget_ms
+    budget = EncodeBudget(slowest.relative_cpu_speed, budget_ms, slowest.name)
+    return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, budget=budget)
 
 
 def _layer_errors(work: _Work, calib_method: str) -> dict[str, list[dict[str, Any]]]:
@@ -411,6 +421,7 @@ def convert(
     latency_runs: int = 50,
     threads: int | None = None,
     codec: str | None = None,
+    encode_budget_ms: float | None = None,
     seed: int = 0,
     command: str | None = None,
     progress: bool = False,
@@ -473,19 +484,23 @@ def convert(
         steps.step("measuring parity and latency")
         rows, extra, wire_inputs = _parity(work, staging / server_rel, latency_runs, threads, progress)
         steps.step("fitting wire codecs")
-        wire_section, wire_report = _wire(work, wire_inputs["heldout_codes"], codec)
+        wire_section, wire_report = _wire(work, wire_inputs["heldout_codes"], codec, encode_budget_ms)
 
         worst = min(r["top1_agreement"] for r in rows)
         passed = worst >= min_agreement
         layer_errors = _layer_errors(work, calib_method) if (debug_layers or not passed) else None
         report = _report(work, rows, extra, wire_report, layer_errors, worst, passed, min_agreement,
                          eval is not None, str(eval or calib), server_rel, server_precision, Path(model or device_model))
+        report["baseline"] = input_baseline(eval_set.x, pre)
+        too_big = compare_with_frames(report["baseline"], wire_report)
+        if too_big:
+            report["warnings"].append(too_big)
         manifest = _manifest(work, pre, label_names, server_rel, server_precision, profiles, wire_section, report,
                              dict(model=model, device_model=device_model, server_model=server_model), command, seed,
                              dict(targets=list(targets), runtime=runtime, server_precision=server_precision,
                                   calib_method=calib_method, calib_samples=len(calib_set.x),
                                   eval_samples=len(eval_set.x), min_agreement=min_agreement,
-                                  debug_layers=debug_layers, codec=codec))
+                                  debug_layers=debug_layers, codec=codec, encode_budget_ms=encode_budget_ms))
         manifest["golden"] = write_golden(staging, calib_set.x, work.devices, server_rel, server_precision, threads)
         steps.step("writing the bundle")
         _write_reports(staging, report, manifest)

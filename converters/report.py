@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .image_baseline import LABELS
+
 __all__ = ["render_markdown", "summary_lines"]
 
 
@@ -49,6 +51,40 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                          f"compile with: {compiled['command']}")
     if not report["passed"] and report.get("layers_to_check"):
         lines.append("  look at layers: " + ", ".join(report["layers_to_check"]))
+    return lines + _wire_summary(report.get("wire")) + _baseline_summary(report.get("baseline"))
+
+
+def _codec_label(name: str, stats: dict[str, Any]) -> str:
+    return f"{name}-{stats['level']}" if stats.get("level") is not None else name
+
+
+def _wire_summary(wire: dict[str, Any] | None) -> list[str]:
+    """The chosen codec, its bytes and device cost, and the codecs rejected for time."""
+    if not wire:
+        return []
+    name = wire["default_codec"]
+    stats, device = wire["codecs"][name], wire["device"]
+    lines = [f"  wire: {_codec_label(name, stats)} {stats['mean_frame_bytes']:.0f} B/frame (int8 code "
+             f"{wire['raw_code_bytes']} B, float32 {wire['float32_bytes']} B), est. encode "
+             f"{stats['device_encode_ms']:.3f} ms on {device['device']} (budget {device['budget_ms']:g} ms)"]
+    slow = [f"{_codec_label(c['codec'], c)} {c['device_encode_ms']:.3f} ms" for c in wire["candidates"]
+            if not c["within_budget"]]
+    if slow:
+        lines.append(f"  over the encode budget on {device['device']} (est.): " + ", ".join(slow))
+    return lines
+
+
+def _baseline_summary(baseline: dict[str, Any] | None) -> list[str]:
+    """The input as ordinary image files next to the frame, and the warning when the frame is bigger."""
+    if not baseline:
+        return []
+    if not baseline["available"]:
+        return [f"  input baseline unavailable: {baseline['reason']}"]
+    sizes = ", ".join(f"{LABELS[n]} {f['mean_bytes']:.0f} B" for n, f in baseline["formats"].items())
+    shape = "×".join(map(str, baseline["image_shape"]))
+    lines = [f"  input as an image ({shape}, mean of {baseline['images']}): {sizes}"]
+    if baseline.get("warning"):
+        lines.append(f"  WARNING: {baseline['warning']}")
     return lines
 
 
@@ -120,7 +156,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["targets"]:
         lines += ["", "## Target compilers", *_target_sections(report)]
     if report.get("wire"):
-        lines += ["", "## Wire codecs (held-out codes)", "", *_wire_table(report["wire"])]
+        lines += ["", "## Wire codecs (held-out codes)", "", *_wire_table(report["wire"]),
+                  "", *_candidates_table(report["wire"])]
+    if report.get("baseline"):
+        lines += ["", "## Input baseline: the input as an image file", "", *_baseline_table(report["baseline"])]
     if report.get("debug_layers"):
         lines += ["", "## Per-layer quantization error (worst first)", ""]
         for runtime, rows in report["debug_layers"].items():
@@ -139,7 +178,8 @@ def _wire_table(wire: dict[str, Any]) -> list[str]:
         f"{wire['float32_bytes']} B); frame header {wire['header_bytes']} B",
         f"- order-0 entropy {wire['order0_entropy_bytes_per_sample']:.1f} B/sample; cross-entropy under the "
         f"stored ans prior {wire['cross_entropy_bytes_per_sample']:.1f} B/sample (the bound `ans` can reach)",
-        f"- default codec: **{wire['default_codec']}** ({wire['default_reason']})",
+        f"- default codec: **{_codec_label(wire['default_codec'], wire['codecs'][wire['default_codec']])}** "
+        f"({wire['default_reason']})",
         "",
         "| codec | mean frame B | p95 frame B | mean payload B | vs raw int8 code | encode µs | decode µs |",
         "|---|---|---|---|---|---|---|",
@@ -150,4 +190,39 @@ def _wire_table(wire: dict[str, Any]) -> list[str]:
             f"{stats['mean_payload_bytes']:.1f} | {stats['mean_frame_bytes'] / wire['raw_code_bytes']:.3f} | "
             f"{stats['encode_us']:.1f} | {stats['decode_us']:.1f} |"
         )
+    return lines
+
+
+def _candidates_table(wire: dict[str, Any]) -> list[str]:
+    """Every candidate with its estimated device time and why it was chosen or not."""
+    device = wire["device"]
+    lines = [f"Codec choice: encode time measured here (median per frame over {wire['measured_samples']} codes), "
+             f"scaled to {device['device']} (CPU speed ×{device['relative_cpu_speed']:g} of an x86-64 core, an "
+             f"estimate); budget {device['budget_ms']:g} ms per frame (`--encode-budget-ms`).",
+             "",
+             "| candidate | mean frame B | encode µs here | est. device ms | verdict |",
+             "|---|---|---|---|---|"]
+    for c in wire["candidates"]:
+        lines.append(f"| {_codec_label(c['codec'], c)} | {c['mean_frame_bytes']:.1f} | {c['encode_us']:.1f} "
+                     f"| {c['device_encode_ms']:.3f} | {c['status']}: {c['why']} |")
+    return lines
+
+
+def _baseline_table(baseline: dict[str, Any]) -> list[str]:
+    """The input's bytes as JPEG/WebP/PNG against the frame's, or why there is no baseline."""
+    if not baseline["available"]:
+        return [f"Unavailable: {baseline['reason']}."]
+    shape = "×".join(map(str, baseline["image_shape"]))
+    lines = [f"{baseline['images']} inputs as {shape} uint8 images ({baseline['source']}; raw pixels "
+             f"{baseline['raw_pixel_bytes']} B).", "",
+             "| sent | mean B | p95 B |", "|---|---|---|"]
+    for name, f in baseline["formats"].items():
+        lines.append(f"| input as {LABELS[name]} | {f['mean_bytes']:.1f} | {f['p95_bytes']:.0f} |")
+    frame = baseline.get("frame")
+    if frame:
+        lines += [f"| **frame** ({frame['codec']}, header included) | {frame['mean_frame_bytes']:.1f} | |",
+                  f"| code as int8 (no header) | {frame['int8_code_bytes']} | |",
+                  f"| code as float32 | {frame['float32_code_bytes']} | |"]
+    if baseline.get("warning"):
+        lines += ["", f"**Warning**: {baseline['warning']}."]
     return lines

@@ -66,6 +66,7 @@ class TargetProfile:
     full_integer: bool
     compiler: Compiler
     compiler_options: dict[str, Any] = field(default_factory=dict)
+    relative_cpu_speed: float = 1.0  # one device core vs a modern x86-64 core: an estimate, see profiles/README.md
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy for the manifest (enums as their string values)."""
@@ -88,6 +89,7 @@ class TargetProfile:
                 full_integer=bool(data.get("full_integer", False)),
                 compiler=Compiler(data.get("compiler", "none")),
                 compiler_options=dict(data.get("compiler_options") or {}),
+                relative_cpu_speed=float(data.get("relative_cpu_speed", 1.0)),
             )
         except (KeyError, ValueError, TypeError) as err:
             raise UsageError(f"target profile {data.get('name', '?')} is malformed: {err}",
@@ -95,6 +97,9 @@ class TargetProfile:
         if Runtime.TFLITE in runtimes and profile.tflite is None or Runtime.ONNX in runtimes and profile.onnx is None:
             raise UsageError(f"target profile {profile.name} lists a runtime without its options",
                              "add the 'tflite'/'onnx' section to the profile")
+        if not profile.relative_cpu_speed > 0:
+            raise UsageError(f"target profile {profile.name} has relative_cpu_speed {profile.relative_cpu_speed}",
+                             "give the device's single-core speed as a positive fraction of an x86-64 core, e.g. 0.25")
         return profile
 
 

@@ -25,6 +25,7 @@ _WHERE = {
     "BY_NAME": "registry",
     "build_codec": "registry",
     "fit_codecs": "fit",
+    "EncodeBudget": "fit",
     "limits_for": "fit",
     "order0_entropy_bits": "fit",
 }

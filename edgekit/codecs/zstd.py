@@ -32,7 +32,7 @@ from edgekit.frame import CorruptPayload
 
 __all__ = ["ZstdCodec", "MAX_WINDOW_BYTES", "DEFAULT_LEVEL"]
 
-DEFAULT_LEVEL = 19
+DEFAULT_LEVEL = 3  # zstd's own default; a bundle's level is chosen by fit_codecs within the device budget
 MAX_WINDOW_BYTES = 1 << 20
 _BLOCK_HEADER = 3
 

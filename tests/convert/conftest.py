@@ -5,11 +5,13 @@
 - ``digits_onnx``: an NCHW ONNX graph as PyTorch exports it (Conv/Relu/MaxPool/Gemm), whose classifier is
   fitted on its own codes, so it classifies real digits.
 - ``rpi_bundle``: the Keras model converted for rpi (TFLite + ONNX), shared by read-only tests.
+- ``cifar_folder``: a few real CIFAR-10 JPEGs as class folders (image-folder calibration and evaluation).
 """
 
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,6 +131,25 @@ def rpi_bundle(tmp_path_factory, digits_keras):
     out = tmp_path_factory.mktemp("bundles") / "digits-rpi"
     return convert(model=digits_keras.model_path, split="code", calib=digits_keras.calib, eval=digits_keras.test,
                    targets=["rpi"], output=out, latency_runs=10, command="pytest")
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(data_dir, tmp_path_factory):
+    """A few real CIFAR-10 JPEGs extracted as class folders (calibration and labelled eval)."""
+    root = tmp_path_factory.mktemp("cifar")
+    wanted: dict[str, int] = {}
+    with tarfile.open(data_dir / "cifar10" / "cifar10-test-jpeg.tar.gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) < 3 or wanted.get(parts[-2], 0) >= 4:
+                continue
+            wanted[parts[-2]] = wanted.get(parts[-2], 0) + 1
+            target = root / parts[-2] / parts[-1]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+            if sum(wanted.values()) >= 40:
+                break
+    return root
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tarfile
-
 import numpy as np
 import pytest
 
@@ -102,25 +100,6 @@ def test_npy_calibration(digits_keras, tmp_path):
                      runtime="tflite", output=tmp_path / "npy", latency_runs=0)
     assert result.passed and result.report["eval"]["held_out"] is False
     assert any("not held out" in w for w in result.report["warnings"])
-
-
-@pytest.fixture(scope="module")
-def cifar_folder(data_dir, tmp_path_factory):
-    """A few real CIFAR-10 JPEGs extracted as class folders (calibration and labelled eval)."""
-    root = tmp_path_factory.mktemp("cifar")
-    wanted: dict[str, int] = {}
-    with tarfile.open(data_dir / "cifar10" / "cifar10-test-jpeg.tar.gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or len(parts) < 3 or wanted.get(parts[-2], 0) >= 4:
-                continue
-            wanted[parts[-2]] = wanted.get(parts[-2], 0) + 1
-            target = root / parts[-2] / parts[-1]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(tar.extractfile(member).read())
-            if sum(wanted.values()) >= 40:
-                break
-    return root
 
 
 def test_image_folder_calibration_records_preprocessing(cifar_folder, tmp_path, run_cli):
