@@ -41,12 +41,12 @@ def _size(text: str | None) -> tuple[int, int] | None:
 @click.option("--split", help="Layer (Keras) or tensor (ONNX) name whose output is the code.")
 @click.option("--device-model", type=click.Path(), help="Already-split device half (instead of MODEL + --split).")
 @click.option("--server-model", type=click.Path(), help="Already-split server half.")
-@click.option("--calib", required=True, type=click.Path(), help="Calibration data: .npz, .npy or an image folder.")
+@click.option("--calib", type=click.Path(), help="Calibration data: .npz, .npy or an image folder.")
 @click.option("--eval", "eval_path", type=click.Path(), help="Held-out labelled data (.npz with x, y; or class folders).")
 @click.option("--target", "targets", multiple=True, help="Target profile (repeatable): cpu, rpi, coral-edgetpu, "
               "ethos-u55-128, ethos-u65-256, imx8mp, or a profile .json. Default: rpi.")
 @click.option("--runtime", type=click.Choice(["tflite", "onnx"]), help="Produce only this device runtime.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Bundle directory to write.")
+@click.option("-o", "--output", type=click.Path(), help="Bundle directory to write.")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--image-size", help="Image folder preprocessing: HxW (default: the model input size).")
 @click.option("--color", type=click.Choice(["rgb", "grayscale"]), help="Image color mode (default from channels).")
@@ -109,7 +109,7 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
         server_precision=server_precision, calib_method=calib_method, calib_samples=calib_samples,
         eval_samples=eval_samples, min_agreement=min_agreement, debug_layers=debug_layers,
         latency_runs=latency_runs, threads=threads, codec=codec, seed=seed,
-        command=shlex.join(["edgekit", *sys.argv[1:]]) if sys.argv else None, progress=sys.stderr.isatty(),
+        command=shlex.join(["edgekit", *sys.argv[1:]]) if sys.argv else None, progress=True,
     )
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
@@ -117,9 +117,17 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
         click.echo("\n".join(summary_lines(result.report)))
         click.echo(f"bundle written to {result.bundle_path} (report: {result.bundle_path / 'report.md'})")
     if not result.passed:
-        layers = ", ".join(result.report.get("layers_to_check") or []) or "see report.md"
         raise ParityError(
             f"top-1 agreement {result.report['worst_agreement']:.4f} is below --min-agreement {min_agreement} "
-            f"(bundle written, marked failing)",
-            f"look at layers {layers}; try more/better calibration data or --calib-method entropy",
-        )
+            f"(bundle written, marked failing)", _parity_fix(result.report))
+
+
+def _parity_fix(report: dict) -> str:
+    """Fused int8 kernels that disagree with the reference are a scheme problem, not a calibration one."""
+    from .parity import KERNEL_FIX
+
+    if any(not (m.get("reference_kernels") or {}).get("kernels_agree", True) for m in report["models"]):
+        return f"ONNX Runtime's fused int8 kernels differ from the reference on this CPU (see report.md): {KERNEL_FIX}"
+    layers = ", ".join(report.get("layers_to_check") or []) or "see report.md"
+    return (f"look at layers {layers}; try more or more representative calibration data, --calib-method "
+            "entropy or percentile, or a split point after fewer layers")
