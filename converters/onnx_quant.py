@@ -13,6 +13,7 @@ outputs the same int8 code (same scale and zero-point) as the TFLite one and one
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -44,9 +45,9 @@ def range_quant(values: np.ndarray) -> tuple[float, int]:
 
 @contextlib.contextmanager
 def quiet_ort() -> Iterator[None]:
-    """Keep stdout clean for ``--json``: ORT's histogram calibrators ``print`` progress, and its quantizer
-    logs 'consider pre-processing' on the root logger at every call. Both go to stderr (fd 1 too, for
-    anything native) while ORT runs."""
+    """Keep stdout clean for ``--json`` while ORT runs: its histogram calibrators ``print`` chatter (dropped),
+    its quantizer logs 'consider pre-processing' on the root logger at every call (raised to ERROR), and
+    anything native written to fd 1 goes to stderr."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -54,7 +55,7 @@ def quiet_ort() -> Iterator[None]:
     saved_fd = os.dup(1)
     os.dup2(2, 1)
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         sys.stderr.flush()
