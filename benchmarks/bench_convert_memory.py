@@ -74,8 +74,9 @@ def build_model(path: Path) -> None:
     inits += [onnx.numpy_helper.from_array(weight, "fc.weight"),
               onnx.numpy_helper.from_array(np.zeros(1000, np.float32), "fc.bias")]
     nodes.append(make_node("Gemm", ["/Flatten_output_0", "fc.weight", "fc.bias"], ["logits"], transB=1, name="/fc"))
-    graph = make_graph(nodes, "mobilenet_like", [make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-                       [make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])], inits)
+    image = make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])
+    graph = make_graph(nodes, "mobilenet_like", [image], [make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
+                       inits)
     model = make_model(graph, opset_imports=[make_opsetid("", 17)], producer_name="bench_convert_memory")
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -24,6 +24,8 @@ import numpy as np
 from edgekit.cpu import describe_cpu, x86_without_vnni
 from edgekit.wire import dequantize
 
+from .halves import batched
+
 __all__ = ["EVAL_BATCH", "KERNEL_AGREEMENT_DB", "sqnr_db", "deployed_outputs", "parity_metrics", "kernel_check",
            "kernel_warnings", "KERNEL_FIX", "latency", "latency_comparison"]
 
@@ -42,10 +44,9 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
 
 def deployed_outputs(device: Any, server: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the deployed path in chunks; return (int8 codes, dequantized codes, outputs)."""
-    codes = np.concatenate([device.run(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    codes = batched(device.run, EVAL_BATCH)(x)
     codes_float = dequantize(codes, *device.code_quant)
-    outputs = [server.run(codes_float[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
-    return codes, codes_float, np.concatenate(outputs)
+    return codes, codes_float, batched(server.run, EVAL_BATCH)(codes_float)
 
 
 def _finite(value: float) -> float | None:

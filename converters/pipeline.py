@@ -38,7 +38,7 @@ from edgekit.preprocess import Preprocessing
 from edgekit.wire import dequantize
 
 from .datasets import MIN_CALIB_SAMPLES, Samples, check_samples, load_samples
-from .halves import Halves
+from .halves import Halves, batched
 from .onnx_quant import export_server_onnx, quantize_device_onnx, range_quant
 from .parity import EVAL_BATCH, deployed_outputs, kernel_check, kernel_warnings, latency_comparison, parity_metrics
 from .report import render_markdown
@@ -332,7 +332,8 @@ def _reference_kernels(path: Path, dev: _DeviceFile, server: Any, samples: Sampl
 
     reference = open_device_runner(path, runtime="onnxruntime", threads=threads, code_quant=dev.code_quant, fused=False)
     codes, code_deq, y_ref = deployed_outputs(reference, server, samples.x)
-    return kernel_check(fused_codes, codes, dev.code_quant, parity_metrics(y_float, y_ref, code_float, code_deq, samples.y))
+    reference_metrics = parity_metrics(y_float, y_ref, code_float, code_deq, samples.y)
+    return kernel_check(fused_codes, codes, dev.code_quant, reference_metrics)
 
 
 def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -343,7 +344,7 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None) -> tuple[di
     dev = work.devices[0]
     runner = open_device_runner(work.bundle / dev.path, runtime="onnxruntime" if dev.runtime == Runtime.ONNX else None,
                                 code_quant=dev.code_quant)
-    calib_codes = np.concatenate([runner.run(work.calib[i : i + EVAL_BATCH]) for i in range(0, len(work.calib), EVAL_BATCH)])
+    calib_codes = batched(runner.run, EVAL_BATCH)(work.calib)
     return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec)
 
 

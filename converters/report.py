@@ -63,7 +63,8 @@ def _kernel_lines(report: dict[str, Any]) -> list[str]:
         if ref:
             verdict = "match" if ref["kernels_agree"] else "DIFFER from"
             lines.append(f"  {m['target']}/{m['runtime']}: fused int8 kernels {verdict} the unfused reference "
-                         f"(max {ref['max_level_difference']} levels; reference agreement {_pct(ref['top1_agreement'])})")
+                         f"(max {ref['max_level_difference']} levels; "
+                         f"reference agreement {_pct(ref['top1_agreement'])})")
     if lines and report.get("cpu"):
         lines.append(f"  measured on {describe_cpu(report['cpu'])}")
     return lines
@@ -79,7 +80,8 @@ def _kernels_table(report: dict[str, Any]) -> list[str]:
             rows.append(f"| {m['target']} | {_pct(m['top1_agreement'])} / {_pct(ref['top1_agreement'])} "
                         f"| {_num(m['code_sqnr_db'], 2)} / {_num(ref['code_sqnr_db'], 2)} "
                         f"| {ref['max_level_difference']} | {_pct(ref['differing_fraction'])} "
-                        f"| {_num(ref['fused_vs_reference_sqnr_db'], 1)} | {'yes' if ref['kernels_agree'] else '**no**'} |")
+                        f"| {_num(ref['fused_vs_reference_sqnr_db'], 1)} "
+                        f"| {'yes' if ref['kernels_agree'] else '**no**'} |")
     return rows if len(rows) > 2 else []
 
 
