@@ -2,9 +2,10 @@
 
 Device half: QDQ in the target profile's scheme (``OnnxOptions``: U8U8 by default, the one whose fused ORT
 kernels give the same codes on x86 with and without VNNI and on Arm), per-channel by default, calibrated on
-the same samples as TFLite, one batch at a time (:func:`calibrate`). ORT leaves a QuantizeLinear→DequantizeLinear pair on the graph output; convert drops the
-final DequantizeLinear and pins that QuantizeLinear to the wire quantization, so the ONNX device half
-outputs the same int8 code (same scale and zero-point) as the TFLite one and one wire format holds.
+the same samples as TFLite, one batch at a time (:func:`calibrate`). ORT leaves a
+QuantizeLinear→DequantizeLinear pair on the graph output; convert drops the final DequantizeLinear and pins
+that QuantizeLinear to the wire quantization, so the ONNX device half outputs the same int8 code (same
+scale and zero-point) as the TFLite one and one wire format holds, whatever the inner activation type.
 
     float ONNX ──quantize_static──► ... Q(code, s', z') → DQ → code(float)
                ──pin output──────► ... Q(code, s, z) → code(int8)      (s, z) = wire quantization
@@ -91,9 +92,9 @@ def calibrate(float_path: Path, input_name: str, calib: np.ndarray, method: str,
 
     The calibrator is fed one batch per ``collect_data`` call, so it merges as it goes (min/max, or the
     histograms) and memory is one batch's activations whatever the sample count. Handing ORT the whole
-    reader instead keeps every batch's activations until the end for entropy/percentile (13-20 GB on a
-    224x224 model, and a crash when the last batch is smaller), and its ``CalibMaxIntermediateOutputs``
-    drops batches instead of merging them (ORT 1.32).
+    reader instead keeps every batch's activations until the end for entropy/percentile (issue 7 reports
+    13-20 GB on a 224x224 model) and crashes when the last batch is smaller; its
+    ``CalibMaxIntermediateOutputs`` clears the kept batches without merging them (ORT 1.32 calibrate.py).
     """
     from onnxruntime.quantization import create_calibrator
     from onnxruntime.quantization.calibrate import save_tensors_data
