@@ -120,7 +120,7 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
         server_precision=server_precision, calib_method=calib_method, calib_samples=calib_samples,
         eval_samples=eval_samples, min_agreement=min_agreement, debug_layers=debug_layers,
         latency_runs=latency_runs, threads=threads, codec=codec, encode_budget_ms=encode_budget_ms, seed=seed,
-        command=shlex.join(["edgekit", *sys.argv[1:]]) if sys.argv else None, progress=sys.stderr.isatty(),
+        command=shlex.join(["edgekit", *sys.argv[1:]]) if sys.argv else None, progress=True,
     )
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
@@ -128,9 +128,17 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
         click.echo("\n".join(summary_lines(result.report)))
         click.echo(f"bundle written to {result.bundle_path} (report: {result.bundle_path / 'report.md'})")
     if not result.passed:
-        layers = ", ".join(result.report.get("layers_to_check") or []) or "see report.md"
         raise ParityError(
             f"top-1 agreement {result.report['worst_agreement']:.4f} is below --min-agreement {min_agreement} "
-            f"(bundle written, marked failing)",
-            f"look at layers {layers}; try more/better calibration data or --calib-method entropy",
-        )
+            f"(bundle written, marked failing)", _parity_fix(result.report))
+
+
+def _parity_fix(report: dict) -> str:
+    """Fused int8 kernels that disagree with the reference are a scheme problem, not a calibration one."""
+    from .parity import KERNEL_FIX
+
+    if any(not (m.get("reference_kernels") or {}).get("kernels_agree", True) for m in report["models"]):
+        return f"ONNX Runtime's fused int8 kernels differ from the reference on this CPU (see report.md): {KERNEL_FIX}"
+    layers = ", ".join(report.get("layers_to_check") or []) or "see report.md"
+    return (f"look at layers {layers}; try more or more representative calibration data, --calib-method "
+            "entropy or percentile, or a split point after fewer layers")

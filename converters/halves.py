@@ -73,10 +73,13 @@ def crossing_error(split: str, crossing: Sequence[str], why: str = "",
         + (f" ({why})" if why else ""), fix)
 
 
-def batched(fn: Callable[[np.ndarray], np.ndarray], batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
-    """Run ``fn`` in fixed-size chunks (bounded memory for 10k-sample evaluations)."""
+def batched(fn: Callable[[np.ndarray], np.ndarray], batch: int = 256,
+            chunk_bytes: int = 16 << 20) -> Callable[[np.ndarray], np.ndarray]:
+    """Run ``fn`` in chunks of at most ``batch`` samples and ``chunk_bytes`` of input (bounded memory for
+    10k-sample evaluations and for 224x224 inputs, whose activations are many times the input)."""
 
     def run(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(fn(x[i : i + batch])) for i in range(0, len(x), batch)])
+        size = max(1, min(batch, chunk_bytes // max(1, x[:1].nbytes)))
+        return np.concatenate([np.asarray(fn(x[i : i + size])) for i in range(0, len(x), size)])
 
     return run

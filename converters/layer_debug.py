@@ -3,7 +3,13 @@
 TFLite: ``tf.lite.experimental.QuantizationDebugger`` runs float and int8 side by side; a layer's error is
 its RMSE in units of its own quantization step (≈0.29 is plain rounding; much more means the range is
 poorly calibrated). ONNX: ONNX Runtime's ``qdq_loss_debug`` compares every activation of the QDQ model
-with the float one; the error is reported as SQNR in dB (lower is worse).
+(quantized in the device model's scheme) with the float one; the error is reported as SQNR in dB (lower
+is worse).
+
+Why an ONNX layer's SQNR can be higher than the report's code SQNR: ``qdq_loss_debug`` runs the QDQ model
+unfused (``ORT_DISABLE_ALL``: every op in float between DequantizeLinear/QuantizeLinear), so it matches
+the *reference* code SQNR of the parity table, not the deployed one, which runs ORT's fused int8 kernels.
+When the two code SQNRs differ, the fused kernels saturate (x86 without VNNI) and no layer is to blame.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .onnx_quant import quiet_ort, ArrayReader, quantize_static_qdq, reader_batch
-from .targets import TfliteOptions
+from .targets import OnnxOptions, TfliteOptions
 from .tflite_export import make_converter, quiet_native
 
 __all__ = ["tflite_layer_errors", "onnx_layer_errors"]
@@ -44,16 +50,16 @@ def tflite_layer_errors(model: Any, input_shape: tuple[int, ...], input_name: st
     return sorted(rows, key=lambda r: -r["rmse_over_scale"])[:top]
 
 
-def onnx_layer_errors(float_path: Path, input_name: str, calib: np.ndarray, per_channel: bool, method: str,
+def onnx_layer_errors(float_path: Path, input_name: str, calib: np.ndarray, options: OnnxOptions, method: str,
                       samples: np.ndarray, top: int = 5) -> list[dict[str, Any]]:
-    """Worst ONNX activations by SQNR between the QDQ and float models."""
+    """Worst ONNX activations by SQNR between the QDQ (unfused reference kernels) and float models."""
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                          create_activation_matching,
                                                          modify_model_output_intermediate_tensors)
 
     with tempfile.TemporaryDirectory() as tmp, quiet_ort():
         tmp_dir = Path(tmp)
-        qdq = quantize_static_qdq(float_path, tmp_dir / "qdq.onnx", input_name, calib, per_channel, method)
+        qdq = quantize_static_qdq(float_path, tmp_dir / "qdq.onnx", input_name, calib, options, method)
         float_aug, qdq_aug = tmp_dir / "float_aug.onnx", tmp_dir / "qdq_aug.onnx"
         modify_model_output_intermediate_tensors(str(float_path), str(float_aug))
         modify_model_output_intermediate_tensors(str(qdq), str(qdq_aug))

@@ -1,9 +1,11 @@
 """ONNX halves: ONNX Runtime static quantization of the device half, precision options for the server half.
 
-Device half: QDQ, int8 activations and weights (S8S8), per-channel by default, calibrated on the same
-samples as TFLite. ORT leaves a QuantizeLinear→DequantizeLinear pair on the graph output; convert drops the
-final DequantizeLinear and pins that QuantizeLinear to the wire quantization, so the ONNX device half
-outputs the same int8 code (same scale and zero-point) as the TFLite one and one wire format holds.
+Device half: QDQ in the target profile's scheme (``OnnxOptions``: U8U8 by default, the one whose fused ORT
+kernels give the same codes on x86 with and without VNNI and on Arm), per-channel by default, calibrated on
+the same samples as TFLite, one batch at a time (:func:`calibrate`). ORT leaves a
+QuantizeLinear→DequantizeLinear pair on the graph output; convert drops the final DequantizeLinear and pins
+that QuantizeLinear to the wire quantization, so the ONNX device half outputs the same int8 code (same
+scale and zero-point) as the TFLite one and one wire format holds, whatever the inner activation type.
 
     float ONNX ──quantize_static──► ... Q(code, s', z') → DQ → code(float)
                ──pin output──────► ... Q(code, s, z) → code(int8)      (s, z) = wire quantization
@@ -12,7 +14,11 @@ outputs the same int8 code (same scale and zero-point) as the TFLite one and one
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -20,11 +26,14 @@ import numpy as np
 
 from edgekit.errors import UsageError
 
-__all__ = ["CALIBRATION_METHODS", "SERVER_PRECISIONS", "ArrayReader", "quiet_ort", "range_quant", "quantize_static_qdq",
-           "quantize_device_onnx", "export_server_onnx", "reader_batch"]
+from .targets import IOType, OnnxOptions
+
+__all__ = ["CALIBRATION_METHODS", "SERVER_PRECISIONS", "CALIBRATION_BATCH", "ArrayReader", "quiet_ort", "range_quant",
+           "calibrate", "quantize_static_qdq", "quantize_device_onnx", "export_server_onnx", "reader_batch"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 SERVER_PRECISIONS = ("fp32", "fp16", "int8")
+CALIBRATION_BATCH = 16
 
 
 def range_quant(values: np.ndarray) -> tuple[float, int]:
@@ -37,13 +46,22 @@ def range_quant(values: np.ndarray) -> tuple[float, int]:
 
 @contextlib.contextmanager
 def quiet_ort() -> Iterator[None]:
-    """ORT's quantizer logs 'consider pre-processing' on the root logger at every call."""
+    """Keep stdout clean for ``--json`` while ORT runs: its histogram calibrators ``print`` chatter (dropped),
+    its quantizer logs 'consider pre-processing' on the root logger at every call (raised to ERROR), and
+    anything native written to fd 1 goes to stderr."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    os.dup2(2, 1)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
         root.setLevel(level)
 
 
@@ -58,10 +76,10 @@ def reader_batch(model_path: Path) -> int:
 
 
 class ArrayReader:
-    """CalibrationDataReader over an in-memory array, in small batches (single pass)."""
+    """CalibrationDataReader over an array (or a memory map), sliced lazily in small batches (single pass)."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int = 16):
-        self._batches = iter([{name: x[i : i + batch]} for i in range(0, len(x), batch)])
+    def __init__(self, name: str, x: np.ndarray, batch: int = CALIBRATION_BATCH):
+        self._batches = ({name: np.asarray(x[i : i + batch])} for i in range(0, len(x), batch))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -79,16 +97,49 @@ def _method(name: str):  # -> CalibrationMethod
             "percentile": CalibrationMethod.Percentile}[name]
 
 
-def quantize_static_qdq(float_path: Path, out_path: Path, input_name: str, calib: np.ndarray, per_channel: bool,
+def calibrate(float_path: Path, input_name: str, calib: np.ndarray, method: str, cache: Path) -> Path:
+    """Tensor ranges of ``float_path`` on ``calib``, written as ORT's calibration cache file ``cache``.
+
+    The calibrator is fed one batch per ``collect_data`` call, so it merges as it goes (min/max, or the
+    histograms) and memory is one batch's activations whatever the sample count. Handing ORT the whole
+    reader instead keeps every batch's activations until the end for entropy/percentile (issue 7 reports
+    13-20 GB on a 224x224 model) and crashes when the last batch is smaller; its
+    ``CalibMaxIntermediateOutputs`` clears the kept batches without merging them (ORT 1.32 calibrate.py).
+    """
+    from onnxruntime.quantization import create_calibrator
+    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    op_types = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))  # what quantize_static calibrates
+    with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp, quiet_ort():
+        calibrator = create_calibrator(Path(float_path), op_types, str(Path(tmp) / "augmented.onnx"), _method(method))
+        batch = reader_batch(float_path)
+        for start in range(0, len(calib), CALIBRATION_BATCH):
+            calibrator.collect_data(ArrayReader(input_name, calib[start : start + CALIBRATION_BATCH], batch))
+        save_tensors_data(calibrator.compute_data(), cache)
+    return cache
+
+
+def _quant_type(io_type: IOType):  # -> QuantType
+    from onnxruntime.quantization import QuantType
+
+    return QuantType.QUInt8 if io_type == IOType.UINT8 else QuantType.QInt8
+
+
+def quantize_static_qdq(float_path: Path, out_path: Path, input_name: str, calib: np.ndarray, options: OnnxOptions,
                         method: str) -> Path:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    """QDQ model of ``float_path`` in the scheme ``options``, calibrated on ``calib`` with ``method``."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with quiet_ort():
-        quantize_static(str(float_path), str(out_path), ArrayReader(input_name, calib, reader_batch(float_path)),
-                        quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                        calibrate_method=_method(method))
+    with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
+        cache = calibrate(float_path, input_name, calib, method, Path(tmp) / "ranges.json")
+        with quiet_ort():
+            quantize_static(str(float_path), str(out_path), None, quant_format=QuantFormat.QDQ,
+                            activation_type=_quant_type(options.activation_type),
+                            weight_type=_quant_type(options.weight_type), per_channel=options.per_channel,
+                            reduce_range=options.reduce_range, calibrate_method=_method(method),
+                            calibration_cache_path=cache)
     return out_path
 
 
@@ -124,23 +175,25 @@ def _pin_output(path: Path, quant: tuple[float, int]) -> None:
 
 
 def quantize_device_onnx(float_path: Path, out_path: Path, input_name: str, calib: np.ndarray,
-                         code_quant: tuple[float, int], per_channel: bool = True, method: str = "minmax") -> Path:
-    """Static QDQ int8 device half whose output is the int8 code with ``code_quant``."""
-    quantize_static_qdq(float_path, out_path, input_name, calib, per_channel, method)
+                         code_quant: tuple[float, int], options: OnnxOptions = OnnxOptions(),
+                         method: str = "minmax") -> Path:
+    """Static QDQ device half whose output is the int8 code with ``code_quant``."""
+    quantize_static_qdq(float_path, out_path, input_name, calib, options, method)
     _pin_output(out_path, code_quant)
     return out_path
 
 
 def export_server_onnx(float_path: Path, out_path: Path, precision: str, input_name: str,
                        calib_codes: np.ndarray, method: str = "minmax") -> Path:
-    """Server half in ``precision``: the float export, fp16 weights (float32 I/O), or QDQ int8."""
+    """Server half in ``precision``: the float export, fp16 weights (float32 I/O), or QDQ int8 (in the scheme
+    that is exact on every CPU, as servers are often x86 without VNNI)."""
     import onnx
 
     if precision not in SERVER_PRECISIONS:
         raise UsageError(f"unknown server precision {precision!r}", f"choose one of {', '.join(SERVER_PRECISIONS)}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if precision == "int8":
-        return quantize_static_qdq(float_path, out_path, input_name, calib_codes, per_channel=True, method=method)
+        return quantize_static_qdq(float_path, out_path, input_name, calib_codes, OnnxOptions(), method)
     model = onnx.load(str(float_path))
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16

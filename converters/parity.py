@@ -6,7 +6,12 @@
 
 Reported per device model: top-1 agreement with the float model, accuracy (with labels), SQNR of the code,
 max output error, bytes of the raw int8 code per sample, and CPU latency of the device half (median, p95;
-float vs int8 as a ratio).
+float vs int8 as a ratio). Everything runs in chunks of ``EVAL_BATCH`` samples (bounded memory).
+
+ONNX device models run twice: with ONNX Runtime's optimized (fused int8) kernels, as deployed, and as the
+unfused QDQ reference (``ORT_DISABLE_ALL``), whose codes are the same on every CPU. :func:`kernel_check`
+compares the two; a gap means the fused kernels compute differently on this CPU (x86 without VNNI
+saturates U8S8/S8S8 int16 sums), which no calibration can fix.
 """
 
 from __future__ import annotations
@@ -16,9 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.cpu import describe_cpu, x86_without_vnni
 from edgekit.wire import dequantize
 
-__all__ = ["sqnr_db", "deployed_outputs", "parity_metrics", "latency", "latency_comparison"]
+from .halves import batched
+
+__all__ = ["EVAL_BATCH", "KERNEL_AGREEMENT_DB", "sqnr_db", "deployed_outputs", "parity_metrics", "kernel_check",
+           "kernel_warnings", "KERNEL_FIX", "latency", "latency_comparison"]
+
+EVAL_BATCH = 32
+# Fused codes within 30 dB of the reference codes: a few rounding differences (measured: ≤ 4 levels on a
+# handful of elements, > 60 dB); saturation measured 10-25 dB.
+KERNEL_AGREEMENT_DB = 30.0
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -29,10 +43,10 @@ def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
 
 
 def deployed_outputs(device: Any, server: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the deployed path; return (int8 codes, dequantized codes, outputs)."""
-    codes = device.run(x)
+    """Run the deployed path in chunks; return (int8 codes, dequantized codes, outputs)."""
+    codes = batched(device.run, EVAL_BATCH)(x)
     codes_float = dequantize(codes, *device.code_quant)
-    return codes, codes_float, server.run(codes_float)
+    return codes, codes_float, batched(server.run, EVAL_BATCH)(codes_float)
 
 
 def _finite(value: float) -> float | None:
@@ -63,6 +77,38 @@ def parity_metrics(y_float: np.ndarray, y_deployed: np.ndarray, code_float: np.n
         metrics.update(accuracy_float=acc_float, accuracy_deployed=acc_deployed,
                        accuracy_drop_points=round(100.0 * (acc_float - acc_deployed), 3))
     return metrics
+
+
+def kernel_check(fused_codes: np.ndarray, reference_codes: np.ndarray, quant: tuple[float, int],
+                 reference: dict[str, Any]) -> dict[str, Any]:
+    """The deployed int8 codes (fused kernels) against the unfused reference's; ``reference``: its parity metrics."""
+    diff = np.abs(fused_codes.astype(np.int16) - reference_codes.astype(np.int16))
+    close = sqnr_db(dequantize(reference_codes, *quant), dequantize(fused_codes, *quant))
+    return {"top1_agreement": reference["top1_agreement"], "code_sqnr_db": reference["code_sqnr_db"],
+            "max_level_difference": int(diff.max(initial=0)), "differing_fraction": round(float(np.mean(diff > 0)), 6),
+            "fused_vs_reference_sqnr_db": _finite(close), "kernels_agree": bool(close >= KERNEL_AGREEMENT_DB)}
+
+
+KERNEL_FIX = ("quantize the ONNX device half in a scheme whose fused kernels cannot saturate (target profile "
+              "onnx.activation_type and weight_type uint8, or onnx.reduce_range true; the cpu and rpi profiles do) "
+              "— calibration settings cannot fix this")
+
+
+def kernel_warnings(rows: list[dict[str, Any]], cpu: dict[str, Any]) -> list[str]:
+    """One warning per ONNX device model whose fused kernels disagree with the reference, naming the cause."""
+    cause = ("ONNX Runtime's fused int8 kernels saturate on this CPU (no VNNI: VPMADDUBSW int16 sums)"
+             if x86_without_vnni(cpu) else f"ONNX Runtime's fused int8 kernels compute differently on this CPU "
+             f"({describe_cpu(cpu)})")
+    warnings = []
+    for row in rows:
+        ref = row.get("reference_kernels")
+        if ref and not ref["kernels_agree"]:
+            warnings.append(
+                f"{row['target']}/{row['runtime']}: {cause}: its codes differ from the unfused QDQ reference by up "
+                f"to {ref['max_level_difference']} int8 levels (code SQNR {row['code_sqnr_db']} dB vs "
+                f"{ref['code_sqnr_db']} dB, top-1 agreement {row['top1_agreement']:.4f} vs "
+                f"{ref['top1_agreement']:.4f}) — {KERNEL_FIX}")
+    return warnings
 
 
 def latency(runner: Any, sample: np.ndarray, runs: int, warmup: int = 5) -> dict[str, float]:

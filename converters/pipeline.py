@@ -35,16 +35,17 @@ import numpy as np
 
 import edgekit
 from edgekit.bundle import FORMAT_VERSION, sha256_file, write_manifest
+from edgekit.cpu import cpu_features
 from edgekit.errors import ConversionError, UsageError
 from edgekit.preprocess import Preprocessing
 from edgekit.wire import dequantize
 
 from .datasets import MIN_CALIB_SAMPLES, Samples, check_samples, load_samples
 from .golden import write_golden
-from .halves import Halves
+from .halves import Halves, batched
 from .image_baseline import compare_with_frames, input_baseline
 from .onnx_quant import export_server_onnx, quantize_device_onnx, range_quant
-from .parity import deployed_outputs, latency_comparison, parity_metrics
+from .parity import EVAL_BATCH, deployed_outputs, kernel_check, kernel_warnings, latency_comparison, parity_metrics
 from .report import render_markdown
 from .sources import SourceFormat, detect_format, load_keras
 from .targets import Compiler, Runtime, TargetProfile, load_target
@@ -250,7 +251,7 @@ def _onnx(work: _Work, profile: TargetProfile, method: str) -> _DeviceFile:
     if key not in work.cache:
         path = work.scratch / f"onnx_{len(work.cache)}.onnx"
         quantize_device_onnx(work.halves.device_onnx, path, work.halves.input_name, work.calib, work.wire_quant,
-                             profile.onnx.per_channel, method)
+                             profile.onnx, method)
         work.cache[key] = path
     rel = f"device/{profile.name}/device_int8.onnx"
     (work.bundle / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -304,7 +305,8 @@ def _parity(work: _Work, server_path: Path, latency_runs: int, threads: int | No
     measured: dict[str, dict[str, Any]] = {}
     codes: dict[str, np.ndarray] = {}
     rows = []
-    for dev in tqdm(work.devices, desc="parity", unit="model", disable=not progress, leave=False):
+    for dev in tqdm(work.devices, desc="parity", unit="model", disable=not (progress and sys.stderr.isatty()),
+                    leave=False):
         path = work.bundle / dev.path
         digest = sha256_file(path)
         if digest not in measured:
@@ -315,6 +317,8 @@ def _parity(work: _Work, server_path: Path, latency_runs: int, threads: int | No
             metrics = parity_metrics(y_float, y_dep, code_float, code_deq, y)
             metrics["latency"] = latency_comparison(float_runners[dev.runtime.value], runner, x[0], latency_runs) \
                 if latency_runs > 0 else None
+            metrics["reference_kernels"] = _reference_kernels(path, dev, server, work.eval, y_float, code_float, code,
+                                                              threads) if dev.runtime == Runtime.ONNX else None
             measured[digest] = metrics
         size = path.stat().st_size
         float_size = baselines[dev.runtime.value].stat().st_size if dev.runtime.value in baselines else None
@@ -324,6 +328,17 @@ def _parity(work: _Work, server_path: Path, latency_runs: int, threads: int | No
     float_sizes = {rt: p.stat().st_size for rt, p in baselines.items()}
     first = sha256_file(work.bundle / work.devices[0].path)
     return rows, {"float_sizes": float_sizes, "y_float": y_float}, {"heldout_codes": codes[first]}
+
+
+def _reference_kernels(path: Path, dev: _DeviceFile, server: Any, samples: Samples, y_float: np.ndarray,
+                       code_float: np.ndarray, fused_codes: np.ndarray, threads: int | None) -> dict[str, Any]:
+    """The ONNX device model run unfused: the codes every CPU should give (see parity.kernel_check)."""
+    from edgekit.runtime import open_device_runner
+
+    reference = open_device_runner(path, runtime="onnxruntime", threads=threads, code_quant=dev.code_quant, fused=False)
+    codes, code_deq, y_ref = deployed_outputs(reference, server, samples.x)
+    reference_metrics = parity_metrics(y_float, y_ref, code_float, code_deq, samples.y)
+    return kernel_check(fused_codes, codes, dev.code_quant, reference_metrics)
 
 
 def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None, encode_budget_ms: float | None
@@ -339,7 +354,7 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None, encode_budg
     dev = work.devices[0]
     runner = open_device_runner(work.bundle / dev.path, runtime="onnxruntime" if dev.runtime == Runtime.ONNX else None,
                                 code_quant=dev.code_quant)
-    calib_codes = runner.run(work.calib)
+    calib_codes = batched(runner.run, EVAL_BATCH)(work.calib)
     slowest = min(work.profiles.values(), key=lambda p: p.relative_cpu_speed)
     budget_ms = DEFAULT_ENCODE_BUDGET_MS if encode_budget_ms is None else encode_budget_ms
     budget = EncodeBudget(slowest.relative_cpu_speed, budget_ms, slowest.name)
@@ -355,8 +370,9 @@ def _layer_errors(work: _Work, calib_method: str) -> dict[str, list[dict[str, An
     if tflite:
         errors["tflite"] = tflite_layer_errors(work.halves.device_keras, work.input_shape, work.halves.input_name,
                                                work.calib, tflite[0].tflite, samples)
-    if any(d.runtime == Runtime.ONNX for d in work.devices):
-        errors["onnx"] = onnx_layer_errors(work.halves.device_onnx, work.halves.input_name, work.calib, True,
+    onnx = [work.profiles[d.target] for d in work.devices if d.runtime == Runtime.ONNX]
+    if onnx:
+        errors["onnx"] = onnx_layer_errors(work.halves.device_onnx, work.halves.input_name, work.calib, onnx[0].onnx,
                                            calib_method, samples)
     return errors
 
@@ -444,7 +460,7 @@ def convert(
     output = Path(output)
     rng = np.random.default_rng(seed)
     _seed_frameworks(seed)
-    steps = _Progress(progress)
+    steps = _Progress(progress, 6 + len(profiles))
     with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as scratch_dir, _staging(output, force) as staging:
         scratch = Path(scratch_dir)
         steps.step("loading and splitting the model")
@@ -466,7 +482,8 @@ def convert(
                      profiles={p.name: p for p in profiles})
 
         for profile, runtimes in plans:
-            steps.step(f"quantizing the device half for {profile.name}")
+            steps.step(f"calibrating and quantizing the device half for {profile.name} "
+                       f"({', '.join(r.value for r in runtimes)}, {len(calib_set.x)} samples)")
             if Runtime.TFLITE in runtimes:
                 dev = _tflite(work, profile)
                 work.devices.append(dev)
@@ -481,9 +498,9 @@ def convert(
         export_server_onnx(halves.server_onnx, staging / server_rel, server_precision, _onnx_input(halves.server_onnx),
                            calib_codes, calib_method)
 
-        steps.step("measuring parity and latency")
+        steps.step(f"measuring parity and latency on {len(eval_set.x)} samples")
         rows, extra, wire_inputs = _parity(work, staging / server_rel, latency_runs, threads, progress)
-        steps.step("fitting wire codecs")
+        steps.step(f"fitting wire codecs on {len(calib_set.x)} calibration codes")
         wire_section, wire_report = _wire(work, wire_inputs["heldout_codes"], codec, encode_budget_ms)
 
         worst = min(r["top1_agreement"] for r in rows)
@@ -538,20 +555,29 @@ def _seed_frameworks(seed: int) -> None:
 
 
 class _Progress:
-    """A tqdm bar over the conversion stages (and an INFO log line per stage)."""
+    """A line per conversion step on stderr with the elapsed time (long steps can take minutes, also in CI
+    logs where stderr is not a terminal); in a terminal a tqdm bar over the steps as well."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, steps: int):
+        import time
+
         from tqdm import tqdm
 
-        self._bar = tqdm(total=8, desc="convert", unit="step", disable=not enabled, leave=False)
+        self._enabled, self._clock, self._start = enabled, time.monotonic, time.monotonic()
+        self._bar = tqdm(total=steps, desc="convert", unit="step", leave=False,
+                         disable=not (enabled and sys.stderr.isatty()))
 
     def step(self, what: str) -> None:
         log.info("%s", what)
+        if self._enabled:
+            self._bar.write(f"convert: {what} ({self._clock() - self._start:.1f} s elapsed)", file=sys.stderr)
         self._bar.set_postfix_str(what[:40])
         self._bar.update(1)
 
     def close(self) -> None:
         self._bar.close()
+        if self._enabled:
+            print(f"convert: done in {self._clock() - self._start:.1f} s", file=sys.stderr)
 
 
 def _report(work: _Work, rows: list[dict[str, Any]], extra: dict[str, Any], wire_report: dict[str, Any] | None,
@@ -567,6 +593,8 @@ def _report(work: _Work, rows: list[dict[str, Any]], extra: dict[str, Any], wire
                                 for name, c in work.compiled.items() if c and c.get("cpu_ops")]
     if not held_out:
         warnings.append("no --eval given: parity measured on the calibration samples, which are not held out")
+    cpu = cpu_features()
+    warnings += kernel_warnings(rows, cpu)
     return {
         "format": "edgekit-report", "version": FORMAT_VERSION,
         "model": model_path.name,
@@ -584,6 +612,7 @@ def _report(work: _Work, rows: list[dict[str, Any]], extra: dict[str, Any], wire
         "server": {"path": server_rel, "precision": precision, "bytes": (work.bundle / server_rel).stat().st_size},
         "models": rows,
         "targets": dict(work.compiled),
+        "cpu": cpu,
         "wire": wire_report,
         "debug_layers": layer_errors,
         "warnings": warnings,

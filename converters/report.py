@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekit.cpu import describe_cpu
+
 from .image_baseline import LABELS
 
 __all__ = ["render_markdown", "summary_lines"]
@@ -49,6 +51,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         elif compiled:
             lines.append(f"  {name}: {compiled['tpu_ops']} Edge TPU / {compiled['cpu_ops']} CPU ops; "
                          f"compile with: {compiled['command']}")
+    lines += _kernel_lines(report)
     if not report["passed"] and report.get("layers_to_check"):
         lines.append("  look at layers: " + ", ".join(report["layers_to_check"]))
     return lines + _wire_summary(report.get("wire")) + _baseline_summary(report.get("baseline"))
@@ -86,6 +89,36 @@ def _baseline_summary(baseline: dict[str, Any] | None) -> list[str]:
     if baseline.get("warning"):
         lines.append(f"  WARNING: {baseline['warning']}")
     return lines
+
+
+def _kernel_lines(report: dict[str, Any]) -> list[str]:
+    """Terminal lines: does each ONNX model give the reference codes on the CPU that measured it?"""
+    lines = []
+    for m in report["models"]:
+        ref = m.get("reference_kernels")
+        if ref:
+            verdict = "match" if ref["kernels_agree"] else "DIFFER from"
+            lines.append(f"  {m['target']}/{m['runtime']}: fused int8 kernels {verdict} the unfused reference "
+                         f"(max {ref['max_level_difference']} levels; "
+                         f"reference agreement {_pct(ref['top1_agreement'])})")
+    if lines and report.get("cpu"):
+        lines.append(f"  measured on {describe_cpu(report['cpu'])}")
+    return lines
+
+
+def _kernels_table(report: dict[str, Any]) -> list[str]:
+    """ONNX models run with ORT's fused int8 kernels (deployed) and unfused (reference, same on every CPU)."""
+    rows = ["| target | top-1 agreement fused / reference | code SQNR fused / reference (dB) | max level difference "
+            "| elements differing | fused vs reference SQNR (dB) | kernels agree |", "|---|---|---|---|---|---|---|"]
+    for m in report["models"]:
+        ref = m.get("reference_kernels")
+        if ref:
+            rows.append(f"| {m['target']} | {_pct(m['top1_agreement'])} / {_pct(ref['top1_agreement'])} "
+                        f"| {_num(m['code_sqnr_db'], 2)} / {_num(ref['code_sqnr_db'], 2)} "
+                        f"| {ref['max_level_difference']} | {_pct(ref['differing_fraction'])} "
+                        f"| {_num(ref['fused_vs_reference_sqnr_db'], 1)} "
+                        f"| {'yes' if ref['kernels_agree'] else '**no**'} |")
+    return rows if len(rows) > 2 else []
 
 
 def _models_table(report: dict[str, Any]) -> list[str]:
@@ -145,6 +178,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- evaluated on {report['eval']['samples']} samples from `{report['eval']['source']}`"
         + ("" if report["eval"]["held_out"] else " (the calibration data: no --eval given, not held out)"),
         f"- float model accuracy: {_pct(report['eval'].get('accuracy_float'))}",
+        f"- measured on: {describe_cpu(report['cpu']) if report.get('cpu') else 'unknown CPU'}",
         f"- float device half: TFLite {_kib(report['float_sizes'].get('tflite'))}, "
         f"ONNX {_kib(report['float_sizes'].get('onnx'))}; server half {_kib(report['server']['bytes'])} "
         f"({report['server']['precision']})",
@@ -153,6 +187,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *_models_table(report),
     ]
+    if _kernels_table(report):
+        lines += ["", "## ONNX Runtime int8 kernels: fused (deployed) vs unfused QDQ reference", "",
+                  "The reference runs every op in float between "
+                  "DequantizeLinear/QuantizeLinear and gives the same codes on every CPU; the fused kernels of x86 "
+                  "CPUs without VNNI can saturate.", "", *_kernels_table(report)]
     if report["targets"]:
         lines += ["", "## Target compilers", *_target_sections(report)]
     if report.get("wire"):
@@ -161,7 +200,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("baseline"):
         lines += ["", "## Input baseline: the input as an image file", "", *_baseline_table(report["baseline"])]
     if report.get("debug_layers"):
-        lines += ["", "## Per-layer quantization error (worst first)", ""]
+        lines += ["", "## Per-layer quantization error (worst first)", "",
+                  "ONNX rows: SQNR of each activation of the QDQ model run unfused against the float device half, "
+                  "on the first 64 eval samples: compare it with the reference code SQNR above, not the fused one.",
+                  ""]
         for runtime, rows in report["debug_layers"].items():
             for row in rows:
                 metric = ", ".join(f"{k} {v}" for k, v in row.items() if k != "layer")

@@ -52,7 +52,23 @@ class TfliteOptions:
 
 @dataclass(frozen=True)
 class OnnxOptions:
+    """ONNX Runtime static quantization scheme of the device half.
+
+    The default, uint8 activations and uint8 weights (U8U8), is the scheme whose fused ORT kernels are
+    exact on every CPU: x86 without VNNI multiplies U8S8/S8S8 with VPMADDUBSW, whose int16 sums saturate,
+    so those codes differ from the unfused QDQ reference (by up to 147 int8 levels, measured). U8U8 widens
+    to int16 first on x86 (exact) and uses UDOT on Arm. ``reduce_range`` (7-bit weights) also avoids the
+    saturation, at some precision. The output stays the int8 wire code whatever the activations are.
+    """
+
     per_channel: bool = True
+    activation_type: IOType = IOType.UINT8
+    weight_type: IOType = IOType.UINT8
+    reduce_range: bool = False
+
+    def __post_init__(self) -> None:
+        if IOType.FLOAT32 in (self.activation_type, self.weight_type):
+            raise UsageError("onnx.activation_type/weight_type float32 is not allowed", "choose int8 or uint8")
 
 
 @dataclass(frozen=True)
@@ -84,7 +100,7 @@ class TargetProfile:
                 runtimes=runtimes,
                 tflite=TfliteOptions(IOType(tflite["input_type"]), IOType(tflite["output_type"]),
                                      bool(tflite.get("per_channel", True))) if tflite else None,
-                onnx=OnnxOptions(bool(onnx.get("per_channel", True))) if onnx else None,
+                onnx=_onnx_options(onnx) if onnx else None,
                 static_shapes=bool(data.get("static_shapes", False)),
                 full_integer=bool(data.get("full_integer", False)),
                 compiler=Compiler(data.get("compiler", "none")),
@@ -101,6 +117,14 @@ class TargetProfile:
             raise UsageError(f"target profile {profile.name} has relative_cpu_speed {profile.relative_cpu_speed}",
                              "give the device's single-core speed as a positive fraction of an x86-64 core, e.g. 0.25")
         return profile
+
+
+def _onnx_options(data: dict[str, Any]) -> OnnxOptions:
+    defaults = OnnxOptions()
+    return OnnxOptions(bool(data.get("per_channel", True)),
+                       IOType(data.get("activation_type", defaults.activation_type.value)),
+                       IOType(data.get("weight_type", defaults.weight_type.value)),
+                       bool(data.get("reduce_range", False)))
 
 
 def list_targets() -> list[str]:

@@ -132,21 +132,25 @@ def _open_tflite(path: Path, runtime: str, threads: int) -> DeviceRunner:
     return DeviceRunner(path, runtime, tuple(int(d) for d in inp["shape"]), in_dtype.name, code_quant, run)
 
 
-def _ort_session(path: Path, threads: int) -> Any:
+def _ort_session(path: Path, threads: int, fused: bool = True) -> Any:
+    """``fused=False`` runs a QDQ model as the unfused reference: no graph optimization, so every op runs in
+    float between DequantizeLinear and QuantizeLinear instead of in ORT's fused int8 kernels."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not fused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
 
 
-def _open_onnx_device(path: Path, threads: int, code_quant: QuantParams | None) -> DeviceRunner:
-    session = _ort_session(path, threads)
+def _open_onnx_device(path: Path, threads: int, code_quant: QuantParams | None, fused: bool) -> DeviceRunner:
+    session = _ort_session(path, threads, fused)
     inp = session.get_inputs()[0]
     out_type = np.dtype(_ORT_DTYPES.get(session.get_outputs()[0].type, np.float32))
     if out_type.kind in "iu" and code_quant is None:
@@ -169,10 +173,12 @@ def open_device_runner(
     runtime: str | None = None,
     threads: int | None = None,
     code_quant: QuantParams | None = None,
+    fused: bool = True,
 ) -> DeviceRunner:
     """Load a device half (``.tflite`` or ``.onnx``) with ``runtime`` or the best one present.
 
     ``code_quant`` is needed only for ONNX models, whose output quantization lives in the manifest.
+    ``fused=False`` opens an ONNX model as the unfused QDQ reference (parity's check of ORT's int8 kernels).
     """
     path = Path(path)
     threads = threads or _default_threads()
@@ -184,7 +190,7 @@ def open_device_runner(
         if runtime not in (None, "onnxruntime"):
             raise UsageError(f"{path.name} is an ONNX model; runtime {runtime!r} runs TFLite", "use --runtime onnxruntime")
         _require("onnxruntime", "pip install 'edgekit[device-onnx]'")
-        return _open_onnx_device(path, threads, code_quant)
+        return _open_onnx_device(path, threads, code_quant, fused)
     if runtime == "onnxruntime":
         raise UsageError(f"{path.name} is a TFLite model; onnxruntime runs ONNX", "pick the bundle's ONNX device model")
     if runtime is not None:

@@ -1,0 +1,72 @@
+"""The CPU features that decide how int8 kernels compute, recorded beside any figure measured on this machine.
+
+ONNX Runtime's fused int8 kernels do not compute the same way on every CPU: x86 with AVX-VNNI or
+AVX512-VNNI accumulates int8 products exactly (VPDPBUSD); x86 with only AVX2 multiplies uint8 × int8 with
+VPMADDUBSW, whose int16 pair sums saturate; Arm uses NEON (SDOT/UDOT where present), which is exact. So an
+int8 figure means little without the CPU that measured it.
+
+    /proc/cpuinfo (Linux) ──► arch, model name, avx2 / avx512_vnni / avx_vnni / neon
+    elsewhere              ──► platform.machine() / platform.processor(), flags unknown (None)
+
+Standard library only: the device agent may record it too.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+__all__ = ["cpu_features", "describe_cpu", "x86_without_vnni"]
+
+_X86 = ("x86_64", "amd64", "i386", "i686")
+_ARM = ("aarch64", "arm64", "armv7l", "armv8l")
+
+
+def _read_cpuinfo(path: Path) -> tuple[str | None, set[str]] | None:
+    """(model name, flags) of the first processor listed, or None when the file is unreadable."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware") and model is None:
+            model = value.strip() or None
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
+    """Architecture, model name and the int8-relevant flags (None = could not be read)."""
+    arch = platform.machine().lower()
+    info = _read_cpuinfo(Path(cpuinfo))
+    if info is None or not info[1]:
+        arm = arch in _ARM
+        return {"arch": arch, "model": platform.processor() or None, "avx2": None, "avx512_vnni": None,
+                "avx_vnni": None, "neon": True if arch in ("aarch64", "arm64") else None if arm else False,
+                "source": "platform"}
+    model, flags = info
+    return {"arch": arch, "model": model or platform.processor() or None, "avx2": "avx2" in flags,
+            "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
+            "neon": bool(flags & {"neon", "asimd"}), "source": "/proc/cpuinfo"}
+
+
+def x86_without_vnni(features: dict[str, Any]) -> bool:
+    """The CPUs whose fused ORT int8 kernels (U8S8, S8S8) can saturate."""
+    return (features.get("arch") in _X86 and features.get("avx512_vnni") is False
+            and features.get("avx_vnni") is False)
+
+
+def describe_cpu(features: dict[str, Any]) -> str:
+    """One line for reports: ``x86_64, Intel(R) Xeon(R) ... (avx2, no VNNI)``."""
+    flags = [name for name in ("avx2", "avx512_vnni", "avx_vnni", "neon") if features.get(name)]
+    if x86_without_vnni(features):
+        flags.append("no VNNI")
+    if features.get("source") != "/proc/cpuinfo":
+        flags.append("flags unknown")
+    model = f", {features['model']}" if features.get("model") else ""
+    return f"{features.get('arch')}{model} ({', '.join(flags) or 'no int8 SIMD flags'})"
