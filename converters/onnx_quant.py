@@ -139,8 +139,17 @@ def quantize_static_qdq(float_path: Path, out_path: Path, input_name: str, calib
                             activation_type=_quant_type(options.activation_type),
                             weight_type=_quant_type(options.weight_type), per_channel=options.per_channel,
                             reduce_range=options.reduce_range, calibrate_method=_method(method),
-                            calibration_cache_path=cache)
+                            calibration_cache_path=cache,
+                            nodes_to_exclude=_input_readers(float_path, input_name) if options.float_input_layers else [])
     return out_path
+
+
+def _input_readers(float_path: Path, input_name: str) -> list[str]:
+    """Names of the nodes that read the graph input (kept in float by ``OnnxOptions.float_input_layers``)."""
+    import onnx
+
+    graph = onnx.load(str(float_path), load_external_data=False).graph
+    return [node.name for node in graph.node if input_name in node.input]
 
 
 def _pin_output(path: Path, quant: tuple[float, int]) -> None:

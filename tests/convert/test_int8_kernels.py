@@ -25,10 +25,11 @@ def _profile(tmp_path, name, **onnx):
 
 @pytest.fixture(scope="module")
 def schemes(digits_onnx, tmp_path_factory):
-    """The digits ONNX model for the shipped cpu profile (U8U8), plain S8S8, and S8S8 with 7-bit weights."""
+    """The digits ONNX model for the shipped cpu profile (U8U8), plain S8S8, and S8S8 with 7-bit weights
+    (these two with every layer in int8, the input layer included)."""
     root = tmp_path_factory.mktemp("schemes")
-    targets = ["cpu", _profile(root, "s8s8", activation_type="int8", weight_type="int8"),
-               _profile(root, "s8s8-7bit", activation_type="int8", weight_type="int8", reduce_range=True)]
+    plain = dict(activation_type="int8", weight_type="int8", float_input_layers=False)  # every layer int8
+    targets = ["cpu", _profile(root, "s8s8", **plain), _profile(root, "s8s8-7bit", **plain, reduce_range=True)]
     result = convert(model=digits_onnx.model_path, split="code", calib=digits_onnx.calib, eval=digits_onnx.test,
                      targets=targets, output=root / "bundle", latency_runs=0, min_agreement=0.0)
     return {m["target"]: m for m in result.report["models"]}, result
@@ -38,6 +39,21 @@ def test_shipped_onnx_profiles_use_the_exact_scheme():
     for name in ("cpu", "rpi"):
         onnx = load_target(name).onnx
         assert (onnx.activation_type, onnx.weight_type, onnx.reduce_range) == (IOType.UINT8, IOType.UINT8, False)
+
+
+def test_cpu_profiles_keep_the_input_layers_float(tmp_path, digits_onnx):
+    """cpu/rpi leave the model input unquantized: the nodes reading it stay float, the rest is QDQ."""
+    import onnx
+
+    from edgekit.converters.onnx_quant import quantize_static_qdq
+
+    out = quantize_static_qdq(digits_onnx.model_path, tmp_path / "q.onnx", "input", np.load(digits_onnx.calib)["x"],
+                              load_target("rpi").onnx, "minmax")
+    graph = onnx.load(str(out)).graph
+    readers = [n for n in graph.node if "input" in n.input]
+    assert load_target("rpi").onnx.float_input_layers and readers
+    assert all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in readers)
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
 
 
 def test_float_scheme_is_refused(tmp_path):
