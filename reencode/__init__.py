@@ -11,7 +11,7 @@ API (stable)::
                       channels=K,                  # or target_agreement=0.99 (pca only)
                       labels=None,                 # int labels for the KD stage (else taken from an npz 'y')
                       epochs=10, kd_epochs=0,      # stage 1 head distillation, stage 2 KD (distill/entropic)
-                      beta=0.0,                    # entropic: weight of the rate (bits per feature element)
+                      beta=0.0,                    # entropic: weight of the rate (bits per input pixel)
                       downsample=False, hidden=None, batch_size=64, learning_rate=1e-3, seed=0,
                       resume=False,                # continue from OUT.ckpt.npz (same settings)
                       preprocessing=None,          # image folders: dict(size=..., scale=..., mean=..., std=...)

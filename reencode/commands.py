@@ -25,7 +25,7 @@ __all__ = ["reencode_command"]
 @click.option("--kd-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Then epochs of distillation on the teacher's outputs (and labels, if DATA has them).")
 @click.option("--beta", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="entropic: rate weight (per bit per feature element); larger = fewer bytes.")
+              help="entropic: rate weight (per bit per input pixel); larger = fewer bytes.")
 @click.option("--downsample", is_flag=True, help="distill/entropic: stride-2 encoder (4x fewer code positions).")
 @click.option("--hidden", type=click.IntRange(1), help="Hidden channels of encoder/decoder (default: the cut's).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)

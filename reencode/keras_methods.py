@@ -8,7 +8,7 @@ its head never changes and each epoch only runs the re-encoder (and the tail for
               (head distillation, no labels); stage 2 (``kd_epochs``): cross-entropy to the teacher's
               output distribution, plus to the labels when given
     entropic  as distill, the code an ``IntegerCode`` (noise / rounding) with a learned ``LogisticPrior``;
-              loss = distortion + beta * rate, rate in bits per feature element at the cut
+              loss = distortion + beta * rate, rate in bits per input pixel (as learned image codecs count)
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
     teacher_out = batched(lambda b: np.asarray(cut.tail(b, training=False)))(features)
     arrays = [features, teacher_out] + ([labels.astype(np.int32)] if labels is not None else [])
     losses = _Losses(encoder, decoder, cut.tail, prior, options.beta, float(features.var()) or 1.0,
-                     int(np.prod(shape)), _is_probability(teacher_out))
+                     _pixels(tuple(cut.teacher.inputs[0].shape[1:])), _is_probability(teacher_out))
     stages = [Stage("distill", options.epochs, losses.head, options.learning_rate)]
     if options.kd_epochs:
-        stages.append(Stage("kd", options.kd_epochs, losses.kd, options.learning_rate / 10))
+        stages.append(Stage("kd", options.kd_epochs, losses.kd, options.learning_rate))
     settings = {"feature_channels": shape[-1], "labels": labels is not None, "samples": len(x),
                 **{k: v for k, v in vars(options).items()}}
     settings["hidden"] = hidden
@@ -117,6 +117,11 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
     return Trained(model, settings, history, learned)
 
 
+def _pixels(input_shape: tuple[int, ...]) -> int:
+    """Pixels of an image input (H × W of a channel-last H×W×C), else its element count."""
+    return int(np.prod(input_shape[:2] if len(input_shape) == 3 else input_shape))
+
+
 def _is_probability(outputs: np.ndarray) -> bool:
     """Whether the teacher ends in a softmax (rows in [0, 1] summing to 1) rather than logits."""
     rows = outputs.reshape(len(outputs), -1)
@@ -126,9 +131,9 @@ def _is_probability(outputs: np.ndarray) -> bool:
 class _Losses:
     """Loss functions of the training stages (batch tensors in, (loss, metrics) out)."""
 
-    def __init__(self, encoder, decoder, tail, prior, beta, feature_var, feature_elements, probabilities):
+    def __init__(self, encoder, decoder, tail, prior, beta, feature_var, input_pixels, probabilities):
         self.encoder, self.decoder, self.tail, self.prior = encoder, decoder, tail, prior
-        self.beta, self.feature_var, self.elements = beta, feature_var, feature_elements
+        self.beta, self.feature_var, self.pixels = beta, feature_var, input_pixels
         self.probabilities = probabilities
 
     def _forward(self, features):
@@ -141,14 +146,14 @@ class _Losses:
         return code, rebuilt
 
     def _rate(self, code, metrics):
-        """beta * bits per feature element (0 without a prior); records bits per sample."""
+        """beta * bits per input pixel (0 without a prior); records bits per sample."""
         import keras
 
         if self.prior is None:
             return 0.0
         bits = keras.ops.mean(self.prior(code))
         metrics["bits"] = bits
-        return self.beta * bits / self.elements
+        return self.beta * bits / self.pixels
 
     def head(self, features, teacher_out, labels=None):
         import keras
