@@ -103,18 +103,12 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
     stages = [Stage("distill", options.epochs, losses.head, options.learning_rate)]
     if options.kd_epochs:
         stages.append(Stage("kd", options.kd_epochs, losses.kd, options.learning_rate))
-    settings = {"feature_channels": shape[-1], "labels": labels is not None, "samples": len(x),
-                **{k: v for k, v in vars(options).items()}}
-    settings["hidden"] = hidden
+    settings = {**vars(options), "hidden": hidden, "feature_channels": shape[-1], "labels": labels is not None,
+                "samples": len(x)}
     state = [v for layer in (*encoder, *decoder, *([prior] if prior else [])) for v in layer.variables]
     history = train(stages, arrays, state, options.batch_size, options.seed, checkpoint_path(output), settings,
                     resume, progress, echo, fast=prior.trainable_variables if prior else ())
-    learned = None
-    if prior is not None:
-        learned = {"family": "logistic", "levels": [-128, 127], "axis": -1,
-                   "loc": [float(v) for v in prior.loc.numpy()],
-                   "scale": [float(v) for v in np.exp(prior.log_scale.numpy())]}
-    return Trained(model, settings, history, learned)
+    return Trained(model, settings, history, prior.to_metadata() if prior else None)
 
 
 def _pixels(input_shape: tuple[int, ...]) -> int:

@@ -57,3 +57,9 @@ class LogisticPrior(keras.layers.Layer):
         lower = keras.ops.sigmoid((code - 0.5 - self.loc) / scale)
         bits = -keras.ops.log(keras.ops.maximum(upper - lower, _MIN_PROB)) / math.log(2.0)
         return keras.ops.sum(keras.ops.reshape(bits, (keras.ops.shape(bits)[0], -1)), axis=1)
+
+    def to_metadata(self) -> dict:
+        """The prior as stored in the model's record (read by :mod:`edgekit.reencode.prior`)."""
+        return {"family": "logistic", "levels": [int(CODE_MIN), int(CODE_MAX)], "axis": -1,
+                "loc": [float(v) for v in keras.ops.convert_to_numpy(self.loc)],
+                "scale": [float(v) for v in keras.ops.convert_to_numpy(keras.ops.exp(self.log_scale))]}
