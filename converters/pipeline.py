@@ -91,6 +91,7 @@ class _Work:
     profiles: dict[str, TargetProfile] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cache: dict[tuple, Path] = field(default_factory=dict)
+    reencoder: ReencoderHints | None = None  # the record of a model made by edgekit reencode
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -322,8 +323,7 @@ def _parity(work: _Work, server_path: Path, latency_runs: int, threads: int | No
     return rows, {"float_sizes": float_sizes, "y_float": y_float}, {"heldout_codes": codes[first]}
 
 
-def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None,
-          reencoder: ReencoderHints | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """manifest["wire"] and its report section: codecs fitted on calibration codes, measured on held-out ones."""
     from edgekit.codecs import fit_codecs
     from edgekit.runtime import open_device_runner
@@ -332,7 +332,7 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None,
     runner = open_device_runner(work.bundle / dev.path, runtime="onnxruntime" if dev.runtime == Runtime.ONNX else None,
                                 code_quant=dev.code_quant)
     calib_codes = runner.run(work.calib)
-    trained_prior = reencoder.ans_prior(work.wire_quant) if reencoder else None  # an entropic re-encoder's
+    trained_prior = work.reencoder.ans_prior(work.wire_quant) if work.reencoder else None  # entropic re-encoder
     return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, trained_prior=trained_prior)
 
 
@@ -450,7 +450,8 @@ def convert(
         eval_set = _samples(str(eval), halves, "eval", pre, eval_samples, 1, rng) if eval else calib_set
         label_names = _labels(labels, eval_set, halves)
         work = _Work(staging, scratch, halves, calib_set.x, eval_set, halves.static_input_shape(calib_set.x),
-                     profiles={p.name: p for p in profiles}, wire_quant=reencoder and reencoder.wire_quant)
+                     profiles={p.name: p for p in profiles}, wire_quant=reencoder and reencoder.wire_quant,
+                     reencoder=reencoder)
 
         for profile, runtimes in plans:
             steps.step(f"quantizing the device half for {profile.name}")
@@ -471,7 +472,7 @@ def convert(
         steps.step("measuring parity and latency")
         rows, extra, wire_inputs = _parity(work, staging / server_rel, latency_runs, threads, progress)
         steps.step("fitting wire codecs")
-        wire_section, wire_report = _wire(work, wire_inputs["heldout_codes"], codec, reencoder)
+        wire_section, wire_report = _wire(work, wire_inputs["heldout_codes"], codec)
 
         worst = min(r["top1_agreement"] for r in rows)
         passed = worst >= min_agreement
@@ -479,8 +480,7 @@ def convert(
         report = _report(work, rows, extra, wire_report, layer_errors, worst, passed, min_agreement,
                          eval is not None, str(eval or calib), server_rel, server_precision, Path(model or device_model))
         manifest = _manifest(work, pre, label_names, server_rel, server_precision, profiles, wire_section, report,
-                             dict(model=model, device_model=device_model, server_model=server_model,
-                                  reencode=reencoder and reencoder.metadata), command, seed,
+                             dict(model=model, device_model=device_model, server_model=server_model), command, seed,
                              dict(targets=list(targets), runtime=runtime, server_precision=server_precision,
                                   calib_method=calib_method, calib_samples=len(calib_set.x),
                                   eval_samples=len(eval_set.x), min_agreement=min_agreement,
@@ -586,7 +586,7 @@ def _manifest(work: _Work, pre: Preprocessing | None, labels: list[str] | None, 
         "model": {"name": Path(str(source)).stem, "source": _opt(sources["model"]),
                   "source_format": halves.source_format, "split": halves.split,
                   "device_source": _opt(sources["device_model"]), "server_source": _opt(sources["server_model"]),
-                  **({"reencode": sources["reencode"]} if sources.get("reencode") else {})},
+                  **({"reencode": work.reencoder.metadata} if work.reencoder else {})},
         "input": {"name": halves.input_name, "shape": list(work.input_shape), "dtype": "float32",
                   "preprocessing": pre.to_dict() if pre else None},
         "code": {"name": halves.code_name, "shape": list(halves.code_shape), "dtype": "int8",

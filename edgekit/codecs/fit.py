@@ -131,12 +131,6 @@ def _fit_ans(calib: np.ndarray, heldout: np.ndarray, out_dir: Path,
     return {**params, "source": "trained"} if trained is not None else params, report, prior
 
 
-def prior_from_pmf(lo: int, pmf: np.ndarray) -> AnsPrior:
-    """A per-channel ans prior from probabilities: ``pmf[c, i]`` of value ``lo + i``, the last column the escape."""
-    pmf = np.asarray(pmf, np.float64)
-    return AnsPrior(lo=lo, hi=lo + pmf.shape[1] - 2, per_channel=True, freqs=np.stack([_quantize(p) for p in pmf]))
-
-
 def _mean_payload(codec: Any, codes: np.ndarray) -> float:
     """Mean payload bytes of ``codec`` over ``codes``."""
     return float(np.mean([len(codec.encode(c)) for c in codes]))
@@ -177,3 +171,9 @@ def _report(calib: np.ndarray, heldout: np.ndarray, prior: AnsPrior, stats: dict
         "default_reason": "named" if named else "smallest mean frame on held-out codes",
         "codecs": stats,
     }
+
+
+def prior_from_pmf(lo: int, pmf: np.ndarray) -> AnsPrior:
+    """A per-channel ans prior from probabilities: ``pmf[c, i]`` of value ``lo + i``, the last column the escape."""
+    pmf = np.asarray(pmf, np.float64)
+    return AnsPrior(lo=lo, hi=lo + pmf.shape[1] - 2, per_channel=True, freqs=np.stack([_quantize(p) for p in pmf]))
