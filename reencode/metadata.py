@@ -38,21 +38,30 @@ def set_onnx_metadata(model: Any, metadata: dict[str, Any]) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The record of a model made by ``edgekit reencode``, or None for any other model (or a SavedModel)."""
+    """The record of a model made by ``edgekit reencode``, or None for any other model, a SavedModel, or a file
+    that cannot be read (the model loader then reports that properly)."""
     path = Path(path)
-    if path.suffix == ".keras" and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if KERAS_ENTRY not in archive.namelist():
-                return None
-            return _parse(archive.read(KERAS_ENTRY), path)
-    if path.suffix == ".onnx" and path.is_file():
-        import onnx
+    text = _keras_entry(path) if path.suffix == ".keras" else _onnx_prop(path) if path.suffix == ".onnx" else None
+    return None if text is None else _parse(text, path)
 
+
+def _keras_entry(path: Path) -> bytes | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(KERAS_ENTRY) if KERAS_ENTRY in archive.namelist() else None
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _onnx_prop(path: Path) -> str | None:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
         model = onnx.load(str(path), load_external_data=False)
-        for prop in model.metadata_props:
-            if prop.key == METADATA_KEY:
-                return _parse(prop.value, path)
-    return None
+    except (OSError, DecodeError):
+        return None
+    return next((prop.value for prop in model.metadata_props if prop.key == METADATA_KEY), None)
 
 
 def _parse(text: str | bytes, path: Path) -> dict[str, Any]:
