@@ -52,3 +52,17 @@ def test_existing_output_needs_force(run_cli, teacher, tmp_path):
     code, _, stderr = run_cli("reencode", teacher.path, "--split", "feat", "--method", "pca", "--channels", "4",
                               "--data", teacher.train, "-o", out)
     assert code == 2 and f"output {out} already exists" in stderr
+
+
+def test_image_folder_data_with_preprocessing_options(run_cli, teacher, digits, tmp_path):
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(digits.x[:40], digits.y[:40])):
+        folder = tmp_path / "images" / f"digit-{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image[..., 0] * 255).astype("uint8"), "L").save(folder / f"{i}.png")
+    out = tmp_path / "pca.keras"
+    code, stdout, stderr = run_cli("reencode", teacher.path, "--split", "feat", "--method", "pca", "--channels", "4",
+                                   "--data", tmp_path / "images", "--scale", "0.00392156862745098", "-o", out)
+    assert code == 0, stderr
+    assert read_metadata(out)["settings"]["channels"] == 4
