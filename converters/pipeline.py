@@ -38,6 +38,7 @@ from edgekit.bundle import FORMAT_VERSION, sha256_file, write_manifest
 from edgekit.cpu import cpu_features
 from edgekit.errors import ConversionError, UsageError
 from edgekit.preprocess import Preprocessing
+from edgekit.reencode.for_convert import ReencoderHints, hints_for
 from edgekit.wire import dequantize
 
 from .datasets import MIN_CALIB_SAMPLES, Samples, check_samples, load_samples
@@ -96,6 +97,7 @@ class _Work:
     profiles: dict[str, TargetProfile] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cache: dict[tuple, Path] = field(default_factory=dict)
+    reencoder: ReencoderHints | None = None  # the record of a model made by edgekit reencode
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -358,7 +360,9 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None, encode_budg
     slowest = min(work.profiles.values(), key=lambda p: p.relative_cpu_speed)
     budget_ms = DEFAULT_ENCODE_BUDGET_MS if encode_budget_ms is None else encode_budget_ms
     budget = EncodeBudget(slowest.relative_cpu_speed, budget_ms, slowest.name)
-    return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, budget=budget)
+    trained_prior = work.reencoder.ans_prior(work.wire_quant) if work.reencoder else None  # entropic re-encoder
+    return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, budget=budget,
+                      trained_prior=trained_prior)
 
 
 def _layer_errors(work: _Work, calib_method: str) -> dict[str, list[dict[str, Any]]]:
@@ -464,6 +468,7 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as scratch_dir, _staging(output, force) as staging:
         scratch = Path(scratch_dir)
         steps.step("loading and splitting the model")
+        reencoder = hints_for(_opt(model))  # a model made by edgekit reencode: its record, wire scale, prior
         halves = _halves(_opt(model), split, _opt(device_model), _opt(server_model), scratch)
         plans = [(p, _runtimes(p, halves, runtime)) for p in profiles]
         for profile, runtimes in plans:
@@ -479,7 +484,8 @@ def convert(
         eval_set = _samples(str(eval), halves, "eval", pre, eval_samples, 1, rng) if eval else calib_set
         label_names = _labels(labels, eval_set, halves)
         work = _Work(staging, scratch, halves, calib_set.x, eval_set, halves.static_input_shape(calib_set.x),
-                     profiles={p.name: p for p in profiles})
+                     profiles={p.name: p for p in profiles}, wire_quant=reencoder and reencoder.wire_quant,
+                     reencoder=reencoder)
 
         for profile, runtimes in plans:
             steps.step(f"calibrating and quantizing the device half for {profile.name} "
@@ -631,7 +637,8 @@ def _manifest(work: _Work, pre: Preprocessing | None, labels: list[str] | None, 
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": Path(str(source)).stem, "source": _opt(sources["model"]),
                   "source_format": halves.source_format, "split": halves.split,
-                  "device_source": _opt(sources["device_model"]), "server_source": _opt(sources["server_model"])},
+                  "device_source": _opt(sources["device_model"]), "server_source": _opt(sources["server_model"]),
+                  **({"reencode": work.reencoder.metadata} if work.reencoder else {})},
         "input": {"name": halves.input_name, "shape": list(work.input_shape), "dtype": "float32",
                   "preprocessing": pre.to_dict() if pre else None},
         "code": {"name": halves.code_name, "shape": list(halves.code_shape), "dtype": "int8",

@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from edgekit.codecs.ans import AnsCodec, AnsPrior
+from edgekit.codecs.ans import AnsCodec, AnsPrior, _quantize
 from edgekit.codecs.registry import entry
 from edgekit.codecs.zstd import DEFAULT_LEVEL, ZstdCodec
 from edgekit.errors import UsageError
 from edgekit.frame import HEADER_SIZE, VERSION
 
 __all__ = ["fit_codecs", "choose_codecs", "EncodeBudget", "limits_for", "order0_entropy_bits", "ZSTD_LEVELS",
-           "DEFAULT_ENCODE_BUDGET_MS"]
+           "DEFAULT_ENCODE_BUDGET_MS", "prior_from_pmf"]
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,14 @@ def order0_entropy_bits(codes: np.ndarray) -> float:
 
 def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path | str, codec: str | None = None,
                budget: EncodeBudget | None = None, zstd_levels: tuple[int, ...] = ZSTD_LEVELS,
-               progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+               progress: Callable[[str], None] | None = None, trained_prior: AnsPrior | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit all codecs on ``calib_codes``, judge them on ``heldout_codes`` (int8, ``(N, *code_shape)``).
 
     ``out_dir`` is ``<bundle>/wire``; artifact paths in the returned section are relative to the bundle.
     ``codec`` names the default codec; ``None`` picks the smallest mean frame within ``budget`` (default: this
     host, 2 ms). ``progress`` gets a line per fitted codec (default: INFO log lines).
+    ``trained_prior`` (an entropic re-encoder's learned prior) becomes the ans prior instead of a fitted one.
     """
     calib, heldout = _check_codes(calib_codes, heldout_codes)
     if codec is not None:
@@ -106,7 +108,7 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     calib_sample, sample = _sample(calib), _sample(heldout)
     dictionary, zstd_report = _fit_zstd_dictionary(calib_sample, sample, out_dir)
-    ans_params, ans_report, prior = _fit_ans(calib_sample, sample, out_dir)
+    ans_params, ans_report, prior = _fit_ans(calib_sample, sample, out_dir, trained_prior)
     say(f"codecs: dictionary and ans prior fitted ({time.perf_counter() - started:.1f} s)")
     base = {"frame_version": VERSION, "default_codec": "raw", "codecs": {"raw": {}, "ans": ans_params},
             "limits": limits_for(calib.shape[1:])}
@@ -246,17 +248,22 @@ def _fit_zstd_dictionary(calib: np.ndarray, heldout: np.ndarray, out_dir: Path) 
     return f"{out_dir.name}/{DICT_FILE}", report
 
 
-def _fit_ans(calib: np.ndarray, heldout: np.ndarray, out_dir: Path) -> tuple[dict, dict, AnsPrior]:
-    """Fit a per-tensor and a per-channel prior; store the one that codes held-out codes smaller."""
+def _fit_ans(calib: np.ndarray, heldout: np.ndarray, out_dir: Path,
+             trained: AnsPrior | None = None) -> tuple[dict, dict, AnsPrior]:
+    """Fit a per-tensor and a per-channel prior; store the one that codes held-out codes smaller (or the
+    trained prior when given: the fitted ones are then measured for the report only)."""
     candidates = {mode: AnsPrior.fit(calib, per_channel=mode == "per_channel")
                   for mode in ("per_tensor", "per_channel")}
+    if trained is not None:
+        candidates["trained"] = trained
     sizes = {mode: _mean_payload(AnsCodec(p), heldout) for mode, p in candidates.items()}
-    mode = min(sizes, key=lambda m: (sizes[m], m != "per_tensor"))
+    mode = "trained" if trained is not None else min(sizes, key=lambda m: (sizes[m], m != "per_tensor"))
     prior = candidates[mode]
     prior.save(out_dir / PRIOR_FILE)
     report = {"mode": mode, "mean_payload_bytes": sizes, "alphabet": [prior.lo, prior.hi],
               "escapes_heldout": int(np.count_nonzero((heldout < prior.lo) | (heldout > prior.hi)))}
-    return {"prior": f"{out_dir.name}/{PRIOR_FILE}", "mode": mode}, report, prior
+    params = {"prior": f"{out_dir.name}/{PRIOR_FILE}", "mode": "per_channel" if prior.per_channel else "per_tensor"}
+    return {**params, "source": "trained"} if trained is not None else params, report, prior
 
 
 def _mean_payload(codec: Any, codes: np.ndarray) -> float:
@@ -312,3 +319,9 @@ def _report(calib: np.ndarray, heldout: np.ndarray, sample: np.ndarray, prior: A
         "default_reason": reason,
         "codecs": stats,
     }
+
+
+def prior_from_pmf(lo: int, pmf: np.ndarray) -> AnsPrior:
+    """A per-channel ans prior from probabilities: ``pmf[c, i]`` of value ``lo + i``, the last column the escape."""
+    pmf = np.asarray(pmf, np.float64)
+    return AnsPrior(lo=lo, hi=lo + pmf.shape[1] - 2, per_channel=True, freqs=np.stack([_quantize(p) for p in pmf]))
