@@ -43,8 +43,10 @@ def _register() -> None:
     from edgekit.server.commands import server_group
     from edgekit.broker import broker_command
     from edgekit.demo import demo_command
+    from edgekit.reencode.commands import reencode_command
 
-    for command in (convert_command, inspect_command, device_group, server_group, broker_command, demo_command):
+    for command in (convert_command, inspect_command, device_group, server_group, broker_command, demo_command,
+                    reencode_command):
         cli.add_command(command)
 
 

@@ -1,0 +1,142 @@
+"""``reencode``: a trained model + a cut + data → the same model with a re-encoder whose code layer is ``code``.
+
+    MODEL (.keras) ─► cut at --split ─► features of DATA ─► pca | distill | entropic ─► OUT.keras
+    MODEL (.onnx)  ─► pca only: projection nodes inserted at the cut tensor          ─► OUT.onnx
+    both: metadata (method, settings, teacher sha256, learned prior) in the model file, see metadata.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+
+import edgekit
+from edgekit.bundle import sha256_file
+from edgekit.errors import UsageError
+from edgekit.preprocess import Preprocessing
+
+from .keras_methods import TrainOptions
+from .metadata import write_keras_metadata
+
+__all__ = ["reencode", "ReencodeResult", "METHODS"]
+
+METHODS = ("pca", "distill", "entropic")
+
+
+@dataclass
+class ReencodeResult:
+    """The written model, the record stored in it, and the per-epoch training history."""
+
+    output: Path
+    metadata: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def reencode(model: str | Path, split: str, method: str, data: str | Path | np.ndarray, output: str | Path,
+             channels: int | None = None, target_agreement: float | None = None, labels: np.ndarray | None = None,
+             epochs: int = 10, kd_epochs: int = 0, beta: float = 0.0, downsample: bool = False,
+             hidden: int | None = None, batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
+             resume: bool = False, preprocessing: Preprocessing | dict[str, Any] | None = None,
+             max_samples: int | None = None, progress: bool = False,
+             echo: Callable[[str], None] | None = None, force: bool = False) -> ReencodeResult:
+    """Insert a re-encoder into ``model`` at ``split``; see ``docs/reencode.md`` and the package docstring."""
+    from edgekit.converters.sources import SourceFormat, detect_format
+
+    output = Path(output)
+    _check_options(method, channels, target_agreement, output, force, resume)
+    fmt = detect_format(model)
+    if fmt == SourceFormat.SAVEDMODEL:
+        raise UsageError(f"{model} is a SavedModel, whose layers edgekit cannot cut into",
+                         "pass the .keras model (or export an .onnx for --method pca)")
+    if fmt == SourceFormat.ONNX:
+        if method != "pca" or output.suffix != ".onnx":
+            raise UsageError(f"an ONNX model takes --method pca with an .onnx output, not {method} → {output.suffix}",
+                             "use --method pca -o OUT.onnx, or pass the Keras model for distill/entropic")
+        from .onnx_pca import pca_onnx
+
+        return pca_onnx(Path(model), split, data, output, channels, target_agreement, preprocessing, max_samples,
+                        _record)
+    if output.suffix != ".keras":
+        raise UsageError(f"a Keras model re-encodes to a .keras file, not {output.name}", "use -o OUT.keras")
+    return _reencode_keras(Path(model), split, method, data, output, channels, target_agreement, labels,
+                           TrainOptions(channels=channels or 0, epochs=epochs, kd_epochs=kd_epochs, beta=beta,
+                                        downsample=downsample, hidden=hidden, batch_size=batch_size,
+                                        learning_rate=learning_rate, seed=seed),
+                           resume, preprocessing, max_samples, progress, echo)
+
+
+def _check_options(method: str, channels: int | None, target: float | None, output: Path, force: bool,
+                   resume: bool) -> None:
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}", f"choose one of {', '.join(METHODS)}")
+    if (channels is None) == (target is None) and method == "pca":
+        raise UsageError("pca needs exactly one of --channels K or --target-agreement A",
+                         "pass --channels 8, or --target-agreement 0.99")
+    if method != "pca" and (channels is None or target is not None):
+        raise UsageError(f"{method} needs --channels K (--target-agreement is for pca)", "pass --channels 8")
+    if channels is not None and channels < 1:
+        raise UsageError(f"--channels {channels} must be at least 1", "pass a positive K")
+    if target is not None and not 0 < target <= 1:
+        raise UsageError(f"--target-agreement {target} is not in (0, 1]", "pass e.g. 0.99")
+    if output.exists() and not (force or resume):
+        raise UsageError(f"output {output} already exists", "pass --force to replace it, or choose another -o")
+
+
+def load_inputs(data: str | Path | np.ndarray, input_name: str, input_shape: tuple[int | None, ...],
+                preprocessing: Preprocessing | dict[str, Any] | None, max_samples: int | None,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Model inputs (and labels, if the data has them) from the inputs convert takes for calibration."""
+    from edgekit.converters.datasets import Samples, check_samples, load_samples
+    from edgekit.converters.pipeline import _preprocessing
+
+    if isinstance(data, np.ndarray):
+        samples, source = Samples(data), "array"
+    else:
+        pre = _preprocessing(preprocessing, SimpleNamespace(input_shape=input_shape), str(data), None)
+        samples, source = load_samples(data, input_name, "data", pre), data
+    samples = check_samples(samples, input_shape, "data", source, minimum=2)
+    if max_samples is not None and len(samples.x) > max_samples:
+        keep = np.sort(np.random.default_rng(seed).choice(len(samples.x), max_samples, replace=False))
+        return samples.x[keep], None if samples.y is None else samples.y[keep]
+    return samples.x, samples.y
+
+
+def _record(method: str, teacher: Path, split: str, settings: dict[str, Any],
+            prior: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata every re-encoded model carries."""
+    record = {"method": method, "split": split, "code": "code", "teacher": teacher.name,
+              "teacher_sha256": sha256_file(teacher), "settings": settings, "edgekit": edgekit.__version__,
+              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if prior is not None:
+        record["prior"] = prior
+    return record
+
+
+def _reencode_keras(model_path: Path, split: str, method: str, data: Any, output: Path, channels: int | None,
+                    target: float | None, labels: np.ndarray | None, options: TrainOptions, resume: bool,
+                    preprocessing: Any, max_samples: int | None, progress: bool,
+                    echo: Callable[[str], None] | None) -> ReencodeResult:
+    from edgekit.converters.sources import load_keras
+
+    from .keras_graph import cut_teacher
+    from .keras_methods import pca_keras, trained_keras
+
+    cut = cut_teacher(load_keras(model_path), split)
+    x, y = load_inputs(data, cut.input_name, tuple(cut.teacher.inputs[0].shape[1:]), preprocessing, max_samples,
+                       options.seed)
+    if labels is not None:
+        y = np.asarray(labels, np.int64)
+    if method == "pca":
+        result = pca_keras(cut, x, channels, target)
+    else:
+        result = trained_keras(cut, x, y, method, options, output, resume, progress, echo)
+    record = _record(method, model_path, split, result.settings, result.prior)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result.model.save(output)
+    write_keras_metadata(output, record)
+    return ReencodeResult(output, record, result.history)
