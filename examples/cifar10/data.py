@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CLASSES", "data_dir", "load_split", "teacher_path"]
+__all__ = ["CLASSES", "data_dir", "load_split", "shuffled", "teacher_path"]
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -61,3 +61,9 @@ def _decode_tar(tar_path: Path) -> tuple[np.ndarray, np.ndarray]:
                 images[member.name] = (np.asarray(im.convert("RGB"), np.uint8), CLASSES.index(parts[1]))
     names = sorted(images)
     return np.stack([images[n][0] for n in names]), np.array([images[n][1] for n in names], np.int64)
+
+
+def shuffled(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed permutation: the tarballs are sorted by class, so any prefix of the shuffled set is a fair sample."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    return x[order], y[order]

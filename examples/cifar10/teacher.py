@@ -70,3 +70,28 @@ def _layers(model):
             yield from _layers(layer)
         else:
             yield layer
+
+
+def whole_model_figures(model, calib: np.ndarray, out: Path, runs: int = 50) -> dict:
+    """The whole teacher deployed as the device halves are (int8 TFLite, rpi and Ethos-U55 profiles):
+    CPU latency (median, batch 1) and Vela's estimate, for the "device half vs whole model" comparison."""
+    from edgekit.converters.parity import latency
+    from edgekit.converters.targets import load_target
+    from edgekit.converters.tflite_export import export_tflite
+    from edgekit.converters.vela import compile_vela
+    from edgekit.runtime import open_device_runner
+
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    for target in ("rpi", "ethos-u55-128"):
+        profile = load_target(target)
+        path = out / f"teacher_{target}_int8.tflite"
+        if not path.is_file():
+            export_tflite(model, tuple(model.input.shape[1:]), "input", calib, profile.tflite, path, target)
+        if target == "rpi":
+            figures["int8_ms"] = latency(open_device_runner(path), calib[0], runs)["median_ms"]
+            figures["tflite_bytes"] = path.stat().st_size
+        else:
+            _, report = compile_vela(path, out / "vela", profile.compiler_options, "vela")
+            figures["vela"] = {k: report.get(k) for k in ("npu_ops", "cpu_ops", "sram_kib", "inference_time_ms")}
+    return figures

@@ -1,0 +1,127 @@
+"""The benchmark's outputs from results.json: the acceptance figure, the markdown table and the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["IMAGE_METHODS", "REENCODER_METHODS", "acceptance", "table_markdown", "plot"]
+
+IMAGE_METHODS = ("jpeg", "webp")
+REENCODER_METHODS = ("pca", "distill", "entropic")
+_DROP_POINTS = 1.0
+
+
+def _smallest(rows: list[dict], methods: tuple[str, ...], bar: float) -> dict | None:
+    good = [r for r in rows if r["method"] in methods and r["top1"] >= bar]
+    return min(good, key=lambda r: r["mean_bytes"]) if good else None
+
+
+def acceptance(results: dict) -> dict:
+    """Issue 9: within 1 point of the teacher, the best re-encoder's frames vs the smallest JPEG/WebP upload.
+
+    Both sides are held to the same bar (teacher top-1 minus 1 point) and compared on mean bytes per image.
+    """
+    bar = results["teacher"]["top1"] - _DROP_POINTS / 100
+    rows = results["rows"]
+    image = _smallest(rows, IMAGE_METHODS, bar)
+    best = {m: _smallest(rows, (m,), bar) for m in REENCODER_METHODS}
+    overall = _smallest(rows, REENCODER_METHODS, bar)
+    ratio = image["mean_bytes"] / overall["mean_bytes"] if image and overall else None
+    pick = ("method", "setting", "mean_bytes", "top1")
+    return {"bar_top1": bar, "image": {k: image[k] for k in pick} if image else None,
+            "best": {k: overall[k] for k in pick} if overall else None,
+            "best_per_method": {m: ({k: r[k] for k in pick} if r else None) for m, r in best.items()},
+            "times_smaller": ratio, "passed": ratio is not None and ratio >= 5.0}
+
+
+def table_markdown(results: dict) -> str:
+    """The rate–accuracy table, the acceptance line, the device-half figures and the Mosquitto checks."""
+    teacher = results["teacher"]
+    lines = [f"Teacher ResNet20, {results['test_images']:,} CIFAR-10 test images: top-1 "
+             f"**{100 * teacher['top1']:.2f}%**; split at `{results['split']}`.", "",
+             "| method | setting | bytes/image (mean) | p95 | top-1 | vs teacher (points) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['method']} | {r['setting']} | {r['mean_bytes']:,.1f} | {r['p95_bytes']:,.0f} | "
+                     f"{100 * r['top1']:.2f}% | {100 * (r['top1'] - teacher['top1']):+.2f} |")
+    acc = results["acceptance"]
+    lines += ["", "Image bytes are the file alone; split bytes are whole frames (64-byte header included).", ""]
+    if acc["best"] and acc["image"]:
+        lines.append(f"**Acceptance (≤ 1 point below the teacher, top-1 ≥ {100 * acc['bar_top1']:.2f}%):** best "
+                     f"re-encoder {acc['best']['setting']} {acc['best']['mean_bytes']:.1f} B/frame "
+                     f"({100 * acc['best']['top1']:.2f}%) vs the smallest such upload {acc['image']['method']} "
+                     f"{acc['image']['setting']} {acc['image']['mean_bytes']:.1f} B ({100 * acc['image']['top1']:.2f}%)"
+                     f": **{acc['times_smaller']:.2f}× smaller** (bar 5×: {'met' if acc['passed'] else 'NOT met'}).")
+    else:
+        lines.append(f"**Acceptance:** no re-encoder point within 1 point of the teacher "
+                     f"(top-1 ≥ {100 * acc['bar_top1']:.2f}%): bar NOT met.")
+    pca = acc["best_per_method"].get("pca")
+    if pca and acc["image"]:
+        lines.append(f"PCA (no training) within the bar: {pca['setting']} {pca['mean_bytes']:.1f} B "
+                     f"({acc['image']['mean_bytes'] / pca['mean_bytes']:.2f}× smaller than the upload).")
+    lines += ["", _device_table(results), "", _e2e_table(results), "",
+              "Wall time on this machine (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()), ""]
+    return "\n".join(lines)
+
+
+def _device_table(results: dict) -> str:
+    teacher = results["teacher"]
+    whole = teacher.get("latency") or {}
+    rows = ["| device half | MACs | vs whole teacher | TFLite int8 CPU (median, batch 1) | Ethos-U55-128 (Vela) |",
+            "|---|---:|---:|---:|---|",
+            f"| whole teacher | {teacher['macs'] / 1e6:.2f} M | 100% | "
+            f"{whole.get('int8_ms', float('nan')):.3f} ms | {_vela(teacher.get('vela') or {})} |"]
+    for name, d in results["device"].items():
+        rows.append(f"| {name} | {d['macs'] / 1e6:.2f} M | {100 * d['macs'] / teacher['macs']:.1f}% | "
+                    f"{d['latency_int8_ms']:.3f} ms | {_vela(d['vela'])} |")
+    return "\n".join(rows)
+
+
+def _vela(v: dict) -> str:
+    if v.get("inference_time_ms") is None:
+        return "–"
+    return (f"{v['inference_time_ms']:.3f} ms, {v['npu_ops']} NPU / {v['cpu_ops']} CPU ops, "
+            f"SRAM {v['sram_kib']:.1f} KiB")
+
+
+def _e2e_table(results: dict) -> str:
+    if not results["e2e"]:
+        return "(no Mosquitto confirmation in this run)"
+    rows = ["| confirmed through Mosquitto | frames | top-1 in-process / via MQTT | bytes/frame in-process / via MQTT | same |",
+            "|---|---:|---:|---:|---|"]
+    for e in results["e2e"]:
+        local, mqtt = e["in_process"], e["mosquitto"]
+        rows.append(f"| {e['method']} {e['setting']} | {mqtt['received']}/{e['frames']} | "
+                    f"{100 * local['top1']:.2f}% / {100 * mqtt['top1']:.2f}% | "
+                    f"{local['mean_bytes']:.1f} / {mqtt['mean_bytes']:.1f} | {'yes' if e['same'] else 'NO'} |")
+    return "\n".join(rows)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Bytes per image (log axis) vs top-1: one curve per method, the teacher and its 1-point bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    styles = {"jpeg": "o-", "webp": "s-", "png": "D", "split (float32)": "x", "split (int8)": "P",
+              "pca": "^-", "distill": "v-", "entropic": "*-"}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    for method, style in styles.items():
+        rows = sorted((r for r in results["rows"] if r["method"] == method), key=lambda r: r["mean_bytes"])
+        if rows:
+            ax.plot([r["mean_bytes"] for r in rows], [100 * r["top1"] for r in rows], style, label=method,
+                    markersize=7 if method != "entropic" else 10)
+    top1 = 100 * results["teacher"]["top1"]
+    ax.axhline(top1, color="k", lw=0.8, ls="--", label=f"teacher {top1:.2f}%")
+    ax.axhline(top1 - _DROP_POINTS, color="grey", lw=0.8, ls=":", label="teacher − 1 point")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per image sent (log; frames include the 64-byte header)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"CIFAR-10, ResNet20 teacher, {results['test_images']:,} test images")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
