@@ -15,8 +15,8 @@ import numpy as np
 
 __all__ = ["JPEG_QUALITIES", "WEBP_QUALITIES", "encode_image", "upload_points"]
 
-JPEG_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
-WEBP_QUALITIES = (10, 30, 50, 70, 90)
+JPEG_QUALITIES = (10, 20, 30, 50, 70, 75, 80, 90, 95)
+WEBP_QUALITIES = (10, 30, 50, 70, 80, 90, 95, 100)
 
 
 def encode_image(image_uint8_hwc: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
