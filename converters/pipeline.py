@@ -34,6 +34,7 @@ import edgekit
 from edgekit.bundle import FORMAT_VERSION, sha256_file, write_manifest
 from edgekit.errors import ConversionError, UsageError
 from edgekit.preprocess import Preprocessing
+from edgekit.reencode.for_convert import ReencoderHints, hints_for
 from edgekit.wire import dequantize
 
 from .datasets import MIN_CALIB_SAMPLES, Samples, check_samples, load_samples
@@ -321,7 +322,8 @@ def _parity(work: _Work, server_path: Path, latency_runs: int, threads: int | No
     return rows, {"float_sizes": float_sizes, "y_float": y_float}, {"heldout_codes": codes[first]}
 
 
-def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None,
+          reencoder: ReencoderHints | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """manifest["wire"] and its report section: codecs fitted on calibration codes, measured on held-out ones."""
     from edgekit.codecs import fit_codecs
     from edgekit.runtime import open_device_runner
@@ -330,7 +332,8 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None) -> tuple[di
     runner = open_device_runner(work.bundle / dev.path, runtime="onnxruntime" if dev.runtime == Runtime.ONNX else None,
                                 code_quant=dev.code_quant)
     calib_codes = runner.run(work.calib)
-    return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec)
+    trained_prior = reencoder.ans_prior(work.wire_quant) if reencoder else None  # an entropic re-encoder's
+    return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, trained_prior=trained_prior)
 
 
 def _layer_errors(work: _Work, calib_method: str) -> dict[str, list[dict[str, Any]]]:
@@ -433,6 +436,7 @@ def convert(
     with tempfile.TemporaryDirectory(prefix="edgekit-convert-") as scratch_dir, _staging(output, force) as staging:
         scratch = Path(scratch_dir)
         steps.step("loading and splitting the model")
+        reencoder = hints_for(_opt(model))  # a model made by edgekit reencode: its record, wire scale, prior
         halves = _halves(_opt(model), split, _opt(device_model), _opt(server_model), scratch)
         plans = [(p, _runtimes(p, halves, runtime)) for p in profiles]
         for profile, runtimes in plans:
@@ -446,7 +450,7 @@ def convert(
         eval_set = _samples(str(eval), halves, "eval", pre, eval_samples, 1, rng) if eval else calib_set
         label_names = _labels(labels, eval_set, halves)
         work = _Work(staging, scratch, halves, calib_set.x, eval_set, halves.static_input_shape(calib_set.x),
-                     profiles={p.name: p for p in profiles})
+                     profiles={p.name: p for p in profiles}, wire_quant=reencoder and reencoder.wire_quant)
 
         for profile, runtimes in plans:
             steps.step(f"quantizing the device half for {profile.name}")
@@ -467,7 +471,7 @@ def convert(
         steps.step("measuring parity and latency")
         rows, extra, wire_inputs = _parity(work, staging / server_rel, latency_runs, threads, progress)
         steps.step("fitting wire codecs")
-        wire_section, wire_report = _wire(work, wire_inputs["heldout_codes"], codec)
+        wire_section, wire_report = _wire(work, wire_inputs["heldout_codes"], codec, reencoder)
 
         worst = min(r["top1_agreement"] for r in rows)
         passed = worst >= min_agreement
@@ -475,7 +479,8 @@ def convert(
         report = _report(work, rows, extra, wire_report, layer_errors, worst, passed, min_agreement,
                          eval is not None, str(eval or calib), server_rel, server_precision, Path(model or device_model))
         manifest = _manifest(work, pre, label_names, server_rel, server_precision, profiles, wire_section, report,
-                             dict(model=model, device_model=device_model, server_model=server_model), command, seed,
+                             dict(model=model, device_model=device_model, server_model=server_model,
+                                  reencode=reencoder and reencoder.metadata), command, seed,
                              dict(targets=list(targets), runtime=runtime, server_precision=server_precision,
                                   calib_method=calib_method, calib_samples=len(calib_set.x),
                                   eval_samples=len(eval_set.x), min_agreement=min_agreement,
@@ -580,7 +585,8 @@ def _manifest(work: _Work, pre: Preprocessing | None, labels: list[str] | None, 
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": Path(str(source)).stem, "source": _opt(sources["model"]),
                   "source_format": halves.source_format, "split": halves.split,
-                  "device_source": _opt(sources["device_model"]), "server_source": _opt(sources["server_model"])},
+                  "device_source": _opt(sources["device_model"]), "server_source": _opt(sources["server_model"]),
+                  **({"reencode": sources["reencode"]} if sources.get("reencode") else {})},
         "input": {"name": halves.input_name, "shape": list(work.input_shape), "dtype": "float32",
                   "preprocessing": pre.to_dict() if pre else None},
         "code": {"name": halves.code_name, "shape": list(halves.code_shape), "dtype": "int8",

@@ -108,7 +108,7 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
     settings["hidden"] = hidden
     state = [v for layer in (*encoder, *decoder, *([prior] if prior else [])) for v in layer.variables]
     history = train(stages, arrays, state, options.batch_size, options.seed, checkpoint_path(output), settings,
-                    resume, progress, echo)
+                    resume, progress, echo, fast=prior.trainable_variables if prior else ())
     learned = None
     if prior is not None:
         learned = {"family": "logistic", "levels": [-128, 127], "axis": -1,

@@ -45,26 +45,29 @@ def checkpoint_path(output: str | Path) -> Path:
 
 def train(stages: Sequence[Stage], arrays: Sequence[np.ndarray], state: Sequence[Any], batch_size: int, seed: int,
           checkpoint: Path, settings: dict[str, Any], resume: bool = False, progress: bool = False,
-          echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+          echo: Callable[[str], None] | None = None, fast: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Run ``stages`` over mini-batches of ``arrays`` (same length N); ``state`` are every variable to
-    checkpoint (trainable ones and e.g. noise generator states). Returns the per-epoch history."""
+    checkpoint (trainable ones and e.g. noise generator states). ``fast`` variables (a prior's few
+    parameters, which must keep up with the encoder) learn at 10× the rate. Returns the per-epoch history."""
     import keras
     import tensorflow as tf
     from tqdm import tqdm
 
-    trainable = [v for v in state if v.trainable]
-    optimizers = [keras.optimizers.Adam(s.learning_rate) for s in stages]
-    for optimizer in optimizers:
-        optimizer.build(trainable)
+    fast_ids = {id(v) for v in fast}
+    groups = [[v for v in state if v.trainable and id(v) not in fast_ids], [v for v in state if id(v) in fast_ids]]
+    optimizers = [[keras.optimizers.Adam(s.learning_rate * scale) for scale in (1, 10)] for s in stages]
+    for pair in optimizers:
+        for optimizer, group in zip(pair, groups):
+            optimizer.build(group)
     history: list[dict[str, Any]] = []
     done = (0, 0)  # (stage index, epochs finished in it)
     if resume:
-        history, done = _restore(checkpoint, settings, state, optimizers)
+        history, done = _restore(checkpoint, settings, state, [o for pair in optimizers for o in pair])
     n = len(arrays[0])
     for index, stage in enumerate(stages):
         if index < done[0]:
             continue
-        step = _step_function(stage.loss_fn, trainable, optimizers[index], tf)
+        step = _step_function(stage.loss_fn, groups, optimizers[index], tf)
         for epoch in range(done[1] if index == done[0] else 0, stage.epochs):
             started = time.perf_counter()
             order = np.random.default_rng([seed, index, epoch]).permutation(n)
@@ -79,19 +82,25 @@ def train(stages: Sequence[Stage], arrays: Sequence[np.ndarray], state: Sequence
             row = {"stage": stage.name, "epoch": epoch + 1, "epochs": stage.epochs,
                    **{k: v / n for k, v in sums.items()}, "seconds": time.perf_counter() - started}
             history.append(row)
-            _save(checkpoint, settings, state, optimizers, history, (index, epoch + 1))
+            _save(checkpoint, settings, state, [o for pair in optimizers for o in pair], history, (index, epoch + 1))
             if echo:
                 echo(_line(row))
     return history
 
 
-def _step_function(loss_fn: LossFn, trainable: list[Any], optimizer: Any, tf: Any) -> Callable[..., dict]:
+def _step_function(loss_fn: LossFn, groups: list[list[Any]], optimizers: list[Any], tf: Any) -> Callable[..., dict]:
+    split = len(groups[0])
+
     @tf.function(reduce_retracing=True)
     def step(*batch):
         with tf.GradientTape() as tape:
             loss, metrics = loss_fn(*batch)
-        grads = tape.gradient(loss, trainable)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, trainable) if g is not None])
+        grads = tape.gradient(loss, groups[0] + groups[1])
+        for part, group, optimizer in ((grads[:split], groups[0], optimizers[0]),
+                                       (grads[split:], groups[1], optimizers[1])):
+            pairs = [(g, v) for g, v in zip(part, group) if g is not None]
+            if pairs:
+                optimizer.apply_gradients(pairs)
         return {"loss": loss, **metrics}
 
     return step

@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from edgekit.codecs.ans import AnsCodec, AnsPrior
+from edgekit.codecs.ans import AnsCodec, AnsPrior, _quantize
 from edgekit.codecs.registry import entry
 from edgekit.codecs.zstd import DEFAULT_LEVEL, ZstdCodec
 from edgekit.errors import UsageError
 from edgekit.frame import HEADER_SIZE, VERSION
 
-__all__ = ["fit_codecs", "limits_for", "order0_entropy_bits"]
+__all__ = ["fit_codecs", "limits_for", "order0_entropy_bits", "prior_from_pmf"]
 
 PRIOR_FILE = "ans_prior.json"
 DICT_FILE = "zstd.dict"
@@ -48,11 +48,13 @@ def order0_entropy_bits(codes: np.ndarray) -> float:
 
 
 def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path | str,
-               codec: str | None = None, zstd_level: int = DEFAULT_LEVEL) -> tuple[dict[str, Any], dict[str, Any]]:
+               codec: str | None = None, zstd_level: int = DEFAULT_LEVEL,
+               trained_prior: AnsPrior | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit all codecs on ``calib_codes``, judge them on ``heldout_codes`` (int8, ``(N, *code_shape)``).
 
     ``out_dir`` is ``<bundle>/wire``; artifact paths in the returned section are relative to the bundle.
     ``codec`` names the default codec; ``None`` picks the smallest mean frame on held-out codes.
+    ``trained_prior`` (an entropic re-encoder's learned prior) becomes the ans prior instead of a fitted one.
     """
     calib, heldout = _check_codes(calib_codes, heldout_codes)
     if codec is not None:
@@ -64,7 +66,7 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = calib.shape[1:]
     zstd_params, zstd_report = _fit_zstd(calib, heldout, out_dir, zstd_level)
-    ans_params, ans_report, prior = _fit_ans(calib, heldout, out_dir)
+    ans_params, ans_report, prior = _fit_ans(calib, heldout, out_dir, trained_prior)
     section: dict[str, Any] = {"frame_version": VERSION, "default_codec": "raw",
                                "codecs": {"raw": {}, "zstd": zstd_params, "ans": ans_params},
                                "limits": limits_for(shape)}
@@ -111,17 +113,28 @@ def _fit_zstd(calib: np.ndarray, heldout: np.ndarray, out_dir: Path, level: int)
     return {"level": level, "dictionary": f"{out_dir.name}/{DICT_FILE}"}, report
 
 
-def _fit_ans(calib: np.ndarray, heldout: np.ndarray, out_dir: Path) -> tuple[dict, dict, AnsPrior]:
-    """Fit a per-tensor and a per-channel prior; store the one that codes held-out codes smaller."""
+def _fit_ans(calib: np.ndarray, heldout: np.ndarray, out_dir: Path,
+             trained: AnsPrior | None = None) -> tuple[dict, dict, AnsPrior]:
+    """Fit a per-tensor and a per-channel prior; store the one that codes held-out codes smaller (or the
+    trained prior when given: the fitted ones are then measured for the report only)."""
     candidates = {mode: AnsPrior.fit(calib, per_channel=mode == "per_channel")
                   for mode in ("per_tensor", "per_channel")}
+    if trained is not None:
+        candidates["trained"] = trained
     sizes = {mode: _mean_payload(AnsCodec(p), heldout) for mode, p in candidates.items()}
-    mode = min(sizes, key=lambda m: (sizes[m], m != "per_tensor"))
+    mode = "trained" if trained is not None else min(sizes, key=lambda m: (sizes[m], m != "per_tensor"))
     prior = candidates[mode]
     prior.save(out_dir / PRIOR_FILE)
     report = {"mode": mode, "mean_payload_bytes": sizes, "alphabet": [prior.lo, prior.hi],
               "escapes_heldout": int(np.count_nonzero((heldout < prior.lo) | (heldout > prior.hi)))}
-    return {"prior": f"{out_dir.name}/{PRIOR_FILE}", "mode": mode}, report, prior
+    params = {"prior": f"{out_dir.name}/{PRIOR_FILE}", "mode": "per_channel" if prior.per_channel else "per_tensor"}
+    return {**params, "source": "trained"} if trained is not None else params, report, prior
+
+
+def prior_from_pmf(lo: int, pmf: np.ndarray) -> AnsPrior:
+    """A per-channel ans prior from probabilities: ``pmf[c, i]`` of value ``lo + i``, the last column the escape."""
+    pmf = np.asarray(pmf, np.float64)
+    return AnsPrior(lo=lo, hi=lo + pmf.shape[1] - 2, per_channel=True, freqs=np.stack([_quantize(p) for p in pmf]))
 
 
 def _mean_payload(codec: Any, codes: np.ndarray) -> float:

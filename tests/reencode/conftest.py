@@ -41,7 +41,7 @@ def teacher(tmp_path_factory, digits) -> SimpleNamespace:
     model = keras.Model(inp, out, name="digits_teacher")
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(digits.x, digits.y, epochs=15, batch_size=64, verbose=0)
+    model.fit(digits.x, digits.y, epochs=8, batch_size=64, verbose=0)
     root = tmp_path_factory.mktemp("teacher")
     model.save(root / "teacher.keras")
     np.savez(root / "train.npz", x=digits.x, y=digits.y)
