@@ -24,6 +24,7 @@ def confirm_through_mosquitto(bundle: Path, x: np.ndarray, y: np.ndarray, work: 
     from edgekit.broker import MosquittoBroker
     from edgekit.demo import count_results, start_device, start_server
 
+    work = work.resolve()  # the broker and the roles run in their own working directories
     work.mkdir(parents=True, exist_ok=True)
     for stale in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "spool.sqlite"):
         (work / stale).unlink(missing_ok=True)

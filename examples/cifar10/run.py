@@ -88,7 +88,8 @@ def main() -> int:
         results["teacher"].update(timed("teacher", whole_model_figures, teacher, calib["x"], out / "teacher"))
 
     print("[2/5] uploading the image: JPEG, WebP, PNG; the teacher on the server")
-    results["rows"] += timed("uploads", _cached, out / "uploads.json", args.reuse, upload_points, x_test, y_test, classify)
+    results["rows"] += timed("uploads", _cached, out / "uploads.json", args.reuse, upload_points, x_test, y_test, classify,
+                             teacher_top1)
 
     print(f"[3/5] plain split at {SPLIT}: float32 features, int8 + the bundle's codec")
     plain = timed("convert", _convert, teacher_path(args.data), SPLIT, sets, out / "bundles" / "plain", args.reuse)
