@@ -37,8 +37,9 @@ def acceptance(results: dict) -> dict:
 def table_markdown(results: dict) -> str:
     """The rate–accuracy table, the acceptance line, the device-half figures and the Mosquitto checks."""
     teacher = results["teacher"]
-    lines = [f"Teacher ResNet20, {results['test_images']:,} CIFAR-10 test images: top-1 "
-             f"**{100 * teacher['top1']:.2f}%**; split at `{results['split']}`.", "",
+    lines = [f"Teacher ResNet20, {results['test_images']:,} shuffled CIFAR-10 test images: top-1 "
+             f"**{100 * teacher['top1']:.2f}%** (all {teacher['test_images_all']:,}: {100 * teacher['top1_all']:.2f}%); "
+             f"split at `{results['split']}`.", "",
              "| method | setting | bytes/image (mean) | p95 | top-1 | vs teacher (points) |",
              "|---|---|---:|---:|---:|---:|"]
     for r in results["rows"]:
