@@ -114,6 +114,8 @@ def main() -> int:
         print("[5/5] one point per split curve through Mosquitto (device agent + receiver)")
         timed("e2e", _confirm_curves, results, out, x_in, y_test, sizes["e2e"])
 
+    with np.load(sets["calib"]) as calib:
+        timed("latency", _latencies, results, out, calib["x"][0])
     timings["total"] = time.monotonic() - started
     results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     results["acceptance"] = acceptance(results)
@@ -197,13 +199,35 @@ def _split_row(curve: str, name: str, bundle: Path, x_in: np.ndarray, y: np.ndar
 
 
 def _device_figures(bundle: Path, model, code_layer: str) -> dict:
-    """Device-half MACs, its TFLite CPU latency (rpi profile, from the convert report) and Vela's estimate."""
+    """Device-half MACs, its TFLite CPU latency (rpi profile; replaced by :func:`_latencies`) and Vela's estimate."""
     report = json.loads((bundle / "report.json").read_text())
     rpi = next(m for m in report["models"] if m["target"] == "rpi" and m["runtime"] == "tflite")
     vela = report["targets"].get("ethos-u55-128") or {}
-    return {"macs": macs(model, code_layer), "latency_int8_ms": rpi["latency"]["int8"]["median_ms"],
+    return {"bundle": str(bundle), "macs": macs(model, code_layer), "latency_int8_ms": rpi["latency"]["int8"]["median_ms"],
             "latency_float_ms": rpi["latency"]["float"]["median_ms"], "tflite_bytes": rpi["bytes"],
             "vela": {k: vela.get(k) for k in ("npu_ops", "cpu_ops", "sram_kib", "inference_time_ms")}}
+
+
+def _latencies(results: dict, out: Path, sample: np.ndarray, runs: int = 200) -> None:
+    """Batch-1 CPU latency of the whole teacher and every device half (int8 TFLite, rpi profile), measured
+    interleaved in one process: on a shared machine, figures taken minutes apart are not comparable."""
+    from edgekit.runtime import open_device_runner
+
+    paths = {"teacher": out / "teacher" / "teacher_rpi_int8.tflite",
+             **{name: Path(results["device"][name]["bundle"]) / "device" / "rpi" / "device_int8.tflite"
+                for name in results["device"]}}
+    runners = {name: open_device_runner(path) for name, path in paths.items()}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(runs + 10):  # 10 warm-up rounds
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.run(sample[None])
+            if i >= 10:
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    medians = {name: round(float(np.median(t)), 4) for name, t in times.items()}
+    results["teacher"]["int8_ms"] = medians.pop("teacher")
+    for name, ms in medians.items():
+        results["device"][name]["latency_int8_ms"] = ms
 
 
 def _confirm_curves(results: dict, out: Path, x_in: np.ndarray, y: np.ndarray, count: int) -> None:
