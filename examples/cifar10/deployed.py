@@ -1,0 +1,42 @@
+"""Top-1 and bytes of a converted bundle's deployed path, on real frames, as the device and server run it.
+
+    x ──device runner (int8 TFLite)──► int8 code ──WireEncoder (bundle codec)──► frame bytes ─┐
+    y ◄──top-1── server runner (ONNX) ◄── dequantize ◄── WireDecoder ◄──────────────────────────┘
+
+The frame is built by edgekit's own encoder and parsed by its own decoder, so the bytes are those the link
+carries (64-byte header included) and the server sees exactly what the frame holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["evaluate_bundle"]
+
+
+def evaluate_bundle(bundle_path: str | Path, x: np.ndarray, y: np.ndarray, target: str = "rpi",
+                    batch: int = 500) -> dict:
+    """Deployed top-1 on ``(x, y)`` (x already preprocessed) and the frame sizes with the bundle's codec."""
+    from edgekit.bundle import Bundle
+    from edgekit.runtime import open_device_runner, open_server_runner
+    from edgekit.wire import WireDecoder, WireEncoder
+
+    bundle = Bundle.load(bundle_path)
+    model = bundle.device_model(target=target, runtime="tflite")
+    device = open_device_runner(model.path)
+    server = open_server_runner(bundle.server_model.path)
+    encoder, decoder = WireEncoder.from_bundle(bundle), WireDecoder([bundle])
+    sizes, predictions = [], []
+    for start in range(0, len(x), batch):
+        codes = device.run(x[start:start + batch])
+        frames = [encoder.encode(code, *device.code_quant, seq=start + i, boot_id=1, timestamp_ns=0)
+                  for i, code in enumerate(codes)]
+        sizes += [len(f) for f in frames]
+        received = np.stack([decoder.decode(f).dequantize() for f in frames])
+        predictions.append(server.run(received).reshape(len(frames), -1).argmax(axis=1))
+    sizes_arr = np.array(sizes)
+    return {"codec": encoder.codec_name, "top1": float(np.mean(np.concatenate(predictions) == y)),
+            "mean_bytes": float(sizes_arr.mean()), "p95_bytes": float(np.percentile(sizes_arr, 95)),
+            "frames": len(sizes), "code_shape": list(bundle.code.shape), "bundle_id": bundle.bundle_id}

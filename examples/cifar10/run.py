@@ -1,0 +1,254 @@
+"""CIFAR-10 rate–accuracy benchmark: does a re-encoded split beat uploading the image? One command:
+
+    python examples/cifar10/run.py [--quick] [--data ../shared/data] [--out build/cifar10] [--reuse]
+
+    test images ─┬─ JPEG / WebP / PNG upload ─► teacher (ResNet20) on the server ───────────────► top-1, bytes
+                 ├─ plain split at SPLIT (float32 features; int8 + the bundle's best codec) ────► top-1, bytes
+                 └─ edgekit reencode (pca, distill, entropic β sweep) ─► edgekit convert ─► int8 TFLite
+                    device half + codec ─► real frames (header included) ─► server half ────────► top-1, bytes
+    one point per split curve again through Mosquitto (device agent + receiver): same top-1, same bytes
+    ──► results.json, results.md (table), rate_accuracy.png (plot), printed table
+
+``--quick`` runs every step on 1,000 test images, one point per re-encoder curve, one training epoch
+(a smoke test of the whole chain; its figures are not the benchmark's). ``--reuse`` keeps re-encoded models and bundles already under
+``--out`` (re-running only the measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data import load_split, shuffled, teacher_path  # noqa: E402
+from deployed import evaluate_bundle  # noqa: E402
+from report import acceptance, plot, table_markdown  # noqa: E402
+from sets import write_sets  # noqa: E402
+from teacher import load_teacher, macs, preprocess, whole_model_figures  # noqa: E402
+from uploads import upload_points  # noqa: E402
+
+SPLIT = "stage2_block1_out"  # why: docs/results.md ("The split")
+TARGETS = ["rpi", "ethos-u55-128"]
+
+# (curve, point name, edgekit reencode options). Trained points use the stride-2 encoder: an 8×8×K code.
+REENCODERS = [
+    ("pca", "pca-k4", dict(method="pca", channels=4)),
+    ("pca", "pca-k8", dict(method="pca", channels=8)),
+    ("pca", "pca-k24", dict(method="pca", channels=24)),
+    ("distill", "distill-k8", dict(method="distill", channels=8, downsample=True, epochs=4, kd_epochs=2)),
+    ("entropic", "entropic-b0.1", dict(method="entropic", channels=8, downsample=True, epochs=4, kd_epochs=2, beta=0.1)),
+    ("entropic", "entropic-b0.3", dict(method="entropic", channels=8, downsample=True, epochs=4, kd_epochs=2, beta=0.3)),
+]
+QUICK_POINTS = ("pca-k4", "distill-k8", "entropic-b0.1")  # one per curve
+# 2 cores shared by 8 people: 2,000 shuffled test images (the teacher alone is also measured on all 10,000).
+FULL = dict(test=2000, train=10000, e2e=500)
+QUICK = dict(test=1000, train=1000, e2e=200)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="shared data folder (default $EDGEKIT_DATA or ../shared/data)")
+    parser.add_argument("--out", default="build/cifar10")
+    parser.add_argument("--quick", action="store_true", help="1,000 test images, 1-epoch training: a smoke run")
+    parser.add_argument("--reuse", action="store_true", help="keep re-encoded models and bundles under --out")
+    parser.add_argument("--only", nargs="*", help="re-encoder points to run (names in REENCODERS); default all")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the Mosquitto confirmations")
+    args = parser.parse_args()
+    out = Path(args.out) / ("quick" if args.quick else "full")
+    sizes = QUICK if args.quick else FULL
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def timed(step: str, fn, *a, **kw):
+        t0 = time.monotonic()
+        value = fn(*a, **kw)
+        timings[step] = timings.get(step, 0.0) + time.monotonic() - t0
+        return value
+
+    x_all, y_all = shuffled(*timed("data", load_split, "test", args.data, Path(args.out)))
+    x_test, y_test = x_all[:sizes["test"]], y_all[:sizes["test"]]
+    sets = timed("data", write_sets, out, args.data, test=sizes["test"], train=sizes["train"])
+    x_in = preprocess(x_test)
+
+    print(f"[1/5] teacher {teacher_path(args.data).name} on {len(x_test)} test images")
+    teacher = load_teacher(teacher_path(args.data))
+    classify = timed("teacher", _onnx_classifier, teacher, out)
+    predicted = timed("teacher", classify, x_all)
+    teacher_top1, teacher_top1_all = float(np.mean(predicted[:len(y_test)] == y_test)), float(np.mean(predicted == y_all))
+    print(f"  top-1 {100 * teacher_top1:.2f}% ({100 * teacher_top1_all:.2f}% on all {len(y_all):,} test images)")
+    results = {"split": SPLIT, "test_images": len(x_test),
+               "teacher": {"top1": teacher_top1, "top1_all": teacher_top1_all, "test_images_all": len(y_all),
+                           "macs": macs(teacher)},
+               "rows": [], "e2e": [], "sizes": sizes, "quick": args.quick}
+    with np.load(sets["calib"]) as calib:
+        results["teacher"].update(timed("teacher", whole_model_figures, teacher, calib["x"], out / "teacher"))
+
+    print("[2/5] uploading the image: JPEG, WebP, PNG; the teacher on the server")
+    results["rows"] += timed("uploads", _cached, out / "uploads.json", args.reuse, upload_points, x_test, y_test, classify,
+                             teacher_top1)
+
+    print(f"[3/5] plain split at {SPLIT}: float32 features, int8 + the bundle's codec")
+    plain = timed("convert", _convert, teacher_path(args.data), SPLIT, sets, out / "bundles" / "plain", args.reuse)
+    results["rows"].append(_float_split_row(teacher, teacher_top1))
+    results["rows"].append(_split_row("split (int8)", "no re-encoder", plain, x_in, y_test))
+    results["device"] = {"plain": _device_figures(plain, teacher, SPLIT)}
+
+    print("[4/5] re-encoders: edgekit reencode → edgekit convert → real frames")
+    for curve, name, options in REENCODERS:
+        if (args.only and name not in args.only) or (args.quick and name not in QUICK_POINTS):
+            continue
+        model = timed(f"reencode {name}", _reencode, teacher_path(args.data), sets, out / "models" / f"{name}.keras",
+                      options, args.quick, args.reuse)
+        bundle = timed(f"convert {name}", _convert, model, "code", sets, out / "bundles" / name, args.reuse)
+        reencoded = load_teacher(model)
+        results["rows"].append(_split_row(curve, name, bundle, x_in, y_test))
+        results["device"][name] = _device_figures(bundle, reencoded, "code")
+
+    if not args.no_e2e:
+        print("[5/5] one point per split curve through Mosquitto (device agent + receiver)")
+        timed("e2e", _confirm_curves, results, out, x_in, y_test, sizes["e2e"])
+
+    with np.load(sets["calib"]) as calib:
+        timed("latency", _latencies, results, out, calib["x"][0])
+    timings["total"] = time.monotonic() - started
+    results["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    results["acceptance"] = acceptance(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = table_markdown(results)
+    (out / "results.md").write_text(markdown)
+    plot(results, out / "rate_accuracy.png")
+    if not args.quick:  # the committed copy shown by README.md and docs/results.md
+        plot(results, Path(__file__).resolve().parents[2] / "docs" / "cifar10_rate_accuracy.png")
+    print(markdown)
+    print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'rate_accuracy.png'} "
+          f"({timings['total'] / 60:.1f} min)")
+    return 0
+
+
+def _cached(path: Path, reuse: bool, fn, *args):
+    """``fn(*args)``, or its JSON from an earlier run when ``reuse`` (the upload sweep takes minutes)."""
+    if reuse and path.is_file():
+        return json.loads(path.read_text())
+    value = fn(*args)
+    path.write_text(json.dumps(value, indent=1) + "\n")
+    return value
+
+
+def _onnx_classifier(teacher, out: Path):
+    """The whole teacher exported to ONNX once and run in ONNX Runtime, as a server would run it."""
+    from edgekit.converters.split_keras import keras_to_onnx
+    from edgekit.runtime import open_server_runner
+
+    path = out / "teacher" / "teacher.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        keras_to_onnx(teacher, "input", (32, 32, 3), path)
+    runner = open_server_runner(path)
+    return lambda x_uint8: runner.run(preprocess(x_uint8)).argmax(axis=1)
+
+
+def _convert(model: Path, split: str, sets: dict[str, Path], output: Path, reuse: bool) -> Path:
+    """``edgekit convert MODEL --split SPLIT --calib calib.npz --eval test.npz --target rpi --target ethos-u55-128
+    --runtime tflite`` (the benchmark measures the TFLite device half; its parity runs on 1,000 test images)."""
+    from edgekit.converters import convert
+
+    if reuse and (output / "manifest.json").is_file():
+        return output
+    result = convert(model=model, split=split, calib=sets["calib"], eval=sets["test"], targets=TARGETS,
+                     runtime="tflite", output=output, force=True, latency_runs=30, command=f"edgekit convert {model} --split {split}")
+    if not result.passed:
+        print(f"  note: {output.name}: int8 agreement {result.report['worst_agreement']:.4f} below the parity bar")
+    return output
+
+
+def _reencode(teacher: Path, sets: dict[str, Path], output: Path, options: dict, quick: bool, reuse: bool) -> Path:
+    """``edgekit reencode TEACHER --split SPLIT --method ... --data train.npz -o OUTPUT`` (labels from the npz)."""
+    from edgekit.reencode import reencode
+
+    if reuse and output.is_file():
+        return output
+    options = dict(options)
+    if quick and options["method"] != "pca":
+        options.update(epochs=1, kd_epochs=min(options.get("kd_epochs", 0), 1))
+    data = sets["calib"] if options["method"] == "pca" else sets["train"]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    reencode(model=teacher, split=SPLIT, data=data, output=output, seed=0, force=True, progress=False, **options)
+    return output
+
+
+def _float_split_row(teacher, teacher_top1: float) -> dict:
+    """Float32 features at the cut, sent raw: the teacher's own top-1, 4 bytes per element + the 64-byte header."""
+    from edgekit.frame import HEADER_SIZE
+
+    elements = int(np.prod(teacher.get_layer(SPLIT).output.shape[1:]))
+    return {"method": "split (float32)", "setting": "no re-encoder", "mean_bytes": float(4 * elements + HEADER_SIZE),
+            "p95_bytes": float(4 * elements + HEADER_SIZE), "top1": teacher_top1}
+
+
+def _split_row(curve: str, name: str, bundle: Path, x_in: np.ndarray, y: np.ndarray) -> dict:
+    measured = evaluate_bundle(bundle, x_in, y)
+    print(f"  {name:<16} {measured['mean_bytes']:8.1f} B ({measured['codec']}, code {measured['code_shape']})  "
+          f"top-1 {100 * measured['top1']:.2f}%")
+    return {"method": curve, "setting": name, "bundle": str(bundle), **measured}
+
+
+def _device_figures(bundle: Path, model, code_layer: str) -> dict:
+    """Device-half MACs, its TFLite CPU latency (rpi profile; replaced by :func:`_latencies`) and Vela's estimate."""
+    report = json.loads((bundle / "report.json").read_text())
+    rpi = next(m for m in report["models"] if m["target"] == "rpi" and m["runtime"] == "tflite")
+    vela = report["targets"].get("ethos-u55-128") or {}
+    return {"bundle": str(bundle), "macs": macs(model, code_layer), "latency_int8_ms": rpi["latency"]["int8"]["median_ms"],
+            "latency_float_ms": rpi["latency"]["float"]["median_ms"], "tflite_bytes": rpi["bytes"],
+            "vela": {k: vela.get(k) for k in ("npu_ops", "cpu_ops", "sram_kib", "inference_time_ms")}}
+
+
+def _latencies(results: dict, out: Path, sample: np.ndarray, runs: int = 200) -> None:
+    """Batch-1 CPU latency of the whole teacher and every device half (int8 TFLite, rpi profile), measured
+    interleaved in one process: on a shared machine, figures taken minutes apart are not comparable."""
+    from edgekit.runtime import open_device_runner
+
+    paths = {"teacher": out / "teacher" / "teacher_rpi_int8.tflite",
+             **{name: Path(results["device"][name]["bundle"]) / "device" / "rpi" / "device_int8.tflite"
+                for name in results["device"]}}
+    runners = {name: open_device_runner(path) for name, path in paths.items()}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(runs + 10):  # 10 warm-up rounds
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.run(sample[None])
+            if i >= 10:
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    medians = {name: round(float(np.median(t)), 4) for name, t in times.items()}
+    results["teacher"]["int8_ms"] = medians.pop("teacher")
+    for name, ms in medians.items():
+        results["device"][name]["latency_int8_ms"] = ms
+
+
+def _confirm_curves(results: dict, out: Path, x_in: np.ndarray, y: np.ndarray, count: int) -> None:
+    """The smallest point of each split curve that keeps within 1 point of the teacher (else its most accurate)."""
+    from e2e import confirm_through_mosquitto
+
+    bar = results["teacher"]["top1"] - 0.01
+    for curve in dict.fromkeys(r["method"] for r in results["rows"] if "bundle" in r):
+        points = [r for r in results["rows"] if r["method"] == curve and "bundle" in r]
+        good = [r for r in points if r["top1"] >= bar]
+        point = min(good, key=lambda r: r["mean_bytes"]) if good else max(points, key=lambda r: r["top1"])
+        local = evaluate_bundle(point["bundle"], x_in[:count], y[:count])
+        mqtt = confirm_through_mosquitto(Path(point["bundle"]), x_in[:count], y[:count], out / "e2e" / point["setting"])
+        same = mqtt["received"] == count and abs(mqtt["top1"] - local["top1"]) < 1e-9 and \
+            abs(mqtt["mean_bytes"] - local["mean_bytes"]) < 1e-6
+        results["e2e"].append({"method": curve, "setting": point["setting"], "frames": count, "in_process": local,
+                               "mosquitto": mqtt, "same": same})
+        print(f"  {point['setting']:<16} in-process {100 * local['top1']:.2f}% {local['mean_bytes']:.1f} B | "
+              f"Mosquitto {100 * mqtt['top1']:.2f}% {mqtt['mean_bytes']:.1f} B "
+              f"({mqtt['received']}/{count} received) {'same' if same else 'DIFFERENT'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
