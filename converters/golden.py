@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekit.bundle import sha256_file
-from edgekit.selftest import cpu_info, runtime_version
+from edgekit.cpu import cpu_features
+from edgekit.selftest import runtime_version
 from edgekit.wire import dequantize
 
 from .targets import Runtime
@@ -86,5 +87,5 @@ def write_golden(bundle: Path, calib: np.ndarray, devices: Sequence[Any], server
                    "outputs": "server_outputs", "runtime": "onnxruntime",
                    "runtime_version": runtime_version("onnxruntime")},
         "tolerance": tolerance(arrays["server_outputs"], precision),
-        "cpu": cpu_info(),
+        "cpu": cpu_features(),
     }

@@ -17,7 +17,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cpu_features", "describe_cpu", "x86_without_vnni"]
+__all__ = ["INT8_FLAGS", "cpu_features", "describe_cpu", "x86_without_vnni"]
+
+# The flags that decide which int8 kernels a runtime picks (x86: AVX2/VNNI/AMX; Arm: NEON, dot product, i8mm).
+INT8_FLAGS = ("neon", "asimd", "asimddp", "i8mm", "sve", "sse4_2", "fma", "avx2", "avx512f", "avx512_vnni",
+              "avx_vnni", "amx_int8")
 
 _X86 = ("x86_64", "amd64", "i386", "i686")
 _ARM = ("aarch64", "arm64", "armv7l", "armv8l")
@@ -41,18 +45,20 @@ def _read_cpuinfo(path: Path) -> tuple[str | None, set[str]] | None:
 
 
 def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:
-    """Architecture, model name and the int8-relevant flags (None = could not be read)."""
+    """Architecture, model name and the int8-relevant flags (None = could not be read); ``flags`` lists the
+    :data:`INT8_FLAGS` present (empty when unknown)."""
     arch = platform.machine().lower()
     info = _read_cpuinfo(Path(cpuinfo))
     if info is None or not info[1]:
         arm = arch in _ARM
         return {"arch": arch, "model": platform.processor() or None, "avx2": None, "avx512_vnni": None,
                 "avx_vnni": None, "neon": True if arch in ("aarch64", "arm64") else None if arm else False,
-                "source": "platform"}
+                "flags": [], "source": "platform"}
     model, flags = info
     return {"arch": arch, "model": model or platform.processor() or None, "avx2": "avx2" in flags,
             "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
-            "neon": bool(flags & {"neon", "asimd"}), "source": "/proc/cpuinfo"}
+            "neon": bool(flags & {"neon", "asimd"}), "flags": [f for f in INT8_FLAGS if f in flags],
+            "source": "/proc/cpuinfo"}
 
 
 def x86_without_vnni(features: dict[str, Any]) -> bool:

@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import platform
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekit.cpu import cpu_features, describe_cpu
 from edgekit.errors import EdgekitError, ParityError
 
-__all__ = ["SelfTest", "SelfTestError", "cpu_info", "runtime_version", "device_selftest", "server_selftest",
+__all__ = ["SelfTest", "SelfTestError", "runtime_version", "device_selftest", "server_selftest",
            "bundle_selftests", "require_pass", "check_parity"]
 
 log = logging.getLogger(__name__)
@@ -40,9 +39,6 @@ log = logging.getLogger(__name__)
 _DISTRIBUTIONS = {"litert": ("ai-edge-litert",), "tflite-runtime": ("tflite-runtime",),
                   "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64"),
                   "onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
-# CPU features that decide which int8 kernels a runtime picks (x86: AVX2/VNNI; Arm: NEON, dot product, i8mm).
-_CPU_FLAGS = ("neon", "asimd", "asimddp", "i8mm", "sve", "sse4_2", "fma", "avx2", "avx512f", "avx512_vnni",
-              "avx_vnni", "amx_int8")
 
 
 class SelfTestError(EdgekitError):
@@ -62,7 +58,7 @@ class SelfTest:
     passed: bool | None
     detail: str  # one line: what was compared and how it came out
     metrics: dict[str, Any] = field(default_factory=dict)
-    cpu: dict[str, Any] = field(default_factory=lambda: cpu_info())
+    cpu: dict[str, Any] = field(default_factory=cpu_features)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,27 +67,6 @@ class SelfTest:
         verdict = {True: "passed", False: "FAILED", None: "not run"}[self.passed]
         return (f"{self.role} self-test {verdict}: {self.model} on {self.runtime} {self.runtime_version or ''}"
                 f" ({describe_cpu(self.cpu)}): {self.detail}")
-
-
-@lru_cache(maxsize=1)
-def cpu_info() -> dict[str, Any]:
-    """Architecture, model name and the int8-relevant feature flags of this CPU (from /proc/cpuinfo)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, sep, value = line.partition(":")
-            if sep and key.strip() not in fields:
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    flags = set((fields.get("flags") or fields.get("Features") or "").split())
-    model = (fields.get("model name") or fields.get("Model") or fields.get("Hardware")
-             or platform.processor() or "unknown")
-    return {"arch": platform.machine(), "model": model, "flags": [f for f in _CPU_FLAGS if f in flags]}
-
-
-def describe_cpu(cpu: dict[str, Any]) -> str:
-    return f"{cpu['arch']}, {cpu['model']}, flags {' '.join(cpu['flags']) or 'none of interest'}"
 
 
 def runtime_version(runtime: str) -> str | None:
