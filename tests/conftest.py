@@ -1,10 +1,12 @@
-"""Shared fixtures: where the real data lives."""
+"""Shared fixtures: where the real data lives, and scikit-learn's bundled 8x8 digits (real data, no download)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,3 +19,16 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"real data not found at {path}: set EDGEKIT_DATA to the shared data folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def digits() -> SimpleNamespace:
+    """1,300 training and 497 test digits, shuffled with a fixed seed, (N, 8, 8, 1) float32 in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    y = data.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    return SimpleNamespace(x_train=x[:1300], y_train=y[:1300], x_test=x[1300:], y_test=y[1300:])

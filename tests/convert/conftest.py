@@ -1,6 +1,6 @@
 """Fixtures for convert tests: small models built here (once per session) on real data.
 
-- ``digits``: scikit-learn's bundled 8x8 handwritten digits (real data, no download).
+- ``digits`` (tests/conftest.py, shared with the re-encoder tests): scikit-learn's bundled 8x8 digits.
 - ``digits_keras``: a small Keras CNN with a ``code`` re-encoder, trained for a few seconds on it.
 - ``digits_onnx``: an NCHW ONNX graph as PyTorch exports it (Conv/Relu/MaxPool/Gemm), whose classifier is
   fitted on its own codes, so it classifies real digits.
@@ -19,18 +19,6 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-@pytest.fixture(scope="session")
-def digits() -> SimpleNamespace:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[..., None]
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    return SimpleNamespace(x_train=x[:1300], y_train=y[:1300], x_test=x[1300:], y_test=y[1300:])
 
 
 def digits_cnn(code_channels: int = 4):

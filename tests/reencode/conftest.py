@@ -14,17 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @pytest.fixture(scope="session")
-def digits() -> SimpleNamespace:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = (data.images / 16.0).astype(np.float32)[..., None]
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    return SimpleNamespace(x=x[order][:1300], y=y[order][:1300], x_test=x[order][1300:], y_test=y[order][1300:])
-
-
-@pytest.fixture(scope="session")
 def teacher(tmp_path_factory, digits) -> SimpleNamespace:
     """teacher.keras (no re-encoder; cut at ``feat``, 4×4×16, post-ReLU) + train.npz (x, y) + test.npz."""
     import keras
@@ -41,10 +30,10 @@ def teacher(tmp_path_factory, digits) -> SimpleNamespace:
     model = keras.Model(inp, out, name="digits_teacher")
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(digits.x, digits.y, epochs=8, batch_size=64, verbose=0)
+    model.fit(digits.x_train, digits.y_train, epochs=8, batch_size=64, verbose=0)
     root = tmp_path_factory.mktemp("teacher")
     model.save(root / "teacher.keras")
-    np.savez(root / "train.npz", x=digits.x, y=digits.y)
+    np.savez(root / "train.npz", x=digits.x_train, y=digits.y_train)
     np.savez(root / "test.npz", x=digits.x_test, y=digits.y_test)
     accuracy = float(np.mean(np.asarray(model(digits.x_test)).argmax(1) == digits.y_test))
     return SimpleNamespace(root=root, path=root / "teacher.keras", train=root / "train.npz", test=root / "test.npz",
@@ -82,7 +71,7 @@ def onnx_teacher(tmp_path_factory, digits) -> SimpleNamespace:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="pytorch-like")
     root = tmp_path_factory.mktemp("onnx_teacher")
     onnx.save(model, root / "model.onnx")
-    x = digits.x.transpose(0, 3, 1, 2).copy()
+    x = digits.x_train.transpose(0, 3, 1, 2).copy()
     np.savez(root / "data.npz", x=x[:400])
     return SimpleNamespace(root=root, path=root / "model.onnx", data=root / "data.npz", x=x[:400],
                            split="/pool/MaxPool_output_0")

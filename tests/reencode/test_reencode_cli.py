@@ -57,7 +57,7 @@ def test_existing_output_needs_force(run_cli, teacher, tmp_path):
 def test_image_folder_data_with_preprocessing_options(run_cli, teacher, digits, tmp_path):
     from PIL import Image
 
-    for i, (image, label) in enumerate(zip(digits.x[:40], digits.y[:40])):
+    for i, (image, label) in enumerate(zip(digits.x_train[:40], digits.y_train[:40])):
         folder = tmp_path / "images" / f"digit-{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((image[..., 0] * 255).astype("uint8"), "L").save(folder / f"{i}.png")
