@@ -32,3 +32,23 @@ def digits() -> SimpleNamespace:
     order = np.random.default_rng(0).permutation(len(x))
     x, y = x[order], y[order]
     return SimpleNamespace(x_train=x[:1300], y_train=y[:1300], x_test=x[1300:], y_test=y[1300:])
+
+
+@pytest.fixture
+def cli_runner(monkeypatch, capsys):
+    """``cli_runner(*commands)``: run ``edgekit.cli.main`` with only ``commands`` registered, as a function of the
+    arguments returning (exit code, stdout, stderr)."""
+    import edgekit.cli as cli_module
+
+    def make(*commands):
+        monkeypatch.setattr(cli_module, "_register", lambda: [cli_module.cli.add_command(c) for c in commands])
+
+        def run(*args: str | Path) -> tuple[int, str, str]:
+            capsys.readouterr()
+            code = cli_module.main([str(a) for a in args])
+            captured = capsys.readouterr()
+            return code, captured.out, captured.err
+
+        return run
+
+    return make

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tarfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -141,22 +140,9 @@ def cifar_folder(data_dir, tmp_path_factory):
 
 
 @pytest.fixture
-def run_cli(monkeypatch, capsys):
+def run_cli(cli_runner):
     """Run ``edgekit.cli.main`` with only this area's commands registered; returns (exit code, stdout, stderr)."""
-    import edgekit.cli as cli_module
     from edgekit.bundle_commands import inspect_command
     from edgekit.converters.commands import convert_command
 
-    def register() -> None:
-        for command in (convert_command, inspect_command):
-            cli_module.cli.add_command(command)
-
-    monkeypatch.setattr(cli_module, "_register", register)
-
-    def run(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = cli_module.main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return cli_runner(convert_command, inspect_command)

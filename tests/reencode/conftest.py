@@ -4,7 +4,6 @@ per session in a few seconds), and an NCHW ONNX model as PyTorch exports it."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -78,17 +77,8 @@ def onnx_teacher(tmp_path_factory, digits) -> SimpleNamespace:
 
 
 @pytest.fixture
-def run_cli(monkeypatch, capsys):
+def run_cli(cli_runner):
     """Run ``edgekit.cli.main`` with only ``reencode`` registered; returns (exit code, stdout, stderr)."""
-    import edgekit.cli as cli_module
     from edgekit.reencode.commands import reencode_command
 
-    monkeypatch.setattr(cli_module, "_register", lambda: cli_module.cli.add_command(reencode_command))
-
-    def run(*args: str | Path) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = cli_module.main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return cli_runner(reencode_command)
