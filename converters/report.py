@@ -187,11 +187,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *_models_table(report),
     ]
-    if _kernels_table(report):
+    kernels = _kernels_table(report)
+    if kernels:
         lines += ["", "## ONNX Runtime int8 kernels: fused (deployed) vs unfused QDQ reference", "",
                   "The reference runs every op in float between "
                   "DequantizeLinear/QuantizeLinear and gives the same codes on every CPU; the fused kernels of x86 "
-                  "CPUs without VNNI can saturate.", "", *_kernels_table(report)]
+                  "CPUs without VNNI can saturate.", "", *kernels]
     if report["targets"]:
         lines += ["", "## Target compilers", *_target_sections(report)]
     if report.get("wire"):

@@ -18,7 +18,7 @@ from edgekit.errors import ConversionError, UsageError
 from .halves import Halves, batched, crossing_error, nearest_names_error
 from .sources import import_tensorflow
 
-__all__ = ["split_keras", "join_keras", "keras_to_onnx"]
+__all__ = ["cut_layer", "split_keras", "join_keras", "keras_to_onnx"]
 
 ONNX_OPSET = 17
 
@@ -143,8 +143,8 @@ def _halves(device: Any, server: Any, reference: Any, split: str, source_format:
     )
 
 
-def split_keras(model: Any, split: str, source_format: str, workdir: Path) -> Halves:
-    """Cut ``model`` at layer ``split``; refuse when branches cross the cut."""
+def cut_layer(model: Any, split: str) -> Any:
+    """The layer ``split`` of a one-input, one-output model, checked to be a clean cut (no branch crosses it)."""
     import keras
 
     _single(model.inputs, "input", model)
@@ -158,6 +158,14 @@ def split_keras(model: Any, split: str, source_format: str, workdir: Path) -> Ha
     crossing = crossing_tensors(model, layer.output)
     if crossing:
         raise crossing_error(split, crossing)
+    return layer
+
+
+def split_keras(model: Any, split: str, source_format: str, workdir: Path) -> Halves:
+    """Cut ``model`` at layer ``split``; refuse when branches cross the cut."""
+    import keras
+
+    layer = cut_layer(model, split)
     # Single tensors, not lists, as inputs: Keras warns when a list-input model is called with an array.
     device = keras.Model(model.inputs[0], layer.output, name="device")
     server = keras.Model(layer.output, model.outputs[0], name="server")

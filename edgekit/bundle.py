@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,9 @@ class Golden:
     server: dict[str, Any]
     tolerance: dict[str, float]
 
+    @cached_property
     def arrays(self) -> dict[str, Any]:
-        """Every array of the golden ``.npz`` (no pickles), read once."""
+        """Every array of the golden ``.npz`` (no pickles), read once per bundle load."""
         import numpy as np
 
         with np.load(self.path, allow_pickle=False) as data:
@@ -277,7 +278,7 @@ class Bundle:
         spec = self.manifest["server_model"]
         return ServerModel(self.path / spec["path"], spec["precision"])
 
-    @property
+    @cached_property
     def golden(self) -> Golden | None:
         """The golden vectors, or None for bundles written before convert stored them."""
         spec = self.manifest.get("golden")

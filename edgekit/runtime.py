@@ -158,13 +158,14 @@ def _open_onnx_device(path: Path, threads: int, code_quant: QuantParams | None, 
                           "pass the manifest's code_quant for this model (Bundle.device_model(...).code_quant)")
     _, int8_quant = _as_int8_code(np.zeros(0, out_type), code_quant)
 
+    shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+
     def run(x: np.ndarray) -> np.ndarray:
-        if inp.shape[0] == 1 and len(x) > 1:  # a static batch-1 graph (as exported): sample by sample
+        if shape[0] == 1 and len(x) > 1:  # a static batch-1 graph (as exported): sample by sample
             return np.concatenate([run(x[i : i + 1]) for i in range(len(x))])
         y = session.run(None, {inp.name: x})[0]
         return _as_int8_code(y, code_quant)[0]
 
-    shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
     return DeviceRunner(path, "onnxruntime", shape, "float32", int8_quant if out_type.kind in "iu" else None, run)
 
 

@@ -18,6 +18,7 @@ inspect``. Imports no TensorFlow (runners pick LiteRT first) and no ONNX Runtime
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import time
@@ -40,6 +41,8 @@ _DISTRIBUTIONS = {"litert": ("ai-edge-litert",), "tflite-runtime": ("tflite-runt
                   "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64"),
                   "onnxruntime": ("onnxruntime", "onnxruntime-gpu")}
 
+_this_cpu = functools.cache(cpu_features)  # /proc/cpuinfo read once per process, not once per self-test
+
 
 class SelfTestError(EdgekitError):
     """This machine's runtime does not reproduce the bundle's golden vectors within tolerance."""
@@ -58,7 +61,7 @@ class SelfTest:
     passed: bool | None
     detail: str  # one line: what was compared and how it came out
     metrics: dict[str, Any] = field(default_factory=dict)
-    cpu: dict[str, Any] = field(default_factory=cpu_features)
+    cpu: dict[str, Any] = field(default_factory=_this_cpu)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,7 +117,7 @@ def device_selftest(bundle: Any, runner: Any, model_path: Path) -> SelfTest:
     if rel not in golden.device:
         result.detail = f"the bundle has no golden codes for {rel}"
         return result
-    arrays = golden.arrays()
+    arrays = golden.arrays
     if not _fits(runner.input_shape, arrays[golden.inputs].shape):
         result.passed = False
         result.detail = (f"the model takes {tuple(runner.input_shape[1:])} but the golden inputs are "
@@ -153,7 +156,7 @@ def server_selftest(bundle: Any, runner: Any) -> SelfTest:
     if golden is None:
         result.detail = "the bundle has no golden vectors (made by an older edgekit convert)"
         return result
-    arrays = golden.arrays()
+    arrays = golden.arrays
     quant = golden.server["code_quant"]
     codes = dequantize(arrays[golden.server["codes"]], quant["scale"], quant["zero_point"])
     if not _fits(runner.input_shape, codes.shape):

@@ -15,8 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.converters.halves import crossing_error, nearest_names_error
-from edgekit.converters.split_keras import crossing_tensors
+from edgekit.converters.split_keras import cut_layer
 from edgekit.errors import UsageError
 
 from .pca import Pca
@@ -48,21 +47,10 @@ def cut_teacher(teacher: Any, split: str) -> Cut:
     """Split the teacher at layer ``split`` (one input, one output, no branch around the cut)."""
     import keras
 
-    if len(teacher.inputs) != 1 or len(teacher.outputs) != 1:
-        raise UsageError(f"model {teacher.name} has {len(teacher.inputs)} inputs and {len(teacher.outputs)} outputs",
-                         "edgekit re-encodes models with one input and one output")
-    names = [layer.name for layer in teacher.layers]
-    if split not in names:
-        raise nearest_names_error(split, names, "layer")
-    layer = teacher.get_layer(split)
-    if isinstance(layer, keras.layers.InputLayer) or layer.output is teacher.outputs[0]:
-        raise UsageError(f"split {split!r} is the model's input or output layer", "split at an inner layer")
-    if CODE_NAME in names:
+    if CODE_NAME in [layer.name for layer in teacher.layers]:
         raise UsageError(f"model {teacher.name} already has a layer named {CODE_NAME!r}",
                          f"it already carries a re-encoder: convert it with --split {CODE_NAME}")
-    crossing = crossing_tensors(teacher, layer.output)
-    if crossing:
-        raise crossing_error(split, crossing)
+    layer = cut_layer(teacher, split)
     head = keras.Model(teacher.inputs[0], layer.output, name="teacher_head")
     tail = keras.Model(layer.output, teacher.outputs[0], name="teacher_tail")
     head.trainable = tail.trainable = False

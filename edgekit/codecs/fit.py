@@ -85,7 +85,7 @@ def order0_entropy_bits(codes: np.ndarray) -> float:
 
 
 def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path | str, codec: str | None = None,
-               budget: EncodeBudget | None = None, zstd_levels: tuple[int, ...] = ZSTD_LEVELS,
+               budget: EncodeBudget | None = None,
                progress: Callable[[str], None] | None = None, trained_prior: AnsPrior | None = None
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit all codecs on ``calib_codes``, judge them on ``heldout_codes`` (int8, ``(N, *code_shape)``).
@@ -112,7 +112,7 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     say(f"codecs: dictionary and ans prior fitted ({time.perf_counter() - started:.1f} s)")
     base = {"frame_version": VERSION, "default_codec": "raw", "codecs": {"raw": {}, "ans": ans_params},
             "limits": limits_for(calib.shape[1:])}
-    candidates = [("raw", None, {}), *[("zstd", lv, {"level": lv, "dictionary": dictionary}) for lv in zstd_levels],
+    candidates = [("raw", None, {}), *[("zstd", lv, {"level": lv, "dictionary": dictionary}) for lv in ZSTD_LEVELS],
                   ("ans", None, ans_params)]
     rows = [_candidate(name, level, params, base, out_dir.parent, sample, budget, say, started)
             for name, level, params in candidates]

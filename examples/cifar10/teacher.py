@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MEAN", "STD", "preprocess", "load_teacher", "logits", "top1", "macs"]
+__all__ = ["MEAN", "STD", "preprocess", "load_teacher", "macs"]
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -25,16 +25,6 @@ def load_teacher(path: str | Path):
     import keras
 
     return keras.saving.load_model(path, compile=False)
-
-
-def logits(model, x_uint8: np.ndarray, batch: int = 500) -> np.ndarray:
-    """The model's outputs on uint8 images (preprocessed here)."""
-    return np.concatenate([np.asarray(model(preprocess(x_uint8[i:i + batch]), training=False))
-                           for i in range(0, len(x_uint8), batch)])
-
-
-def top1(outputs: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(outputs.reshape(len(outputs), -1).argmax(axis=1) == y))
 
 
 def macs(model, upto: str | None = None) -> int:

@@ -3,7 +3,8 @@
     x uint8 ──encode_image(fmt, q)──► bytes (what would cross the link) ──decode──► teacher ──► top-1
 
 Bytes are the image file alone, with no transport header (frames are counted with their 64-byte header),
-so the comparison is tilted in the image's favour, never against it.
+so the comparison is tilted in the image's favour, never against it. The encoder is convert's own
+(``edgekit.converters.image_baseline.encode_image``), so the report's baseline and this one are the same bytes.
 """
 
 from __future__ import annotations
@@ -13,23 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["JPEG_QUALITIES", "WEBP_QUALITIES", "encode_image", "upload_points"]
+from edgekit.converters.image_baseline import encode_image
+
+__all__ = ["JPEG_QUALITIES", "WEBP_QUALITIES", "upload_points"]
 
 JPEG_QUALITIES = (10, 30, 50, 70, 75, 80, 90, 95)
 WEBP_QUALITIES = (10, 30, 50, 70, 80, 90, 95, 100)
-
-
-def encode_image(image_uint8_hwc: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
-    """One image as ``jpeg``/``webp``/``png`` bytes with Pillow (4:2:0 JPEG, lossy WebP, PNG level 9)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    image = Image.fromarray(image_uint8_hwc)
-    if fmt == "png":
-        image.save(buf, format="PNG", optimize=True)
-    else:
-        image.save(buf, format=fmt.upper(), quality=int(quality))
-    return buf.getvalue()
 
 
 def _decode_image(data: bytes) -> np.ndarray:

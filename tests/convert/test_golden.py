@@ -17,7 +17,7 @@ def test_every_device_model_and_the_server_have_golden_vectors(rpi_bundle):
     assert {m.path.relative_to(b.path).as_posix() for m in b.device_models} == set(golden.device)
     assert {d["runtime"] for d in spec["device"]} == {"litert", "onnxruntime"}
     assert spec["cpu"]["arch"] and spec["server"]["runtime_version"]
-    arrays = golden.arrays()
+    arrays = golden.arrays
     assert arrays[golden.inputs].shape == (golden.samples, *b.input.shape)
     for name in golden.device.values():
         assert arrays[name].dtype == np.int8 and arrays[name].shape == (golden.samples, *b.code.shape)

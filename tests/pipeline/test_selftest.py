@@ -80,7 +80,7 @@ def test_a_fresh_bundle_carries_golden_vectors_that_pass_here(bundle, capsys):
     golden = b.golden
     assert golden is not None and 4 <= golden.samples <= 16
     assert b.manifest["golden"]["path"] in b.manifest["files"]  # hashed like every file
-    arrays = golden.arrays()
+    arrays = golden.arrays
     calib = np.load(bundle.parent / "model" / "calib.npz")["x"]
     assert all(any(np.array_equal(x, c) for c in calib) for x in arrays[golden.inputs])  # real calibration inputs
     assert set(golden.device) == {m["path"] for m in b.manifest["device_models"]}
