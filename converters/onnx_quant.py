@@ -67,12 +67,19 @@ def quiet_ort() -> Iterator[None]:
 
 def reader_batch(model_path: Path) -> int:
     """Calibration batch size for a model: 1 when its input has a static batch of 1 (as exported), else 16."""
+    return _graph_batch(_load_graph(model_path))
+
+
+def _load_graph(model_path: Path):  # -> onnx.GraphProto
     import onnx
 
-    model = onnx.load(str(model_path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    dims = next(i for i in model.graph.input if i.name not in initializers).type.tensor_type.shape.dim
-    return 1 if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1 else 16
+    return onnx.load(str(model_path), load_external_data=False).graph
+
+
+def _graph_batch(graph) -> int:
+    initializers = {i.name for i in graph.initializer}
+    dims = next(i for i in graph.input if i.name not in initializers).type.tensor_type.shape.dim
+    return 1 if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1 else CALIBRATION_BATCH
 
 
 class ArrayReader:
@@ -97,7 +104,8 @@ def _method(name: str):  # -> CalibrationMethod
             "percentile": CalibrationMethod.Percentile}[name]
 
 
-def calibrate(float_path: Path, input_name: str, calib: np.ndarray, method: str, cache: Path) -> Path:
+def calibrate(float_path: Path, input_name: str, calib: np.ndarray, method: str, cache: Path,
+              batch: int = CALIBRATION_BATCH) -> Path:
     """Tensor ranges of ``float_path`` on ``calib``, written as ORT's calibration cache file ``cache``.
 
     The calibrator is fed one batch per ``collect_data`` call, so it merges as it goes (min/max, or the
@@ -105,6 +113,7 @@ def calibrate(float_path: Path, input_name: str, calib: np.ndarray, method: str,
     reader instead keeps every batch's activations until the end for entropy/percentile (issue 7 reports
     13-20 GB on a 224x224 model) and crashes when the last batch is smaller; its
     ``CalibMaxIntermediateOutputs`` clears the kept batches without merging them (ORT 1.32 calibrate.py).
+    ``batch`` is what the model takes per run (1 for a static batch-1 export, see :func:`reader_batch`).
     """
     from onnxruntime.quantization import create_calibrator
     from onnxruntime.quantization.calibrate import save_tensors_data
@@ -113,7 +122,6 @@ def calibrate(float_path: Path, input_name: str, calib: np.ndarray, method: str,
     op_types = sorted(set(QDQRegistry) | set(QLinearOpsRegistry))  # what quantize_static calibrates
     with tempfile.TemporaryDirectory(prefix="edgekit-calib-") as tmp, quiet_ort():
         calibrator = create_calibrator(Path(float_path), op_types, str(Path(tmp) / "augmented.onnx"), _method(method))
-        batch = reader_batch(float_path)
         for start in range(0, len(calib), CALIBRATION_BATCH):
             calibrator.collect_data(ArrayReader(input_name, calib[start : start + CALIBRATION_BATCH], batch))
         save_tensors_data(calibrator.compute_data(), cache)
@@ -132,24 +140,19 @@ def quantize_static_qdq(float_path: Path, out_path: Path, input_name: str, calib
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    graph = _load_graph(float_path)
+    # The nodes reading the input stay float with ``float_input_layers`` (see OnnxOptions).
+    keep_float = [node.name for node in graph.node if input_name in node.input] if options.float_input_layers else []
     with tempfile.TemporaryDirectory(prefix="edgekit-quant-") as tmp:
-        cache = calibrate(float_path, input_name, calib, method, Path(tmp) / "ranges.json")
+        cache = calibrate(float_path, input_name, calib, method, Path(tmp) / "ranges.json", _graph_batch(graph))
         with quiet_ort():
             quantize_static(str(float_path), str(out_path), None, quant_format=QuantFormat.QDQ,
                             activation_type=_quant_type(options.activation_type),
                             weight_type=_quant_type(options.weight_type), per_channel=options.per_channel,
                             reduce_range=options.reduce_range, calibrate_method=_method(method),
                             calibration_cache_path=cache,
-                            nodes_to_exclude=_input_readers(float_path, input_name) if options.float_input_layers else [])
+                            nodes_to_exclude=keep_float)
     return out_path
-
-
-def _input_readers(float_path: Path, input_name: str) -> list[str]:
-    """Names of the nodes that read the graph input (kept in float by ``OnnxOptions.float_input_layers``)."""
-    import onnx
-
-    graph = onnx.load(str(float_path), load_external_data=False).graph
-    return [node.name for node in graph.node if input_name in node.input]
 
 
 def _pin_output(path: Path, quant: tuple[float, int]) -> None:

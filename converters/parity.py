@@ -27,7 +27,7 @@ from edgekit.wire import dequantize
 from .halves import batched
 
 __all__ = ["EVAL_BATCH", "KERNEL_AGREEMENT_DB", "sqnr_db", "deployed_outputs", "parity_metrics", "kernel_check",
-           "kernel_warnings", "KERNEL_FIX", "latency", "latency_comparison"]
+           "kernel_warnings", "KERNEL_FIX", "latency", "latency_comparison", "top1_agreement"]
 
 EVAL_BATCH = 32
 # Fused codes within 30 dB of the reference codes: a few rounding differences (measured: ≤ 4 levels on a
@@ -58,10 +58,15 @@ def _top1(y: np.ndarray) -> np.ndarray:
     return y.reshape(len(y), -1).argmax(axis=1)
 
 
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of samples whose arg-max class agrees."""
+    return float(np.mean(_top1(a) == _top1(b)))
+
+
 def parity_metrics(y_float: np.ndarray, y_deployed: np.ndarray, code_float: np.ndarray, code_deq: np.ndarray,
                    labels: np.ndarray | None) -> dict[str, Any]:
     """The accuracy side of the report for one device model."""
-    agree = float(np.mean(_top1(y_float) == _top1(y_deployed)))
+    agree = top1_agreement(y_float, y_deployed)
     metrics: dict[str, Any] = {
         "samples": int(len(y_float)),
         "top1_agreement": agree,

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -350,7 +350,6 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None, encode_budg
     The slowest target's CPU sets the encode budget: one codec serves every device of the bundle.
     """
     from edgekit.codecs import EncodeBudget, fit_codecs
-    from edgekit.codecs.fit import DEFAULT_ENCODE_BUDGET_MS
     from edgekit.runtime import open_device_runner
 
     dev = work.devices[0]
@@ -358,8 +357,9 @@ def _wire(work: _Work, heldout_codes: np.ndarray, codec: str | None, encode_budg
                                 code_quant=dev.code_quant)
     calib_codes = batched(runner.run, EVAL_BATCH)(work.calib)
     slowest = min(work.profiles.values(), key=lambda p: p.relative_cpu_speed)
-    budget_ms = DEFAULT_ENCODE_BUDGET_MS if encode_budget_ms is None else encode_budget_ms
-    budget = EncodeBudget(slowest.relative_cpu_speed, budget_ms, slowest.name)
+    budget = EncodeBudget(slowest.relative_cpu_speed, device=slowest.name)  # EncodeBudget's default budget_ms
+    if encode_budget_ms is not None:
+        budget = replace(budget, budget_ms=encode_budget_ms)
     trained_prior = work.reencoder.ans_prior(work.wire_quant) if work.reencoder else None  # entropic re-encoder
     return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, budget=budget,
                       trained_prior=trained_prior)

@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgekit.converters.parity import top1_agreement
 from edgekit.errors import UsageError
 
-__all__ = ["Pca", "fit_pca", "choose_channels", "channels_for_agreement", "top1_agreement"]
+__all__ = ["Pca", "fit_pca", "choose_channels", "channels_for_agreement"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,6 @@ def fit_pca(features: np.ndarray, channel_axis: int = -1) -> Pca:
     # Deterministic signs: the largest entry of each direction positive.
     signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
     return Pca(mean, vectors * np.where(signs == 0, 1.0, signs), np.clip(variance[order], 0.0, None))
-
-
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of samples whose arg-max class agrees."""
-    return float(np.mean(a.reshape(len(a), -1).argmax(axis=1) == b.reshape(len(b), -1).argmax(axis=1)))
 
 
 def channels_for_agreement(pca: Pca, features: np.ndarray, tail: Callable[[np.ndarray], np.ndarray],

@@ -70,6 +70,11 @@ class AnsPrior:
         counts = np.stack([np.bincount(rows[:, c].astype(np.int64) - lo, minlength=k)
                            for c in range(rows.shape[1])]).astype(np.float64)
         weights = np.concatenate([counts + alpha, np.full((counts.shape[0], 1), escape_count)], axis=1)
+        return cls.from_weights(lo, hi, per_channel, weights)
+
+    @classmethod
+    def from_weights(cls, lo: int, hi: int, per_channel: bool, weights: np.ndarray) -> AnsPrior:
+        """Integer tables from non-negative weights ``(C, K + 1)`` per row (the last column the escape)."""
         return cls(lo=lo, hi=hi, per_channel=per_channel, freqs=np.stack([_quantize(w) for w in weights]))
 
     def cross_entropy_bits(self, codes: np.ndarray) -> float:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from edgekit.codecs.ans import AnsCodec, AnsPrior, _quantize
+from edgekit.codecs.ans import AnsCodec, AnsPrior
 from edgekit.codecs.registry import entry
 from edgekit.codecs.zstd import DEFAULT_LEVEL, ZstdCodec
 from edgekit.errors import UsageError
@@ -324,4 +324,4 @@ def _report(calib: np.ndarray, heldout: np.ndarray, sample: np.ndarray, prior: A
 def prior_from_pmf(lo: int, pmf: np.ndarray) -> AnsPrior:
     """A per-channel ans prior from probabilities: ``pmf[c, i]`` of value ``lo + i``, the last column the escape."""
     pmf = np.asarray(pmf, np.float64)
-    return AnsPrior(lo=lo, hi=lo + pmf.shape[1] - 2, per_channel=True, freqs=np.stack([_quantize(p) for p in pmf]))
+    return AnsPrior.from_weights(lo, lo + pmf.shape[1] - 2, True, pmf)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edgekit.errors import UsageError
-from edgekit.reencode.pca import channels_for_agreement, choose_channels, fit_pca, top1_agreement
+from edgekit.converters.parity import top1_agreement
+from edgekit.reencode.pca import channels_for_agreement, choose_channels, fit_pca
 
 
 def _features(n: int = 300, c: int = 6) -> np.ndarray:
