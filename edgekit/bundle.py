@@ -230,14 +230,29 @@ class Bundle:
         for rel, entry in self.manifest["files"].items():
             read_bundle_file(self.path, rel, entry, keep=False)
         check_listing(self.path, self.manifest["files"])
-        referenced = [m["path"] for m in self.manifest["device_models"]] + [self.manifest["server_model"]["path"]]
-        referenced += [self.manifest["golden"]["path"]] if "golden" in self.manifest else []
-        for rel in referenced:
+        for where, rel in self._named_files():
+            check_bundle_path(rel, where)
             if rel not in self.manifest["files"]:
-                raise BundleError(f"{rel} is not listed in the manifest's files", "re-create the bundle")
+                raise BundleError(f"{where} {rel} is not listed in the manifest's files", "re-create the bundle")
         if bundle_id(self.manifest["files"]) != self.manifest["bundle_id"]:
             raise BundleError("bundle_id does not match the device and server model files",
                               "re-create the bundle with edgekit convert")
+
+    def _named_files(self) -> list[tuple[str, Any]]:
+        """(manifest field, path) of every file the manifest names outside ``files``: models, golden vectors,
+        target artifacts and codec artifacts (the params the codec table marks as files)."""
+        from edgekit.codecs.registry import BY_NAME
+
+        m = self.manifest
+        named = [(f"device_models/{i}/path", d["path"]) for i, d in enumerate(m["device_models"])]
+        named.append(("server_model/path", m["server_model"]["path"]))
+        named += [("golden/path", m["golden"]["path"])] if "golden" in m else []
+        named += [(f"targets/{t}/artifacts", rel) for t, spec in m["targets"].items() for rel in spec.get("artifacts", [])]
+        for name, params in m["wire"].get("codecs", {}).items():
+            row = BY_NAME.get(name)
+            if row is not None and isinstance(params, dict):
+                named += [(f"wire/codecs/{name}/{key}", params[key]) for key in row.artifacts if params.get(key)]
+        return named
 
     def read(self, rel: str) -> bytes:
         """The bytes of bundle file ``rel`` (a manifest path), checked again against its ``files`` entry."""

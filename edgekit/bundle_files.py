@@ -51,13 +51,14 @@ def size_limit(rel: str) -> int:
     return SIZE_LIMITS.get(rel.split("/", 1)[0], OTHER_LIMIT)
 
 
-def check_bundle_path(rel: Any) -> list[str]:
-    """``rel``'s path levels, or BundleError when it is not a plain relative path inside the bundle."""
+def check_bundle_path(rel: Any, where: str = "bundle file path") -> list[str]:
+    """``rel``'s path levels, or BundleError (naming ``where`` the manifest says it) when it is not a plain
+    relative path inside the bundle."""
     if not isinstance(rel, str) or not rel:
-        raise BundleError(f"bundle file path {rel!r} is not a path", "re-create the bundle with edgekit convert")
+        raise BundleError(f"{where} {rel!r} is not a path", "re-create the bundle with edgekit convert")
     levels = rel.split("/")
     if rel.startswith("/") or "\\" in rel or "\0" in rel or any(level in ("", ".", "..") for level in levels):
-        raise BundleError(f"bundle file path {rel[:200]!r} is not a relative path inside the bundle (absolute, "
+        raise BundleError(f"{where} {rel[:200]!r} is not a relative path inside the bundle (absolute, "
                           "'..', '.', an empty level or a backslash)", "manifests name files as "
                           "'wire/zstd.dict': re-create the bundle with edgekit convert")
     return levels

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = ["SIGNATURE_FORMAT", "DOMAIN", "TrustPolicy", "SignatureStatus", "key_id", "generate_key_pair",
-           "load_private_key", "load_public_keys", "sign_manifest", "check_signature"]
+           "load_private_key", "load_public_keys", "sign_manifest", "sign_bundle", "check_signature"]
 
 SIGNATURE_FORMAT = "edgekit-signature"
 #: Prefixed to the manifest bytes before signing, so a signature made here can never pass for another
@@ -160,7 +160,7 @@ def _load_public_key(path: Path) -> Ed25519PublicKey:
 def sign_manifest(manifest: bytes, private_key: Ed25519PrivateKey) -> bytes:
     """The ``manifest.sig`` document for the exact bytes of ``manifest.json``."""
     public = private_key.public_key()
-    doc = {"format": SIGNATURE_FORMAT, "version": 1, "algorithm": "ed25519", "key_id": key_id(public),
+    doc = {"format": SIGNATURE_FORMAT, "version": 1, "algorithm": "ed25519",
            "public_key": base64.b64encode(_raw(public)).decode(),
            "signature": base64.b64encode(private_key.sign(DOMAIN + manifest)).decode()}
     return (json.dumps(doc, indent=2) + "\n").encode()
@@ -207,3 +207,22 @@ def check_signature(manifest: bytes, signature: bytes | None, policy: TrustPolic
         raise BundleError(f"bundle is signed by key {key_id(public)}, which is not a trusted key ({known})",
                           "pass its public key with --trust-key, or re-sign the bundle with a trusted key")
     return SignatureStatus(key_id(public), trusted)
+
+
+def sign_bundle(bundle: str | Path, private_key: str | Path) -> tuple[Path, str]:
+    """Verify the bundle, then write ``manifest.sig`` for its manifest; returns (signature path, key id).
+
+    A previous signature is removed first: re-signing is how a bundle gets a new signer or an edited manifest.
+    """
+    from edgekit.bundle import Bundle
+    from edgekit.bundle_files import MANIFEST_NAME, SIGNATURE_NAME, read_bundle_file
+
+    key = load_private_key(private_key)
+    root = Path(bundle)
+    (root / SIGNATURE_NAME).unlink(missing_ok=True)
+    Bundle.load(root)  # never sign a bundle that would be refused anyway
+    target = root / SIGNATURE_NAME
+    tmp = target.with_name(SIGNATURE_NAME + ".tmp")
+    tmp.write_bytes(sign_manifest(read_bundle_file(root, MANIFEST_NAME), key))
+    os.replace(tmp, target)
+    return target, key_id(key.public_key())

@@ -35,6 +35,7 @@ class CodecEntry:
     module: str
     class_name: str
     requires: str = ""  # the pip requirement that provides the module's third-party import ("" when none)
+    artifacts: tuple[str, ...] = ()  # its manifest params that name bundle files (checked by Bundle.verify)
 
     @property
     def cls(self) -> type[Codec]:
@@ -52,8 +53,8 @@ class CodecEntry:
 
 CODECS: tuple[CodecEntry, ...] = (
     CodecEntry(0, "raw", "edgekit.codecs.raw", "RawCodec"),
-    CodecEntry(1, "zstd", "edgekit.codecs.zstd", "ZstdCodec", "zstandard"),
-    CodecEntry(2, "ans", "edgekit.codecs.ans", "AnsCodec"),  # constriction is optional: see ans.py
+    CodecEntry(1, "zstd", "edgekit.codecs.zstd", "ZstdCodec", "zstandard", artifacts=("dictionary",)),
+    CodecEntry(2, "ans", "edgekit.codecs.ans", "AnsCodec", artifacts=("prior",)),  # constriction: optional (ans.py)
 )
 
 BY_ID: dict[int, CodecEntry] = {e.codec_id: e for e in CODECS}
