@@ -111,16 +111,16 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
         data = path.read_bytes()
     except OSError as err:
         raise UsageError(f"cannot read private key {path}: {err.strerror}", "pass the file edgekit keygen wrote") from None
-    if mode & 0o077:
-        raise UsageError(f"private key {path} is readable by other users (mode {stat.S_IMODE(mode):04o})",
-                         f"chmod 600 {path}")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as err:
-        raise UsageError(f"{path} is not an unencrypted PEM private key: {err}",
-                         "make a key pair with edgekit keygen DIR") from None
+        raise UsageError(f"{path} is not an unencrypted PEM private key: {str(err)[:120]}",
+                         "pass NAME.key.pem from edgekit keygen (not the .pub.pem)") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise UsageError(f"{path} is a {type(key).__name__}, not an Ed25519 key", "make one with edgekit keygen DIR")
+    if mode & 0o077:
+        raise UsageError(f"private key {path} is readable by other users (mode {stat.S_IMODE(mode):04o})",
+                         f"chmod 600 {path}")
     return key
 
 
