@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "check_device_id", "topic",
-    "device_id_problem", "printable_id", "features_filter", "device_of", "publish_packet_size", "publish_properties", "detect_protocol", "make_client",
-    "ClientLoop",
+    "features_filter", "device_of", "publish_packet_size", "publish_properties", "detect_protocol", "make_client",
+    "ClientLoop", "device_id_problem", "printable_id",
 ]
 
 log = logging.getLogger(__name__)

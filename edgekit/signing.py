@@ -110,7 +110,8 @@ def load_private_key(path: str | Path) -> Ed25519PrivateKey:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as err:
-        raise UsageError(f"cannot read private key {path}: {err.strerror}", "pass the file edgekit keygen wrote") from None
+        raise UsageError(f"cannot read private key {path}: {err.strerror}",
+                         "pass the file edgekit keygen wrote") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as err:
@@ -150,7 +151,8 @@ def _load_public_key(path: Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as err:
-        raise UsageError(f"--trust-key {path} is not a PEM public key: {err}", "pass the .pub.pem of edgekit keygen") from None
+        raise UsageError(f"--trust-key {path} is not a PEM public key: {str(err)[:120]}",
+                         "pass the .pub.pem of edgekit keygen") from None
     if not isinstance(key, Ed25519PublicKey):
         raise UsageError(f"--trust-key {path} is a {type(key).__name__}, not an Ed25519 key",
                          "pass the .pub.pem of edgekit keygen")
@@ -168,15 +170,16 @@ def sign_manifest(manifest: bytes, private_key: Ed25519PrivateKey) -> bytes:
 
 def _parse(signature: bytes) -> tuple[bytes, bytes]:
     """(raw public key, signature) from a ``manifest.sig`` document, or BundleError."""
+    raw = sig = b""
     try:
         doc: Any = json.loads(signature)
-        ok = (isinstance(doc, dict) and doc.get("format") == SIGNATURE_FORMAT and doc.get("version") == 1
-              and doc.get("algorithm") == "ed25519")
-        raw, sig = (base64.b64decode(doc["public_key"], validate=True), base64.b64decode(doc["signature"], validate=True)
-                    ) if ok else (b"", b"")
+        if (isinstance(doc, dict) and doc.get("format") == SIGNATURE_FORMAT and doc.get("version") == 1
+                and doc.get("algorithm") == "ed25519"):
+            raw = base64.b64decode(doc["public_key"], validate=True)
+            sig = base64.b64decode(doc["signature"], validate=True)
     except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok or len(raw) != 32 or len(sig) != 64:
+        pass  # refused below, as any other malformed document
+    if len(raw) != 32 or len(sig) != 64:
         raise BundleError("manifest.sig is not an edgekit Ed25519 signature document", _RESIGN)
     return raw, sig
 
