@@ -26,6 +26,7 @@ from edgekit.errors import BundleError, UsageError
 from edgekit.logs import strict_json
 from edgekit.mqtt import BrokerUrl, topic
 from edgekit.server.stats import LatencyWindow
+from edgekit.signing import TrustPolicy
 
 __all__ = ["AgentConfig", "Agent", "default_spool_path"]
 
@@ -58,6 +59,7 @@ class AgentConfig:
     limit: int | None = None
     linger_s: float = 5.0  # after a finite source: how long to wait for the last results
     allow_failing_parity: bool = False  # run a bundle whose convert-time parity check failed (warned, in status)
+    trust: TrustPolicy | None = None  # the signers whose bundles run (--trust-key, --require-signature)
     window: int = 64
 
 
@@ -80,7 +82,7 @@ class Agent:
         from edgekit.wire import WireEncoder, new_boot_id
 
         self.cfg = cfg
-        self.bundle = Bundle.load(cfg.bundle)
+        self.bundle = Bundle.load(cfg.bundle, trust=cfg.trust)
         failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
         self.runner = open_device_runner(model.path, runtime=cfg.runtime, threads=cfg.threads,

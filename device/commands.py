@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from edgekit.bundle_commands import trust_options, trust_policy
+
 __all__ = ["device_group"]
 
 
@@ -46,9 +48,10 @@ def device_group() -> None:
 @click.option("--allow-failing-parity", is_flag=True,
               help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
+@trust_options
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
                 spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, heartbeat, linger,
-                allow_failing_parity, json_logs) -> None:
+                allow_failing_parity, json_logs, trust_keys, require_signature) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
 
     Frames go to a bounded on-disk spool and leave it only when the broker acknowledges them, so broker
@@ -78,7 +81,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
                       spool_max_bytes=int(spool_max_mb * 2**20), spool_max_age_s=spool_max_age,
                       spool_policy=spool_policy, runtime=runtime, threads=threads, target=target, codec=codec,
                       protocol=protocol, max_frame_bytes=max_frame_bytes, heartbeat_s=heartbeat, loop=loop,
-                      limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity)
+                      limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity,
+                      trust=trust_policy(trust_keys, require_signature))
     agent = Agent(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

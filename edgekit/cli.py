@@ -37,7 +37,7 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     """Attach each role's commands; their modules are cheap to import."""
-    from edgekit.bundle_commands import inspect_command
+    from edgekit.bundle_commands import inspect_command, keygen_command, sign_command
     from edgekit.converters.commands import convert_command
     from edgekit.device.commands import device_group
     from edgekit.server.commands import server_group
@@ -46,7 +46,7 @@ def _register() -> None:
     from edgekit.reencode.commands import reencode_command
 
     for command in (convert_command, inspect_command, device_group, server_group, broker_command, demo_command,
-                    reencode_command):
+                    reencode_command, sign_command, keygen_command):
         cli.add_command(command)
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "check_device_id", "topic",
     "features_filter", "device_of", "publish_packet_size", "publish_properties", "detect_protocol", "make_client",
-    "ClientLoop",
+    "ClientLoop", "device_id_problem", "printable_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,39 @@ def parse_broker_url(url: str) -> BrokerUrl:
     return BrokerUrl(parts.hostname, port or DEFAULT_PORT)
 
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9._-]+")
+MAX_DEVICE_ID = 64
+
+
+def device_id_problem(device_id: str | None) -> str | None:
+    """Why ``device_id`` is not a device id, or None when it is: the one rule of the agent and the receiver.
+
+    A device id is one topic level and a file name (the spool): 1-64 letters, digits, ``._-``, not only dots.
+    """
+    if not device_id:
+        return "empty"
+    if len(device_id) > MAX_DEVICE_ID:
+        return f"{len(device_id)} characters, above {MAX_DEVICE_ID}"
+    if not _DEVICE_ID.fullmatch(device_id):
+        return "characters other than letters, digits, '.', '_' and '-'"
+    if not device_id.strip("."):
+        return "only dots, a path name"
+    return None
+
+
+def printable_id(device_id: str | None) -> str:
+    """``device_id`` safe for a log line or a message: ASCII-escaped and cut to its first 64 characters."""
+    if device_id is None or len(device_id) <= MAX_DEVICE_ID:
+        return ascii(device_id)
+    return f"{ascii(device_id[:MAX_DEVICE_ID])}... ({len(device_id)} characters)"
 
 
 def check_device_id(device_id: str) -> str:
-    """A device id is one topic level: letters, digits, ``._-``, at most 64 characters."""
-    if not _DEVICE_ID.match(device_id or ""):
-        raise UsageError(f"bad device id {device_id!r}", "use 1-64 letters, digits, '.', '_' or '-', e.g. cam-07")
+    """``device_id`` if :func:`device_id_problem` finds nothing, else a one-line UsageError."""
+    problem = device_id_problem(device_id)
+    if problem is not None:
+        raise UsageError(f"bad device id {printable_id(device_id)}: {problem}",
+                         "use 1-64 letters, digits, '.', '_' or '-', e.g. cam-07")
     return device_id
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.codecs.base import Codec, as_code
+from edgekit.bundle_files import read_bundle_file
+from edgekit.codecs.base import ArtifactReader, Codec, as_code
 from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
 from edgekit.errors import BundleError, EdgekitError
 from edgekit.frame import (
@@ -110,7 +111,9 @@ class WireSpec:
     the wire quantization (scale, zero point) every frame's header must carry.
 
     ``wire_quant`` is None only for a spec made without a bundle (convert's codec fitting, codec tests):
-    then the header's scale and zero point are not compared with anything.
+    then the header's scale and zero point are not compared with anything. ``reader`` reads codec artifacts:
+    a loaded bundle's :meth:`~edgekit.bundle.Bundle.read` (hash-checked against the manifest); without one,
+    files under ``base_dir`` are read with the same path, type and size checks (no manifest to hash against).
     """
 
     bundle_id: str
@@ -118,6 +121,7 @@ class WireSpec:
     wire: dict[str, Any]
     base_dir: Path | None = None
     wire_quant: tuple[float, int] | None = None
+    reader: ArtifactReader | None = None
     prefix: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,7 +145,7 @@ class WireSpec:
         """Read ``bundle_id``, ``code.shape``, ``wire``, ``code.wire_quant`` and ``path`` off a loaded Bundle."""
         quant = bundle.manifest["code"]["wire_quant"]
         return cls(bundle.bundle_id, tuple(bundle.code.shape), bundle.wire, Path(bundle.path),
-                   (quant["scale"], quant["zero_point"]))
+                   (quant["scale"], quant["zero_point"]), bundle.read)
 
     @property
     def max_code_bytes(self) -> int:
@@ -170,7 +174,7 @@ class WireSpec:
             raise BundleError(f"bundle {self.bundle_id[:16]} names codec {name!r}, which this edgekit does not know",
                               f"known: {', '.join(BY_NAME)}")
         try:
-            codec = build_codec(name, codecs[name], self.base_dir)
+            codec = build_codec(name, codecs[name], self._artifact_reader())
         except EdgekitError:  # already one line with its fix (a bad prior, a codec this device cannot run)
             raise
         except Exception as err:  # an unreadable file, or a dictionary libzstd refuses: the bundle, not a frame
@@ -183,6 +187,13 @@ class WireSpec:
         self._check_declared_mode(name, codecs[name], codec)
         self._probe(name, codec)
         return codec
+
+    def _artifact_reader(self) -> ArtifactReader | None:
+        """The bundle's checked reader, or the same checks under ``base_dir`` (None: no artifacts to read)."""
+        if self.reader is not None or self.base_dir is None:
+            return self.reader
+        base_dir = self.base_dir
+        return lambda rel: read_bundle_file(base_dir, rel)
 
     def _check_declared_mode(self, name: str, params: dict[str, Any], codec: Codec) -> None:
         """The ans prior file's ``mode`` decides; the manifest's ``mode`` is a copy and must agree with it."""
@@ -210,8 +221,8 @@ class WireEncoder:
 
     def __init__(self, bundle_id: str, code_shape: tuple[int, ...], wire: dict[str, Any],
                  base_dir: Path | str | None = None, codec: str | None = None,
-                 wire_quant: tuple[float, int] | None = None):
-        self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None, wire_quant)
+                 wire_quant: tuple[float, int] | None = None, reader: ArtifactReader | None = None):
+        self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None, wire_quant, reader)
         self.codec_name = codec or wire["default_codec"]
         self.codec = self.spec.build(self.codec_name)
         self._codec_id = entry(self.codec_name).codec_id
@@ -221,7 +232,7 @@ class WireEncoder:
     def from_bundle(cls, bundle: Any, codec: str | None = None) -> WireEncoder:
         """The encoder for a loaded Bundle."""
         spec = WireSpec.from_bundle(bundle)
-        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant)
+        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant, spec.reader)
 
     def encode(self, code_int8: np.ndarray, scale: float, zero_point: int, seq: int, boot_id: int,
                timestamp_ns: int) -> bytes:

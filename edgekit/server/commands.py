@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgekit.bundle_commands import trust_options, trust_policy
+
 __all__ = ["server_group"]
 
 
@@ -35,8 +37,9 @@ def server_group() -> None:
 @click.option("--allow-failing-parity", is_flag=True,
               help="Serve a bundle that failed its parity check at convert time (warned at start).")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
+@trust_options
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
-                summary_every, allow_failing_parity, json_logs) -> None:
+                summary_every, allow_failing_parity, json_logs, trust_keys, require_signature) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -65,7 +68,8 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=parse_broker_url(broker), db=Path(db),
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
-                         summary_every_s=summary_every, allow_failing_parity=allow_failing_parity)
+                         summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
+                         trust=trust_policy(trust_keys, require_signature))
     receiver = Receiver(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

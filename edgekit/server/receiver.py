@@ -27,14 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import UsageError
-from edgekit.mqtt import BrokerUrl, ClientLoop, device_of, features_filter, topic
+from edgekit.mqtt import BrokerUrl, ClientLoop, device_id_problem, device_of, features_filter, printable_id, topic
 from edgekit.server.batcher import Batcher
 from edgekit.server.store import DeadLetter, Result, ResultStore
 from edgekit.server.stats import LatencyWindow
+from edgekit.signing import TrustPolicy
 
 __all__ = ["ReceiverConfig", "Receiver"]
 
 log = logging.getLogger(__name__)
+#: The device column of a dead letter whose topic carries no valid device id (the id itself is in its error).
+INVALID_DEVICE = "(invalid)"
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ReceiverConfig:
     topk: int = 3
     summary_every_s: float = 10.0
     allow_failing_parity: bool = False  # serve bundles whose convert-time parity check failed (warned)
+    trust: TrustPolicy | None = None  # the signers whose bundles are served (--trust-key, --require-signature)
 
 
 @dataclass
@@ -112,7 +116,7 @@ class Receiver:
         from edgekit.wire import WireDecoder
 
         self.cfg = cfg
-        self.bundles = [Bundle.load(p) for p in cfg.bundles]
+        self.bundles = [Bundle.load(p, trust=cfg.trust) for p in cfg.bundles]
         for bundle in self.bundles:
             check_parity(bundle, cfg.allow_failing_parity)
         self.decoder = WireDecoder(self.bundles)
@@ -178,9 +182,13 @@ class Receiver:
         from edgekit.frame import FrameError
 
         received_ns = time.time_ns()
-        device = device_of(message.topic) or "unknown"
+        device = device_of(message.topic)
         self.counters.received += 1
         payload = bytes(message.payload)
+        problem = device_id_problem(device)
+        if problem is not None:
+            self._dead_letter_bad_id(message, device, problem, len(payload), received_ns)
+            return
         try:
             frame = self.decoder.decode(payload)
         except FrameError as err:
@@ -198,6 +206,14 @@ class Receiver:
         self._record_dead_letter(device, message.topic, reason, error, nbytes, received_ns)
         self.link.publish_checked(topic(device, "deadletter"), self._dead_letter_body(
             message.topic, reason, error, nbytes, received_ns), qos=1)
+        self.link.client.ack(message.mid, message.qos)
+
+    def _dead_letter_bad_id(self, message, device: str | None, problem: str, nbytes: int, received_ns: int) -> None:
+        """Dead-letter a frame whose topic has no valid device id (the agent's rule): recorded under
+        :data:`INVALID_DEVICE` with the id escaped and cut short, never published (no topic may carry that
+        id), then acked."""
+        self._record_dead_letter(INVALID_DEVICE, printable_id(message.topic), "bad-device-id",
+                                 f"device id {printable_id(device or '')}: {problem}", nbytes, received_ns)
         self.link.client.ack(message.mid, message.qos)
 
     def _record_dead_letter(self, device: str, topic_name: str, reason: str, error: str, nbytes: int,
