@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from edgekit.mqtt_security import security_options
+
 __all__ = ["device_group"]
 
 
@@ -15,7 +17,9 @@ def device_group() -> None:
 
 @device_group.command("run")
 @click.option("--bundle", "bundle", required=True, type=click.Path(), help="Bundle folder from edgekit convert.")
-@click.option("--broker", default="mqtt://localhost:1883", show_default=True, help="Broker URL mqtt://HOST:PORT.")
+@click.option("--broker", default="mqtt://localhost:1883", show_default=True,
+              help="Broker URL mqtt://HOST:PORT or mqtts://[USER@]HOST:PORT (TLS; see docs/security.md).")
+@security_options
 @click.option("--device-id", required=True, help="This device's id (one topic level, e.g. cam-07).")
 @click.option("--source", required=True,
               help="x.npz | npz:PATH | images:DIR | images:'GLOB' | camera:0 | video:PATH.")
@@ -48,7 +52,7 @@ def device_group() -> None:
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
                 spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, heartbeat, linger,
-                allow_failing_parity, json_logs) -> None:
+                allow_failing_parity, json_logs, **security) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
 
     Frames go to a bounded on-disk spool and leave it only when the broker acknowledges them, so broker
@@ -62,6 +66,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
       edgekit device run --bundle bundles/fmnist-v1 --broker mqtt://pi-gw:1883 \\
           --device-id cam-07 --source images:/data/frames --fps 10
       edgekit device run --bundle bundles/digits --device-id d1 --source test.npz --fps 0 --json
+      edgekit device run --bundle bundles/fmnist-v1 --broker mqtts://gw:8883 --ca pki/ca.crt \\
+          --cert pki/clients/cam-07.crt --key pki/clients/cam-07.key --device-id cam-07 --source camera:0
     """
     import json
     import signal
@@ -70,10 +76,10 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
 
     from edgekit.device.agent import Agent, AgentConfig
     from edgekit.logs import setup_run_logging
-    from edgekit.mqtt import check_device_id, parse_broker_url
+    from edgekit.mqtt import check_device_id, resolve_broker
 
     setup_run_logging(json_logs)
-    cfg = AgentConfig(bundle=Path(bundle), broker=parse_broker_url(broker), device_id=check_device_id(device_id),
+    cfg = AgentConfig(bundle=Path(bundle), broker=resolve_broker(broker, **security), device_id=check_device_id(device_id),
                       source=source, fps=fps, spool=Path(spool) if spool else None,
                       spool_max_bytes=int(spool_max_mb * 2**20), spool_max_age_s=spool_max_age,
                       spool_policy=spool_policy, runtime=runtime, threads=threads, target=target, codec=codec,
