@@ -18,7 +18,6 @@ import logging
 import queue
 import re
 import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -26,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from edgekit.errors import BrokerRefusedError, UsageError
-from edgekit.mqtt_security import (BrokerSecurity, apply_security, dropped_before_connack, refusal_error,
-                                   resolve_security, tls_error)
+from edgekit.mqtt_security import (BrokerSecurity, apply_security, connect_failed, dropped_before_connack,
+                                   refusal_error, resolve_security, socket_error)
 
 if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
@@ -211,18 +210,24 @@ def detect_protocol(url: BrokerUrl, timeout: float = 5.0) -> str | None:
 
 
 def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
-    """True on CONNACK success, False when refused or dropped, None when nothing listens."""
+    """True on CONNACK success, False when refused or dropped, None when nothing listens.
+
+    Raises :class:`BrokerRefusedError` when the connection fails for a TLS reason (see edgekit.mqtt_security).
+    """
     result: dict[str, bool] = {}
+    errors: list[str] = []
     client = make_client(f"edgekit-probe-{socket.gethostname()}-{time.monotonic_ns() % 10**9}", protocol,
                          security=url.security)
-    client.on_connect = lambda c, u, flags, rc, props: result.setdefault(
-        "ok", not rc.is_failure or refusal_error(str(url), rc) is not None)
+    client.on_connect = lambda c, u, flags, rc, props: result.update(
+        connack=True, ok=not rc.is_failure or refusal_error(str(url), rc) is not None)
     client.on_disconnect = lambda c, u, flags, rc, props: result.setdefault("ok", False)
+    client.on_log = lambda c, u, level, text: errors.append(text) if socket_error(level, text) else None
     try:
         client.connect(url.host, url.port, keepalive=10)
-    except ssl.SSLError as err:
-        raise tls_error(str(url), err) from None
-    except OSError:
+    except OSError as err:
+        refusal = connect_failed(str(url), url.host, url.port, url.security, err)
+        if refusal is not None:
+            raise refusal from None
         return None
     deadline = time.monotonic() + timeout
     try:
@@ -232,6 +237,10 @@ def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
         if result.get("ok"):
             client.disconnect()
             client.loop(timeout=0.05)
+        elif "connack" not in result:
+            refusal = dropped_before_connack(str(url), url.host, url.port, url.security, (errors or [None])[-1])
+            if refusal is not None:
+                raise refusal
     finally:
         sock = client.socket()
         if sock is not None:
@@ -444,20 +453,22 @@ class ClientLoop:
         if self._backoff.remaining() > 0:
             return False
         self._last_paho_error = None
+        self._connecting = True  # before connect(): paho may report a dropped connection from inside it
         try:
             if not self._tried_once:
                 self._tried_once = True
                 self.client.connect(self.url.host, self.url.port, keepalive=30, **self._connect_options())
             else:
                 self.client.reconnect()
-        except ssl.SSLError as err:
-            self._refused(tls_error(str(self.url), err))
-            return False
         except OSError as err:
+            self._connecting = False
+            refusal = connect_failed(str(self.url), self.url.host, self.url.port, self.url.security, err)
+            if refusal is not None:
+                self._refused(refusal)
+                return False
             log.info("%s: broker %s unreachable (%s)", self.client_id, self.url, err)
             self._backoff.failed()
             return False
-        self._connecting = True
         return True
 
     _connecting = False
@@ -541,7 +552,7 @@ class ClientLoop:
 
     def _on_log(self, client, userdata, level, text) -> None:
         """Keep paho's last error line: a broker's TLS alert after the handshake is reported only there."""
-        if level == _paho().MQTT_LOG_ERR:
+        if socket_error(level, text):
             self._last_paho_error = text
 
     def _diagnose_drop(self) -> None:

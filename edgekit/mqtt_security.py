@@ -7,7 +7,7 @@ One place for every role (agent, receiver, demo, the protocol probe)::
     --password-file / $EDGEKIT_MQTT_PASSWORD ┘   (files read and checked at start)    tls_set_context + username_pw_set
 
 and one place that turns what goes wrong into a line a user can act on (:func:`refusal_error`,
-:func:`tls_error`, :func:`dropped_before_connack`): a TLS/plaintext mismatch, an unknown CA, a refused
+:func:`connect_failed`, :func:`dropped_before_connack`): a TLS/plaintext mismatch, an unknown CA, a refused
 client certificate and a CONNACK "Bad user name or password"/"Not authorized" each name their cause and
 fix instead of looking like an unreachable broker retried forever.
 
@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
 
 __all__ = ["PASSWORD_ENV", "BrokerSecurity", "security_options", "resolve_security", "tls_context",
-           "apply_security", "refusal_error", "tls_error", "dropped_before_connack", "speaks_tls"]
+           "apply_security", "refusal_error", "tls_error", "connect_failed", "socket_error", "dropped_before_connack", "speaks_mqtt",
+           "speaks_tls"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ CREDENTIAL_REFUSALS = {133: "client identifier not valid", 134: "bad user name o
                        135: "not authorized", 138: "banned", 140: "bad authentication method"}
 _CREDENTIALS_FIX = (f"check the user name and --password-file/${PASSWORD_ENV} (or --cert/--key), and that the "
                     "broker has this client in its password file and ACL (docs/security.md)")
+
+_CERT_FIX = ("use --cert/--key issued by the broker's CA (edgekit certs client NAME); a revoked or expired "
+             "certificate needs a new one")
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,9 @@ def resolve_security(base: BrokerSecurity, *, ca: str | None = None, cert: str |
         raise UsageError("a broker password without a user name", "give --username or mqtts://USER@HOST")
     if security.tls:
         tls_context(security)  # fail now on a bad file
+        if security.insecure:
+            log.warning("--tls-insecure: the broker's host name is NOT checked against its certificate; anyone "
+                        "holding a certificate from this CA can impersonate the broker")
     elif security.password:
         log.warning("the broker password goes over plaintext mqtt://: anyone on the network can read it; "
                     "use mqtts://")
@@ -164,8 +171,6 @@ def apply_security(client: "mqtt.Client", security: BrokerSecurity) -> None:
         client.tls_set_context(tls_context(security))
         if security.insecure:
             client.tls_insecure_set(True)
-            log.warning("--tls-insecure: the broker's host name is NOT checked against its certificate; anyone "
-                        "holding a certificate from this CA can impersonate the broker")
     if security.username:
         client.username_pw_set(security.username, security.password)
 
@@ -197,10 +202,28 @@ def tls_error(where: str, err: ssl.SSLError | str) -> BrokerRefusedError:
                                   "use mqtt:// for a plaintext port, or the broker's TLS port (usually 8883)")
     if any(s in upper for s in ("ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE", "CERTIFICATE_REQUIRED",
                                 "ALERT_CERTIFICATE_UNKNOWN", "CERTIFICATE_REVOKED", "CERTIFICATE_EXPIRED")):
-        return BrokerRefusedError(f"broker {where} refused this client's certificate ({text})",
-                                  "use --cert/--key issued by the broker's CA (edgekit certs client NAME); a "
-                                  "revoked or expired certificate needs a new one")
+        return BrokerRefusedError(f"broker {where} refused this client's certificate ({text})", _CERT_FIX)
     return BrokerRefusedError(f"TLS with broker {where} failed ({text})", "check --ca, --cert and --key")
+
+
+def connect_failed(where: str, host: str, port: int, security: BrokerSecurity,
+                   err: OSError) -> BrokerRefusedError | None:
+    """Why ``connect()`` failed, when it is a setup mistake (TLS) rather than a broker that is not up yet.
+
+    A plaintext broker resets a TLS ClientHello without a TLS error, so a reset TLS connection probes the
+    port for plaintext MQTT.
+    """
+    if isinstance(err, ssl.SSLError):
+        return tls_error(where, err)
+    if security.tls and isinstance(err, (ConnectionResetError, ConnectionAbortedError)) and speaks_mqtt(host, port):
+        return BrokerRefusedError(f"broker {where} does not speak TLS on that port (it answers plaintext MQTT)",
+                                  f"use mqtt://{host}:{port}, or the broker's TLS port (usually 8883)")
+    return None
+
+
+def socket_error(level: int, text: str) -> bool:
+    """Whether a paho log line reports a failed socket read or write (where a broker's TLS alert shows)."""
+    return level == 8 and " on socket" in text  # 8: paho's MQTT_LOG_ERR
 
 
 def dropped_before_connack(where: str, host: str, port: int, security: BrokerSecurity,
@@ -212,11 +235,28 @@ def dropped_before_connack(where: str, host: str, port: int, security: BrokerSec
     handshake) sees paho log the broker's alert, passed here as ``last_error``.
     """
     if security.tls:
+        if last_error and "EOF occurred in violation of protocol" in last_error:  # closed without an alert
+            return BrokerRefusedError(f"broker {where} closed the TLS connection before answering: it probably "
+                                      "refused this client's certificate (or wants one)", _CERT_FIX)
         return tls_error(where, last_error) if last_error and "SSL" in last_error else None
     if speaks_tls(host, port):
         return BrokerRefusedError(f"broker {where} closed the plaintext connection: that port speaks TLS",
                                   f"use mqtts://{host}:{port} (with --ca when the broker's CA is private)")
     return None
+
+
+# An MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keepalive 10 s, client id "edgekit-probe".
+_PROBE_CONNECT = bytes([0x10, 25, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 10, 0, 13]) + b"edgekit-probe"
+
+
+def speaks_mqtt(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when ``host:port`` answers a plaintext MQTT CONNECT with a CONNACK (accepted or not)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(_PROBE_CONNECT)
+            return sock.recv(1) == b"\x20"
+    except OSError:
+        return False
 
 
 def speaks_tls(host: str, port: int, timeout: float = 2.0) -> bool:
