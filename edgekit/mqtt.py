@@ -292,6 +292,7 @@ class ClientLoop:
     """
 
     tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
+    refused_retry_s = REFUSED_RETRY_S
 
     def __init__(self, url: BrokerUrl, client_id: str, protocol: str, *, persistent: bool = False,
                  manual_ack: bool = False, will: _Will | None = None, subscriptions: tuple[str, ...] = (),
@@ -566,7 +567,7 @@ class ClientLoop:
 
         At start it is a configuration mistake, so the role exits with the error. Later (a revoked device, a
         broker whose password file changed) the client logs the refusal once and retries every
-        :data:`REFUSED_RETRY_S` seconds, keeping its spool, until the broker accepts it again.
+        ``refused_retry_s`` seconds, keeping its spool, until the broker accepts it again.
         """
         if self.connects == 0:
             log.error("%s: %s", self.client_id, err)
@@ -574,9 +575,9 @@ class ClientLoop:
             self.fatal = err.problem
             return
         if self._refusal_logged != str(err):
-            log.error("%s: %s; retrying every %.0f s", self.client_id, err, REFUSED_RETRY_S)
+            log.error("%s: %s; retrying every %.0f s", self.client_id, err, self.refused_retry_s)
             self._refusal_logged = str(err)
-        self._backoff.delay = max(self._backoff.delay, REFUSED_RETRY_S)
+        self._backoff.delay = max(self._backoff.delay, self.refused_retry_s)
         self._backoff.failed()
 
     def _mark_disconnected(self, why: str) -> None:
