@@ -8,7 +8,6 @@ publish that raises must not skip its spool row.
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
