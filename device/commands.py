@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from edgekit.mqtt_security import security_options
+from edgekit.mqtt_security import security_args, security_options
 
 __all__ = ["device_group"]
 
@@ -138,7 +138,8 @@ def selftest_command(bundle, runtime, threads, target, as_json) -> None:
 @click.option("--user", default=None, help="User the agent runs as (default: the current user, e.g. pi).")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Inference threads (a Raspberry Pi 4/5 has 4 cores).")
-def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) -> None:
+@security_options
+def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, **security) -> None:
     """Print a systemd unit that runs the agent at boot, with this virtualenv's edgekit.
 
     The unit waits for the network, restarts the agent whenever it stops, and gives up only on the exits a
@@ -148,6 +149,8 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) 
     Example:
       edgekit device systemd-unit --bundle ~/bundles/fmnist-v1 --broker mqtt://gw:1883 \\
           --device-id cam-07 --user pi | sudo tee /etc/systemd/system/edgekit-agent-cam-07.service
+      edgekit device systemd-unit --bundle ~/bundles/fmnist-v1 --broker mqtts://cam-07@gw --ca ~/ca.crt \\
+          --password-file ~/.config/edgekit/mqtt-password --device-id cam-07 --user pi
     """
     import getpass
     import shutil
@@ -157,11 +160,15 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) 
     from edgekit.bundle import Bundle
     from edgekit.device.systemd import render_unit
     from edgekit.errors import UsageError
-    from edgekit.mqtt import check_device_id, parse_broker_url
+    from edgekit.mqtt import check_device_id, parse_broker_url, resolve_broker
 
     root = Path(bundle).expanduser().resolve()
     Bundle.load(root)
-    parse_broker_url(broker)
+    if parse_broker_url(broker).security.password:
+        raise UsageError("a password in --broker would be written into a world-readable unit file",
+                         "put it in a file readable by the agent's user only and pass --password-file")
+    resolve_broker(broker, **security, environ={})  # the TLS files and password file load here too
+    broker_args = security_args(security)
     user = user or getpass.getuser()
     for name, value in (("--user", user), ("--source", source), ("--broker", broker)):
         if not value or any(not c.isprintable() for c in value) or (name == "--user" and " " in value):
@@ -169,5 +176,5 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) 
                              "use a value without control characters (and a user name without spaces)")
     venv_edgekit = Path(sys.prefix) / "bin" / "edgekit"
     edgekit = venv_edgekit if venv_edgekit.is_file() else Path(shutil.which("edgekit") or venv_edgekit)
-    click.echo(render_unit(edgekit.absolute(), root, broker, check_device_id(device_id), source, fps, user, threads),
-               nl=False)
+    click.echo(render_unit(edgekit.absolute(), root, broker, check_device_id(device_id), source, fps, user, threads,
+                           broker_args), nl=False)

@@ -32,7 +32,7 @@ from edgekit.errors import BrokerRefusedError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
 
-__all__ = ["PASSWORD_ENV", "BrokerSecurity", "security_options", "resolve_security", "tls_context",
+__all__ = ["PASSWORD_ENV", "BrokerSecurity", "security_options", "security_args", "resolve_security", "tls_context",
            "apply_security", "refusal_error", "tls_error", "connect_failed", "socket_error", "dropped_before_connack", "speaks_mqtt",
            "speaks_tls"]
 
@@ -91,6 +91,18 @@ def security_options(fn: Callable) -> Callable:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def security_args(options: dict[str, Any]) -> tuple[str, ...]:
+    """The given :func:`security_options` as arguments again, file paths made absolute (for a unit file)."""
+    args: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value:
+            args += [flag, value if name == "username" else str(Path(value).expanduser().resolve())]
+    return tuple(args)
 
 
 def resolve_security(base: BrokerSecurity, *, ca: str | None = None, cert: str | None = None,

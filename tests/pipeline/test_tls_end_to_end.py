@@ -91,3 +91,18 @@ def test_a_device_with_a_wrong_password_exits_5_with_one_line(bundle, stream, se
     assert done.returncode == 5, done.stderr
     assert len(errors) == 1 and "not authorized" in errors[0] and "Traceback" not in done.stderr
     assert "not-the-password" not in done.stderr + done.stdout
+
+
+def test_systemd_unit_carries_the_tls_options_but_never_a_password(bundle, secure_dir, cli_runner):
+    from edgekit.device.commands import device_group
+
+    run = cli_runner(device_group)
+    ca, secret = secure_dir / "pki" / "ca.crt", secure_dir / "cam-a.pw"
+    code, unit, err = run("device", "systemd-unit", "--bundle", bundle, "--broker", "mqtts://cam-a@gw",
+                          "--ca", ca, "--password-file", secret, "--device-id", "cam-a")
+    assert code == 0, err
+    assert f"--broker mqtts://cam-a@gw --ca {ca} --password-file {secret} --device-id cam-a" in unit
+    assert USERS["cam-a"] not in unit
+    code, unit, err = run("device", "systemd-unit", "--bundle", bundle, "--broker", "mqtts://cam-a:pw-a@gw",
+                          "--device-id", "cam-a")
+    assert code == 2 and "world-readable" in err and "pw-a" not in err + unit
