@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from paho.mqtt.properties import Properties
 
 __all__ = [
-    "DEFAULT_PORT", "DEFAULT_TLS_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "resolve_broker", "check_device_id", "topic",
+    "DEFAULT_PORT", "DEFAULT_TLS_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "resolve_broker",
+    "check_device_id", "topic",
     "features_filter", "device_of", "publish_packet_size", "publish_properties", "detect_protocol", "make_client",
     "ClientLoop",
 ]
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
-REFUSED_RETRY_S = 30.0  # a client refused after it once connected (e.g. revoked) retries this often
+REFUSED_RETRY_S = 10.0  # a client refused after it once connected (e.g. revoked) retries this often
 TOPIC_ROOT = "edgekit/v1"
 TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter")
 PROTOCOLS = ("auto", "5", "3.1.1")
@@ -52,7 +53,7 @@ RECEIVE_MAXIMUM = 1024  # QoS 1 messages the broker may have in flight to us (MQ
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """Where the broker listens and how to connect to it: ``mqtt[s]://[user@]host:port`` (see edgekit.mqtt_security)."""
+    """Where the broker listens and how to connect: ``mqtt[s]://[user@]host:port`` (see edgekit.mqtt_security)."""
 
     host: str
     port: int = DEFAULT_PORT
