@@ -300,3 +300,34 @@ def test_a_key_that_does_not_match_its_certificate_is_refused_at_start(pki_dir):
 
 def test_security_repr_hides_the_password():
     assert "hunter2" not in repr(BrokerSecurity(tls=True, username="u", password="hunter2"))
+
+
+# ---- the commands -----------------------------------------------------------------------------------------------
+def test_certs_commands_make_a_pki_with_private_keys_and_a_crl(cli_runner, tmp_path):
+    from cryptography import x509
+
+    from edgekit.certs import certs_group
+
+    run, pki = cli_runner(certs_group), tmp_path / "pki"
+    assert run("certs", "init", "--dir", pki, "--name", "gw.local", "--name", "10.0.0.5")[0] == 0
+    assert run("certs", "client", "--dir", pki, "cam-07")[0] == 0
+    assert run("certs", "revoke", "--dir", pki, "cam-07")[0] == 0
+    server = x509.load_pem_x509_certificate((pki / "server.crt").read_bytes())
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(n.value) for n in sans] == ["localhost", "127.0.0.1", "gw.local", "10.0.0.5"]
+    client = x509.load_pem_x509_certificate((pki / "clients" / "cam-07.crt").read_bytes())
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(client.serial_number) is not None
+    for key in (pki / "ca.key", pki / "server.key", pki / "clients" / "cam-07.key"):
+        assert key.stat().st_mode & 0o077 == 0
+    code, _, err = run("certs", "client", "--dir", pki, "../evil")
+    assert code == 2 and "bad device id" in err
+    code, _, err = run("certs", "client", "--dir", tmp_path / "nothing", "cam-07")
+    assert code == 2 and "edgekit certs init" in err
+
+
+def test_secure_broker_needs_a_folder(cli_runner):
+    from edgekit.broker import broker_command
+
+    code, _, err = cli_runner(broker_command)("broker", "--secure")
+    assert code == 2 and "--secure needs --dir" in err
