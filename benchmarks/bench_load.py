@@ -64,13 +64,17 @@ class Fleet:
         self.encoder, self.codes, self.quant = encoder, codes, quant
         self.clients = []
         for device in self.devices:
-            client = make_client(f"bench-{device}", "5")
+            client = make_client(f"bench-{device}", "5", security=self.security_for(device, broker))
             client.connect(broker.host, broker.port)
             self.clients.append(client)
         for _ in range(50):
             for c in self.clients:
                 c.loop(0)
         self.boot_base = boot_base
+
+    def security_for(self, device: str, broker):
+        """The device's TLS settings and credentials (bench_security.py gives each its own certificate)."""
+        return broker.security
 
     def run(self, rate: float, seconds: float, step: int) -> int:
         """Publish for ``seconds`` at ``rate`` frames/s per device; frames sent."""

@@ -122,6 +122,7 @@ class Agent:
         next_beat = time.monotonic()
         try:
             for x in self._paced(stop):
+                self.publisher.raise_if_refused()
                 self._capture(x)
                 if time.monotonic() >= next_beat:
                     self.heartbeat()
@@ -168,6 +169,7 @@ class Agent:
     def _drain(self, stop: threading.Event) -> None:
         """A finite source ended: wait until the broker has every frame, then (a while) for the results."""
         while not stop.is_set() and self.spool.depth > 0:
+            self.publisher.raise_if_refused()
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
         while not stop.is_set() and self.results_this_boot < self.counters.spooled and time.monotonic() < deadline:

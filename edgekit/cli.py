@@ -42,11 +42,12 @@ def _register() -> None:
     from edgekit.device.commands import device_group
     from edgekit.server.commands import server_group
     from edgekit.broker import broker_command
+    from edgekit.certs import certs_group
     from edgekit.demo import demo_command
     from edgekit.reencode.commands import reencode_command
 
     for command in (convert_command, inspect_command, device_group, server_group, broker_command, demo_command,
-                    reencode_command, sign_command, keygen_command):
+                    reencode_command, sign_command, keygen_command, certs_group):
         cli.add_command(command)
 
 

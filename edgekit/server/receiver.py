@@ -153,6 +153,7 @@ class Receiver:
         next_summary = time.monotonic() + self.cfg.summary_every_s
         try:
             while not stop.wait(0.2):
+                self.link.raise_if_refused()
                 if self.link.fatal:
                     raise UsageError(self.link.fatal, "give each receiver its own --client-id")
                 if time.monotonic() >= next_summary:
