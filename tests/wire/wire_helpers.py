@@ -27,11 +27,20 @@ def codes_16(images: np.ndarray) -> np.ndarray:
 
 
 def make_spec(root: Path, calib: np.ndarray, heldout: np.ndarray, codec: str | None = None) -> WireSpec:
-    """A bundle directory holding only ``wire/``, fitted on ``calib``, and its WireSpec (random bundle id)."""
+    """A bundle directory holding only ``wire/``, fitted on ``calib``, and its WireSpec (random bundle id).
+
+    The spec allows frame version 1 only, so the version-1 tests see 64-byte headers; :func:`as_v2` widens it.
+    """
     section, report = fit_codecs(calib, heldout, root / "wire", codec=codec)
-    spec = WireSpec(secrets.token_hex(32), calib.shape[1:], section, root)
+    spec = WireSpec(secrets.token_hex(32), calib.shape[1:], {**section, "frame_versions": [1]}, root)
     spec.report = report  # type: ignore[attr-defined]
     return spec
+
+
+def as_v2(spec: WireSpec, quant: tuple[float, int] | None = None) -> WireSpec:
+    """The same bundle allowing frame versions 1 and 2 (as convert writes it), with a wire quantization."""
+    return WireSpec(spec.bundle_id, spec.code_shape, {**spec.wire, "frame_versions": [1, 2]}, spec.base_dir,
+                    quant or spec.wire_quant)
 
 
 def recrc(frame: bytes) -> bytes:
@@ -154,3 +163,21 @@ def example_frames(root: Path) -> dict[str, bytes]:
 def hexdump(data: bytes) -> str:
     """``xxd``-style: offset, 16 bytes in hex per line."""
     return "\n".join(f"{i:04x}: " + " ".join(f"{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16))
+
+
+EXAMPLE_QUANT = (0.05, -3)
+EXAMPLE_NOW_NS = 1_718_000_005_000_000_000  # the receiver's clock in the version-2 example: 5 s after capture
+
+
+def example_frames_v2(root: Path) -> dict[str, bytes]:
+    """The version-2 worked examples (raw and ans): the same code and fields, the quantization in the bundle."""
+    from edgekit.wire import WireEncoder
+
+    example_frames(root)  # writes the prior
+    wire = {**EXAMPLE_WIRE, "frame_versions": [1, 2]}
+    out = {}
+    for codec in ("raw", "ans"):
+        enc = WireEncoder(EXAMPLE_BUNDLE_ID, (2, 2, 2), wire, root, codec, EXAMPLE_QUANT)
+        fields = dict(EXAMPLE_FIELDS)
+        out[codec] = enc.encode(EXAMPLE_CODE, fields.pop("scale"), fields.pop("zero_point"), **fields)
+    return out
