@@ -217,14 +217,14 @@ def main() -> int:
     db.unlink(missing_ok=True)
     print(f"{args.devices} devices, frame {len(encoder.encode(codes[0], *quant, seq=0, boot_id=1, timestamp_ns=0))} "
           f"bytes, receiver max batch {args.max_batch}; work dir {work}")
-    print(f"{'rate/dev':>8} {'total/s':>8} {'sent':>7} {'stored':>7} {'lost':>5} {'kept up':>7} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'rx fr/s':>8}")
     best_ok, best_tp, rows = None, 0.0, []
     with local_broker(workdir=work / "broker") as broker:
         if args.wire_frames:
             print_wire_bytes(broker.url, bundle, codes, quant, args.wire_frames, args.wire_fps, work)
         if args.wire_only:
             return 0
+        print(f"{'rate/dev':>8} {'total/s':>8} {'sent':>7} {'stored':>7} {'lost':>5} {'kept up':>7} "
+              f"{'p50 ms':>8} {'p99 ms':>8} {'rx fr/s':>8}")
         server = start_server([bundle_path], broker.url, db, work / "server.log", "--max-batch", str(args.max_batch),
                               "--client-id", "bench-rx")
         fleet = Fleet(broker.url, args.devices, encoder, codes, quant, boot_base=10_000)
