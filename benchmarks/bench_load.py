@@ -56,9 +56,10 @@ def device_codes(bundle_path: Path, n: int = 64):
     model = bundle.device_model()
     runner = open_device_runner(model.path, code_quant=model.code_quant)
     x = np.random.default_rng(0).random((n, *runner.input_shape[1:]), dtype=np.float32)
-    test = bundle_path.parent / "model" / "test.npz"
-    if test.exists():
-        x = np.load(test)["x"][:n].astype(np.float32)
+    for test in (bundle_path.parent / "model" / "test.npz", bundle_path.parent / "test.npz"):  # demo, examples
+        if test.exists():
+            x = np.load(test)["x"][:n].astype(np.float32)
+            break
     return bundle, np.stack([runner.run(s[None])[0] for s in x]), runner.code_quant
 
 
