@@ -385,6 +385,7 @@ class WireDecoder:
         header = split_v2(data)
         route = self._route_v2(data, header)
         check_fields_v2(header)
+        timestamp_ns = timestamp_ns_v2(header, now_ns)  # check 9 too
         if header.tag is not None:
             if self.verify_tag is None:
                 raise Unauthenticated("the frame carries an authentication tag and this decoder has no key")
@@ -395,7 +396,7 @@ class WireDecoder:
         raw_len = math.prod(spec.code_shape) * CODE_DTYPE.itemsize
         code = codec.decode(memoryview(data)[header.crc_offset + 4:header.payload_end], spec.code_shape, raw_len)
         return Frame(bundle_id=spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
-                     timestamp_ns=timestamp_ns_v2(header, now_ns), code=code, scale=scale, zero_point=zero_point,
+                     timestamp_ns=timestamp_ns, code=code, scale=scale, zero_point=zero_point,
                      codec=name, flags=header.flags, frame_bytes=len(data))
 
     @staticmethod
