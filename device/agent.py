@@ -59,6 +59,7 @@ class AgentConfig:
     linger_s: float = 5.0  # after a finite source: how long to wait for the last results
     allow_failing_parity: bool = False  # run a bundle whose convert-time parity check failed (warned, in status)
     window: int = 64
+    key: Path | None = None  # this device's key file (edgekit keys add): tag frames, accept only signed results
 
 
 @dataclass
@@ -66,6 +67,15 @@ class AgentCounters:
     captured: int = 0
     spooled: int = 0
     refused_too_big: int = 0
+
+
+def _read_key(cfg: AgentConfig) -> bytes | None:
+    """The device's key from ``--key`` (a one-line error for a bad or foreign key file), or None."""
+    if cfg.key is None:
+        return None
+    from edgekit.auth import read_key_file
+
+    return read_key_file(cfg.key, cfg.device_id)[1]
 
 
 class Agent:
@@ -97,6 +107,11 @@ class Agent:
         mismatch = self.encoder.spec.quant_mismatch(*self.runner.code_quant)
         if mismatch:  # every frame would be refused by the encoder and by the server
             raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
+        key = _read_key(cfg)
+        if key is not None:
+            from edgekit.auth import seal
+
+            self.encoder.sealer = seal(key, cfg.device_id)
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")
@@ -104,7 +119,7 @@ class Agent:
                            cfg.spool_max_age_s, cfg.spool_policy)
         self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
                                    window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result,
-                                   status=status)
+                                   status=status, results_key=key)
         self.counters = AgentCounters()
         self.latency = LatencyWindow()
         self.results_this_boot = 0
@@ -195,7 +210,7 @@ class Agent:
             "spooled": self.counters.spooled, "sent": p.sent, "bytes_sent": p.bytes_sent, "acknowledged": p.acknowledged,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
-            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
+            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results, "forged_results": p.forged_results,
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
         }

@@ -9,7 +9,7 @@ hex example, is ``docs/wire-format.md``; this module is its reference implementa
     ------  ----  ---------------  -------  ------------------------------------------------------------
          0     2  magic            bytes    b"EK" (0x45 0x4B)
          2     1  version          u8       1
-         3     1  flags            u8       no flag is defined in version 1: must be 0
+         3     1  flags            u8       0x80 authenticated (a 16-byte tag follows the payload); others 0
          4     1  codec_id         u8       0 raw, 1 zstd, 2 ans (edgekit/codecs/registry.py)
          5     1  codec_param      u8       per codec: zstd 1 = bundle dictionary; ans 0/1 = prior mode
          6     1  dtype            u8       1 = int8
@@ -25,6 +25,7 @@ hex example, is ``docs/wire-format.md``; this module is its reference implementa
         56     4  payload_len      u32      bytes after the header
         60     4  crc32c           u32      CRC-32C (Castagnoli) of bytes [0, 60) then the payload
         64     -  payload          bytes    codec output, exactly payload_len bytes
+         -    16  tag              bytes    only with flag 0x80: truncated HMAC-SHA256 (edgekit/auth.py)
 
 Decoding a header (``unpack_header``) checks, in this order, and raises the first that fails::
 
@@ -55,6 +56,8 @@ __all__ = [
     "MAX_NDIM",
     "MAX_ID",
     "KNOWN_FLAGS",
+    "FLAG_AUTHENTICATED",
+    "TAG_SIZE",
     "DTYPES",
     "Header",
     "pack_frame",
@@ -84,7 +87,9 @@ __all__ = [
 MAGIC = b"EK"
 VERSION = 1
 MAX_NDIM = 4
-KNOWN_FLAGS = 0x00  # version 1 defines no flag; any set bit is rejected
+FLAG_AUTHENTICATED = 0x80  # a TAG_SIZE-byte MAC trailer follows the payload (edgekit/auth.py)
+TAG_SIZE = 16
+KNOWN_FLAGS = FLAG_AUTHENTICATED  # any other set bit is rejected
 MAX_DIM = 0xFFFF
 MAX_ID = 2**63 - 1  # seq and timestamp_ns are u64 on the wire but must fit a signed 64-bit integer (SQLite)
 
@@ -313,8 +318,8 @@ def unpack_header(data: bytes, max_payload_bytes: int, max_raw_bytes: int) -> He
         raise FrameTooLarge(f"payload_len {payload_len} above the limit {max_payload_bytes}")
     if raw_len > max_raw_bytes:
         raise FrameTooLarge(f"raw_len {raw_len} above the limit {max_raw_bytes}")
-    _check_length(len(data), payload_len)
-    _check_crc(data, crc)
+    _check_length(len(data), payload_len + (TAG_SIZE if flags & FLAG_AUTHENTICATED else 0))
+    _check_crc(data, payload_len, crc)
     shape = _check_fields(dtype, ndim, (d0, d1, d2, d3), raw_len, scale, zero_point)
     _check_ids(seq, ts, boot_id)
     return Header(codec_id=codec_id, codec_param=codec_param, dtype=dtype, shape=shape, bundle_prefix=prefix,
@@ -322,18 +327,18 @@ def unpack_header(data: bytes, max_payload_bytes: int, max_raw_bytes: int) -> He
                   raw_len=raw_len, payload_len=payload_len, flags=flags, version=version)
 
 
-def _check_length(actual: int, payload_len: int) -> None:
-    """The frame is exactly header + declared payload: no less (truncated), no more (trailing bytes)."""
-    expected = HEADER_SIZE + payload_len
+def _check_length(actual: int, body_len: int) -> None:
+    """The frame is exactly header + declared payload (+ tag): no less (truncated), no more (trailing bytes)."""
+    expected = HEADER_SIZE + body_len
     if actual < expected:
         raise TruncatedFrame(f"{actual} bytes, header declares {expected}")
     if actual > expected:
         raise TrailingBytes(f"{actual} bytes, header declares {expected}")
 
 
-def _check_crc(data: bytes, stored: int) -> None:
-    """CRC32C over bytes [0, 60) and the payload (the CRC field itself is excluded)."""
-    actual = crc32c(data[HEADER_SIZE:], crc32c(data[:_CRC_OFFSET]))
+def _check_crc(data: bytes, payload_len: int, stored: int) -> None:
+    """CRC32C over bytes [0, 60) and the payload (the CRC field itself and the tag trailer are excluded)."""
+    actual = crc32c(data[HEADER_SIZE:HEADER_SIZE + payload_len], crc32c(data[:_CRC_OFFSET]))
     if actual != stored:
         raise CrcMismatch(f"crc32c 0x{actual:08x}, header says 0x{stored:08x}")
 

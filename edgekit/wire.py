@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from edgekit.codecs.base import Codec, as_code
 from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
 from edgekit.errors import BundleError, EdgekitError
 from edgekit.frame import (
+    FLAG_AUTHENTICATED,
     HEADER_SIZE,
     MAX_ID,
     FrameTooLarge,
@@ -216,6 +217,8 @@ class WireEncoder:
         self.codec = self.spec.build(self.codec_name)
         self._codec_id = entry(self.codec_name).codec_id
         self._dtype = dtype_code(np.int8)
+        #: frame bytes -> tag (``edgekit.auth.seal``): when set, frames carry the authenticated flag and the tag
+        self.sealer: Callable[[bytes], bytes] | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Any, codec: str | None = None) -> WireEncoder:
@@ -249,11 +252,12 @@ class WireEncoder:
         header = Header(codec_id=self._codec_id, codec_param=self.codec.param, dtype=self._dtype,
                         shape=code.shape, bundle_prefix=self.spec.prefix, seq=seq, timestamp_ns=timestamp_ns,
                         boot_id=boot_id, scale=scale32, zero_point=int(zero_point), raw_len=code.size,
-                        payload_len=len(payload))
+                        payload_len=len(payload), flags=FLAG_AUTHENTICATED if self.sealer else 0)
         try:
-            return pack_frame(header, payload)
+            frame = pack_frame(header, payload)
         except struct.error as err:
             raise ValueError(f"frame field out of range (seq/boot_id/timestamp_ns): {err}") from None
+        return frame + self.sealer(frame) if self.sealer else frame
 
 
 class _Route:
@@ -292,7 +296,8 @@ class WireDecoder:
         header = unpack_header(data, *self._caps())
         route = self._route(header)
         codec, name = self._codec(route, header)
-        code = codec.decode(memoryview(data)[HEADER_SIZE:], header.shape, header.raw_len)
+        code = codec.decode(memoryview(data)[HEADER_SIZE:HEADER_SIZE + header.payload_len], header.shape,
+                            header.raw_len)
         return Frame(bundle_id=route.spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
                      timestamp_ns=header.timestamp_ns, code=code, scale=header.scale,
                      zero_point=header.zero_point, codec=name, flags=header.flags, frame_bytes=len(data))

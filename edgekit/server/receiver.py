@@ -51,6 +51,8 @@ class ReceiverConfig:
     topk: int = 3
     summary_every_s: float = 10.0
     allow_failing_parity: bool = False  # serve bundles whose convert-time parity check failed (warned)
+    keys: Path | None = None  # a key store (edgekit keys): check frame tags, sign results (edgekit/auth.py)
+    require_auth: bool = False  # dead-letter every frame without a valid tag, even from devices without a key
 
 
 @dataclass
@@ -122,6 +124,7 @@ class Receiver:
                           for b in self.bundles}
         self.client_id = cfg.client_id or f"edgekit-server-{socket.gethostname()}"
         self.store = ResultStore(cfg.db, receiver=self.client_id)
+        self.auth = _authenticator(cfg, self.store)
         self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)
         self.counters = ReceiverCounters()
         self.latency = LatencyWindow()
@@ -183,6 +186,8 @@ class Receiver:
         payload = bytes(message.payload)
         try:
             frame = self.decoder.decode(payload)
+            if self.auth is not None:
+                self.auth.check(device, payload, frame.flags, frame.boot_id, frame.seq)
         except FrameError as err:
             self._dead_letter(message, device, err.code, err.reason, len(payload), received_ns)
             return
@@ -265,10 +270,13 @@ class Receiver:
 
     def _finish(self, item: _Item, result: Result, infer_ms: float, new: bool) -> None:
         """A stored (or duplicate) result: count it, publish it if new, and ack its frame."""
+        if self.auth is not None:
+            self.auth.stored(item.device, result.boot_id, result.seq)
         if new:
             self.counters.stored += 1
             self.latency.add((result.done_ns - result.capture_ns) / 1e6)
-            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms), qos=1)
+            key = self.auth.key(item.device) if self.auth is not None else None
+            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms, key), qos=1)
         else:
             self.counters.duplicates += 1
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
@@ -309,11 +317,26 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _result_json(r: Result, infer_ms: float) -> str:
-    return json.dumps({
+def _authenticator(cfg: ReceiverConfig, store: ResultStore):
+    """The frame authenticator when a key store is given (else None: frames are taken as before)."""
+    from edgekit.auth import FrameAuthenticator, KeyStore
+
+    if cfg.keys is None:
+        if cfg.require_auth:
+            raise UsageError("--require-auth needs the devices' keys", "pass --keys DIR (see edgekit keys add)")
+        return None
+    return FrameAuthenticator(KeyStore(cfg.keys), store, require=cfg.require_auth)
+
+
+def _result_json(r: Result, infer_ms: float, key: bytes | None = None) -> str:
+    """The result message; with the device's key it carries a ``mac`` the agent checks (edgekit/auth.py)."""
+    from edgekit.auth import sign_message
+
+    message = {
         "seq": r.seq, "boot_id": r.boot_id, "device": r.device, "bundle_id": r.bundle_id[:16],
         "topk": r.topk,
         "timings": {"capture_ns": r.capture_ns, "received_ns": r.received_ns, "done_ns": r.done_ns,
                     "queue_ms": round((r.done_ns - r.received_ns) / 1e6 - infer_ms, 3),
                     "infer_ms": round(infer_ms, 3), "batch_size": r.batch_size},
-    })
+    }
+    return json.dumps(message if key is None else sign_message(key, r.device, "results", message))
