@@ -70,7 +70,7 @@ class AgentCounters:
 
 
 def _read_key(cfg: AgentConfig) -> bytes | None:
-    """The device's key from ``--key`` (a one-line error for a bad or foreign key file), or None."""
+    """The device's key from ``--frame-key`` (a one-line error for a bad or foreign key file), or None."""
     if cfg.key is None:
         return None
     from edgekit.auth import read_key_file

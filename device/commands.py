@@ -45,7 +45,7 @@ def device_group() -> None:
               help="After a finite source: seconds to wait for the last results.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
-@click.option("--key", "key", type=click.Path(dir_okay=False), default=None,
+@click.option("--frame-key", "key", type=click.Path(dir_okay=False), default=None,
               help="This device's key file (edgekit keys add): tag every frame, accept only signed results.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
@@ -64,7 +64,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
       edgekit device run --bundle bundles/fmnist-v1 --broker mqtt://pi-gw:1883 \\
           --device-id cam-07 --source images:/data/frames --fps 10
       edgekit device run --bundle bundles/digits --device-id d1 --source test.npz --fps 0 --json
-      edgekit device run --bundle bundles/fmnist-v1 --device-id cam-07 --source camera:0 --key cam-07.key
+      edgekit device run --bundle bundles/fmnist-v1 --device-id cam-07 --source camera:0 --frame-key cam-07.key
     """
     import json
     import signal

@@ -125,8 +125,9 @@ class KeyStore:
     most once a second), so ``edgekit keys add`` / ``revoke`` take effect without restarting the receiver.
     """
 
-    def __init__(self, folder: Path | str, *, create: bool = False):
+    def __init__(self, folder: Path | str, *, create: bool = False, reload_s: float = _RELOAD_S):
         self.folder = Path(folder)
+        self._reload_s = reload_s
         if create:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.folder.is_dir():
@@ -142,7 +143,7 @@ class KeyStore:
         """The device's key, or None when the store has none (never provisioned, or revoked)."""
         now = time.monotonic()
         if now >= self._next_check:
-            self._next_check = now + _RELOAD_S
+            self._next_check = now + self._reload_s
             self._reload()
         return self._keys.get(device_id)
 

@@ -28,7 +28,8 @@ def add_command(device_id: str, store: str, out: str | None, rotate: bool) -> No
     """Make a new random 32-byte key for DEVICE_ID: the server's entry and the device's key file.
 
     Copy the device's key file to the device (e.g. scp, then chmod 600) and pass it to edgekit device run
-    --key; give the store to edgekit server run --keys. A running receiver picks up the change within a second.
+    --frame-key; give the store to edgekit server run --frame-keys. A running receiver picks up the change
+    within a second.
 
     \b
     Example:

@@ -34,7 +34,7 @@ def server_group() -> None:
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Serve a bundle that failed its parity check at convert time (warned at start).")
-@click.option("--keys", type=click.Path(file_okay=False), default=None,
+@click.option("--frame-keys", "keys", type=click.Path(file_okay=False), default=None,
               help="Key store folder (edgekit keys add): check frame tags and the replay window, sign results.")
 @click.option("--require-auth", is_flag=True,
               help="Dead-letter every frame without a valid tag (also from devices that have no key).")
@@ -53,7 +53,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     Example:
       edgekit server run --bundle bundles/fmnist-v1 --broker mqtt://localhost:1883 --db results.sqlite
       edgekit server run --bundle bundles/v1 --bundle bundles/v2 --group rx --client-id rx-2 --json
-      edgekit server run --bundle bundles/fmnist-v1 --keys /etc/edgekit/keys --require-auth
+      edgekit server run --bundle bundles/fmnist-v1 --frame-keys /etc/edgekit/keys --require-auth
     """
     import signal
     import threading

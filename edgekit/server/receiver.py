@@ -323,7 +323,7 @@ def _authenticator(cfg: ReceiverConfig, store: ResultStore):
 
     if cfg.keys is None:
         if cfg.require_auth:
-            raise UsageError("--require-auth needs the devices' keys", "pass --keys DIR (see edgekit keys add)")
+            raise UsageError("--require-auth needs the devices' keys", "pass --frame-keys DIR (see edgekit keys add)")
         return None
     return FrameAuthenticator(KeyStore(cfg.keys), store, require=cfg.require_auth)
 
