@@ -4,7 +4,6 @@ checks and replay window over a real SQLite result store."""
 from __future__ import annotations
 
 import os
-import struct
 
 import numpy as np
 import pytest
@@ -30,7 +29,8 @@ from edgekit.auth import (
     write_key_file,
 )
 from edgekit.errors import UsageError
-from edgekit.frame import FLAG_AUTHENTICATED, HEADER_SIZE, CrcMismatch, TruncatedFrame, crc32c, unpack_header
+from auth_helpers import flip_bit, recrc, strip_tag, wrong_tag
+from edgekit.frame import FLAG_AUTHENTICATED, HEADER_SIZE, CrcMismatch, TruncatedFrame, unpack_header
 from edgekit.server.store import Result, ResultStore
 from edgekit.wire import WireDecoder, WireEncoder, WireSpec
 
@@ -50,13 +50,6 @@ def _encoder(key: bytes | None = None, device: str = "cam-a") -> WireEncoder:
 def _frame(seq: int = 0, boot_id: int = 7, key: bytes | None = KEY_A, device: str = "cam-a") -> bytes:
     code = (np.arange(8) + seq).astype(np.int8).reshape(2, 2, 2)
     return _encoder(key, device).encode(code, 0.1, 0, seq=seq, boot_id=boot_id, timestamp_ns=1)
-
-
-def _recrc(frame: bytes) -> bytes:
-    """Fix the CRC after an edit (what a deliberate forger does), keeping any tag trailer as it is."""
-    payload_len = struct.unpack_from("<I", frame, 56)[0]
-    crc = crc32c(frame[HEADER_SIZE:HEADER_SIZE + payload_len], crc32c(frame[:60]))
-    return frame[:60] + crc.to_bytes(4, "little") + frame[HEADER_SIZE:]
 
 
 # ---------------------------------------------------------------------------------------------- key files
@@ -110,9 +103,7 @@ def test_tag_is_bound_to_key_device_and_every_bit():
     assert not verify_frame(KEY_A, "cam-b", frame)
     assert not verify_frame(KEY_A, "cam-a\x00", frame)  # the length prefix: no ambiguity between ids
     for bit in range(0, len(frame) * 8, 7):
-        flipped = bytearray(frame)
-        flipped[bit // 8] ^= 1 << (bit % 8)
-        assert not verify_frame(KEY_A, "cam-a", bytes(flipped)), bit
+        assert not verify_frame(KEY_A, "cam-a", flip_bit(frame, bit // 8, bit % 8)), bit
 
 
 def test_authenticated_frame_decodes_and_the_crc_does_not_cover_the_tag():
@@ -121,14 +112,11 @@ def test_authenticated_frame_decodes_and_the_crc_does_not_cover_the_tag():
     decoded = decoder.decode(frame)
     assert decoded.flags == FLAG_AUTHENTICATED
     assert np.array_equal(decoded.code, decoder.decode(_frame(key=None)).code)
-    retagged = frame[:-TAG_SIZE] + bytes(TAG_SIZE)
-    assert decoder.decode(retagged).seq == 0  # the framing passes; the tag is the authenticator's business
+    assert decoder.decode(wrong_tag(frame)).seq == 0  # the framing passes; the tag is the authenticator's business
     with pytest.raises(TruncatedFrame):  # the flag without its trailer
         unpack_header(frame[:-TAG_SIZE], 1 << 20, 1 << 20)
-    damaged = bytearray(frame)
-    damaged[HEADER_SIZE] ^= 1
     with pytest.raises(CrcMismatch):  # a line error in the payload stays a CRC error
-        decoder.decode(bytes(damaged))
+        decoder.decode(flip_bit(frame, HEADER_SIZE))
 
 
 def test_frame_tag_and_message_mac_use_separate_labels():
@@ -182,11 +170,11 @@ def test_each_failure_has_its_own_reason(checks):
     with pytest.raises(UnknownKey):
         _check(auth, "cam-x", _frame(seq=1, device="cam-x"))
     with pytest.raises(BadTag):  # a known boot, a wrong tag
-        _check(auth, "cam-a", _frame(seq=1)[:-TAG_SIZE] + bytes(TAG_SIZE))
-    altered = bytearray(_frame(seq=1))
-    altered[HEADER_SIZE] ^= 1
+        _check(auth, "cam-a", wrong_tag(_frame(seq=1)))
     with pytest.raises(BadTag):  # a flipped payload bit with the CRC fixed up
-        _check(auth, "cam-a", _recrc(bytes(altered)))
+        _check(auth, "cam-a", recrc(flip_bit(_frame(seq=1), HEADER_SIZE)))
+    with pytest.raises(MissingTag):  # the tag stripped off a genuine frame
+        _check(auth, "cam-a", strip_tag(_frame(seq=1)))
     with pytest.raises(WrongDevice):  # cam-a's genuine frame on cam-b's topic
         _check(auth, "cam-b", _frame(seq=1))
     with pytest.raises(ForgedBoot):  # a boot nobody opened, with a tag made without cam-a's key
@@ -216,4 +204,4 @@ def test_window_rejects_stale_seqs_and_survives_a_restart(checks, tmp_path):
     with pytest.raises(Replayed):
         _check(restarted, "cam-a", _frame(seq=top))
     with pytest.raises(BadTag):  # the boot is remembered: not reported as a forged boot
-        _check(restarted, "cam-a", _frame(seq=top + 1)[:-TAG_SIZE] + bytes(TAG_SIZE))
+        _check(restarted, "cam-a", wrong_tag(_frame(seq=top + 1)))
