@@ -291,7 +291,8 @@ class StaleSeq(AuthError):
     code = "stale-seq"
 
 
-AUTH_ERROR_TYPES: tuple[type[AuthError], ...] = (MissingTag, UnknownKey, BadTag, WrongDevice, ForgedBoot,
+#: The receiver's authentication errors, in the order of its checks (docs/wire-format.md, checks 15-19).
+AUTH_ERROR_TYPES: tuple[type[AuthError], ...] = (MissingTag, UnknownKey, WrongDevice, ForgedBoot, BadTag,
                                                  Replayed, StaleSeq)
 
 
