@@ -90,6 +90,7 @@ class Agent:
         from edgekit.wire import WireEncoder, new_boot_id
 
         self.cfg = cfg
+        key = _read_key(cfg)  # a bad --frame-key fails before the slow loading
         self.bundle = Bundle.load(cfg.bundle)
         failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
@@ -107,7 +108,6 @@ class Agent:
         mismatch = self.encoder.spec.quant_mismatch(*self.runner.code_quant)
         if mismatch:  # every frame would be refused by the encoder and by the server
             raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
-        key = _read_key(cfg)
         if key is not None:
             from edgekit.auth import seal
 

@@ -108,12 +108,14 @@ class Receiver:
     """Loads the bundles and runners, then serves until :meth:`stop`."""
 
     def __init__(self, cfg: ReceiverConfig):
+        from edgekit.auth import FrameAuthenticator
         from edgekit.bundle import Bundle
         from edgekit.runtime import open_server_runner
         from edgekit.selftest import check_parity, require_pass, server_selftest
         from edgekit.wire import WireDecoder
 
         self.cfg = cfg
+        keys = _key_store(cfg)  # a bad --frame-keys fails before the slow loading
         self.bundles = [Bundle.load(p) for p in cfg.bundles]
         for bundle in self.bundles:
             check_parity(bundle, cfg.allow_failing_parity)
@@ -124,7 +126,7 @@ class Receiver:
                           for b in self.bundles}
         self.client_id = cfg.client_id or f"edgekit-server-{socket.gethostname()}"
         self.store = ResultStore(cfg.db, receiver=self.client_id)
-        self.auth = _authenticator(cfg, self.store)
+        self.auth = FrameAuthenticator(keys, self.store, require=cfg.require_auth) if keys is not None else None
         self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)
         self.counters = ReceiverCounters()
         self.latency = LatencyWindow()
@@ -317,15 +319,15 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _authenticator(cfg: ReceiverConfig, store: ResultStore):
-    """The frame authenticator when a key store is given (else None: frames are taken as before)."""
-    from edgekit.auth import FrameAuthenticator, KeyStore
+def _key_store(cfg: ReceiverConfig):
+    """The devices' keys when ``cfg.keys`` is given (else None: frames are taken unchecked, as before)."""
+    from edgekit.auth import KeyStore
 
     if cfg.keys is None:
         if cfg.require_auth:
             raise UsageError("--require-auth needs the devices' keys", "pass --frame-keys DIR (see edgekit keys add)")
         return None
-    return FrameAuthenticator(KeyStore(cfg.keys), store, require=cfg.require_auth)
+    return KeyStore(cfg.keys)
 
 
 def _result_json(r: Result, infer_ms: float, key: bytes | None = None) -> str:
