@@ -363,9 +363,13 @@ class FrameAuthenticator:
         return self.keys.get(device) if self.keys is not None else None
 
     def stored(self, device: str, boot_id: int, seq: int) -> None:
-        """Record a committed result of an authenticated frame."""
+        """Record a committed result. Only boots in memory are updated: those of frames that passed
+        :meth:`check` (an untagged device never loads one); a boot evicted since is reloaded from the store,
+        which has this result by then."""
         with self._lock:
-            self._boot(device, boot_id).add(seq)
+            boot = self._boots.get((device, boot_id))
+            if boot is not None:
+                boot.add(seq)
 
     def _raise_bad_tag(self, device: str, data: bytes, boot_id: int) -> None:
         """Tell a moved frame (another device's boot and key) and a forged boot from a bad tag."""
