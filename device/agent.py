@@ -111,6 +111,9 @@ class Agent:
         if key is not None:
             from edgekit.auth import seal
 
+            if self.encoder.frame_version != 2:
+                raise BundleError(f"bundle {self.bundle.bundle_id[:12]} allows only frame version 1, and authenticated "
+                                  "frames are version 2", "re-create the bundle with edgekit convert")
             self.encoder.sealer = seal(key, cfg.device_id)
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()

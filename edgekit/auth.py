@@ -1,13 +1,14 @@
 """Frame authentication: per-device keys, the frame MAC, the replay window, and signed JSON messages.
 
 Each device holds a 32-byte key provisioned out of band (``edgekit keys add``; never in a bundle). The agent
-appends a truncated HMAC-SHA256 tag to every frame and sets the header's ``authenticated`` flag; the receiver,
-which holds every device's key in a key store, checks it (docs/wire-format.md, "Authenticated frames")::
+appends a truncated HMAC-SHA256 tag to every version-2 frame (flag ``AUTH``); the receiver, which holds every
+device's key in a key store, checks it (docs/wire-format.md, "Authenticated frames")::
 
-    frame bytes ─► decode (framing, CRC, bundle) ─► key for the topic's device ─► tag ─► replay window ─► batch
-                                                    missing-tag / unknown-key     bad-tag      replayed
-                                                                                  wrong-device stale-seq
-                                                                                  forged-boot
+    bytes ─► framing, route, CRC, fields ─► tag_check(device) ─► quant, codec, payload ─► admit ─► batch
+             (edgekit.wire, checks 1-9)     unknown-key          (checks 11-13)           missing-tag
+                                            wrong-device                                  replayed
+                                            forged-boot                                   stale-seq
+                                            bad-tag
 
 The tag binds the frame to the device id of the topic it travels on: the MAC input starts with a
 domain-separation label and the length-prefixed device id, so a genuine frame moved to another device's
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgekit.errors import UsageError
-from edgekit.frame import FLAG_AUTHENTICATED, TAG_SIZE, FrameError
+from edgekit.frame import AUTH_FLAG, AUTH_TAG_BYTES, FrameError, split_v2
 from edgekit.mqtt import check_device_id
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 KEY_SIZE = 32
+TAG_SIZE = AUTH_TAG_BYTES  # 16 bytes: docs/security.md says why
 KEY_FORMAT = "edgekit-device-key"
 _FRAME_LABEL = b"edgekit-frame-mac-v1\x00"
 _MESSAGE_LABEL = b"edgekit-message-mac-v1\x00"
@@ -216,7 +218,11 @@ def seal(key: bytes, device_id: str):
 
 def verify_frame(key: bytes, device_id: str, data: bytes) -> bool:
     """True when the last :data:`TAG_SIZE` bytes of ``data`` are the tag of the rest (constant-time compare)."""
-    return hmac.compare_digest(frame_tag(key, device_id, data[:-TAG_SIZE]), data[-TAG_SIZE:])
+    return _tag_ok(key, device_id, data[:-TAG_SIZE], data[-TAG_SIZE:])
+
+
+def _tag_ok(key: bytes, device_id: str, signed: bytes, tag: bytes) -> bool:
+    return hmac.compare_digest(frame_tag(key, device_id, signed), tag)
 
 
 def _canonical(kind: str, message: dict[str, Any]) -> bytes:
@@ -291,8 +297,8 @@ class StaleSeq(AuthError):
     code = "stale-seq"
 
 
-#: The receiver's authentication errors, in the order of its checks (docs/wire-format.md, checks 15-19).
-AUTH_ERROR_TYPES: tuple[type[AuthError], ...] = (MissingTag, UnknownKey, WrongDevice, ForgedBoot, BadTag,
+#: The receiver's authentication errors, in the order of its checks (docs/wire-format.md).
+AUTH_ERROR_TYPES: tuple[type[AuthError], ...] = (UnknownKey, WrongDevice, ForgedBoot, BadTag, MissingTag,
                                                  Replayed, StaleSeq)
 
 
@@ -325,10 +331,10 @@ class _Boot:
 
 
 class FrameAuthenticator:
-    """The receiver's checks, in order: tag present and expected, key known, tag valid, (boot, seq) new.
+    """The receiver's checks: :meth:`tag_check` inside the decoder (key known, tag valid, before any payload
+    is read), then :meth:`admit` on the decoded frame (tagged when expected, (boot, seq) new).
 
-    ``check`` runs on the link thread for each decoded frame; ``stored`` runs on the worker thread once a
-    result is committed. The window holds only *stored* seqs: a copy of a frame still in the batch is not
+    Both run on the link thread; :meth:`stored` runs on the worker thread once a result is committed. The window holds only *stored* seqs: a copy of a frame still in the batch is not
     caught here but by the store's UNIQUE key (no second result), and a frame whose batch failed to store
     stays acceptable when the broker re-delivers it.
     """
@@ -342,20 +348,25 @@ class FrameAuthenticator:
         self._max_boots = max_boots
         self._lock = threading.Lock()
 
-    def check(self, device: str, data: bytes, flags: int, boot_id: int, seq: int) -> bool:
-        """Raise the :class:`AuthError` that ``data`` (a decoded frame) deserves; True when it carries a valid
-        tag, False when it is an unauthenticated frame this receiver accepts (no key, not required)."""
-        key = self.key(device)
-        if not flags & FLAG_AUTHENTICATED:
-            if key is not None or self.require:
-                raise MissingTag(f"device {device} must tag its frames" if key is not None
+    def tag_check(self, device: str):
+        """The decoder's ``verify_tag`` for a frame that came on ``device``'s topic."""
+        def verify(bundle_id: str, signed: bytes, tag: bytes) -> None:
+            key = self.key(device)
+            if key is None:
+                raise UnknownKey(f"no key for device {device} in the key store")
+            if not _tag_ok(key, device, signed, tag):
+                self._raise_bad_tag(device, signed, tag)
+        return verify
+
+    def admit(self, device: str, frame) -> bool:
+        """Raise the :class:`AuthError` a decoded frame deserves after its tag: True when it carried a valid
+        tag, False when it is an untagged frame this receiver accepts (no key, not ``require``)."""
+        if not frame.flags & AUTH_FLAG:  # version 1 has no flags, so never a tag
+            if self.key(device) is not None or self.require:
+                raise MissingTag(f"device {device} must tag its frames" if self.key(device) is not None
                                  else "this receiver requires authenticated frames (--require-auth)")
             return False
-        if key is None:
-            raise UnknownKey(f"no key for device {device} in the key store")
-        if not verify_frame(key, device, data):
-            self._raise_bad_tag(device, data, boot_id)
-        self._check_window(device, boot_id, seq)
+        self._check_window(device, frame.boot_id, frame.seq)
         return True
 
     def key(self, device: str) -> bytes | None:
@@ -371,11 +382,12 @@ class FrameAuthenticator:
             if boot is not None:
                 boot.add(seq)
 
-    def _raise_bad_tag(self, device: str, data: bytes, boot_id: int) -> None:
+    def _raise_bad_tag(self, device: str, signed: bytes, tag: bytes) -> None:
         """Tell a moved frame (another device's boot and key) and a forged boot from a bad tag."""
+        boot_id = split_v2(signed + tag).boot_id  # parsed again only on this failure path
         for other in self.records.boot_devices(boot_id):
             key = self.key(other) if other != device else None
-            if key is not None and verify_frame(key, other, data):
+            if key is not None and _tag_ok(key, other, signed, tag):
                 raise WrongDevice(f"a frame of device {other} (boot {boot_id:08x}) on {device}'s topic")
         if device not in self.records.boot_devices(boot_id):
             raise ForgedBoot(f"bad tag on the first frame of boot {boot_id:08x} of {device}")

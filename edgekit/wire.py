@@ -16,8 +16,10 @@ rejection of a frame is a documented :class:`edgekit.frame.FrameError` subclass.
 
 from __future__ import annotations
 
+import math
 import secrets
 import struct
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +31,28 @@ from edgekit.codecs.base import Codec, as_code
 from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
 from edgekit.errors import BundleError, EdgekitError
 from edgekit.frame import (
-    FLAG_AUTHENTICATED,
+    FRAME_VERSIONS,
     HEADER_SIZE,
     MAX_ID,
+    V2_BYTE,
+    CrcMismatch,
     FrameTooLarge,
     Header,
+    HeaderV2,
     QuantMismatch,
     ShapeMismatch,
+    Unauthenticated,
     UnknownBundle,
     UnknownCodec,
     check_encodable,
+    check_fields_v2,
+    crc32c,
+    crc_matches_v2,
     dtype_code,
     pack_frame,
+    pack_frame_v2,
+    split_v2,
+    timestamp_ns_v2,
     unpack_header,
 )
 
@@ -137,6 +149,23 @@ class WireSpec:
             raise BundleError(f"bundle {self.bundle_id[:16]}: wire.limits needs positive integers "
                               "max_code_elements and max_payload_bytes", "re-create the bundle with edgekit convert")
 
+        versions = self.wire.get("frame_versions", [1])  # a bundle older than version 2 allows version 1 only
+        if not (isinstance(versions, list) and set(versions) & set(FRAME_VERSIONS)):
+            raise BundleError(f"bundle {self.bundle_id[:16]}: wire.frame_versions is {versions!r}; this edgekit "
+                              f"sends and reads frame versions {list(FRAME_VERSIONS)}",
+                              "update edgekit, or re-create the bundle with this edgekit's convert")
+
+    @property
+    def frame_versions(self) -> tuple[int, ...]:
+        """The frame versions the bundle allows that this edgekit speaks (``wire.frame_versions``; absent:
+        version 1 only, so a bundle made before version 2 keeps working with old and new receivers)."""
+        return tuple(v for v in FRAME_VERSIONS if v in self.wire.get("frame_versions", [1]))
+
+    @property
+    def full_id(self) -> bytes:
+        """The whole bundle id as bytes: a version-2 frame's CRC starts with it."""
+        return bytes.fromhex(self.bundle_id)
+
     @classmethod
     def from_bundle(cls, bundle: Any) -> WireSpec:
         """Read ``bundle_id``, ``code.shape``, ``wire``, ``code.wire_quant`` and ``path`` off a loaded Bundle."""
@@ -211,20 +240,24 @@ class WireEncoder:
 
     def __init__(self, bundle_id: str, code_shape: tuple[int, ...], wire: dict[str, Any],
                  base_dir: Path | str | None = None, codec: str | None = None,
-                 wire_quant: tuple[float, int] | None = None):
+                 wire_quant: tuple[float, int] | None = None, frame_version: int | None = None):
         self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None, wire_quant)
+        self.frame_version = frame_version or max(self.spec.frame_versions)
+        if self.frame_version not in self.spec.frame_versions:
+            raise BundleError(f"bundle {bundle_id[:16]} does not allow frame version {self.frame_version}",
+                              f"use one of {list(self.spec.frame_versions)} (wire.frame_versions)")
         self.codec_name = codec or wire["default_codec"]
         self.codec = self.spec.build(self.codec_name)
         self._codec_id = entry(self.codec_name).codec_id
         self._dtype = dtype_code(np.int8)
-        #: frame bytes -> tag (``edgekit.auth.seal``): when set, frames carry the authenticated flag and the tag
+        #: frame bytes -> 16-byte tag (``edgekit.auth.seal``): when set, version-2 frames carry ``AUTH`` and it
         self.sealer: Callable[[bytes], bytes] | None = None
 
     @classmethod
-    def from_bundle(cls, bundle: Any, codec: str | None = None) -> WireEncoder:
-        """The encoder for a loaded Bundle."""
+    def from_bundle(cls, bundle: Any, codec: str | None = None, frame_version: int | None = None) -> WireEncoder:
+        """The encoder for a loaded Bundle (frames of the newest version it allows, unless told)."""
         spec = WireSpec.from_bundle(bundle)
-        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant)
+        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant, frame_version)
 
     def encode(self, code_int8: np.ndarray, scale: float, zero_point: int, seq: int, boot_id: int,
                timestamp_ns: int) -> bytes:
@@ -249,15 +282,27 @@ class WireEncoder:
         payload = self.codec.encode(code)
         if len(payload) > self.spec.max_payload_bytes:
             raise ValueError(f"payload {len(payload)} bytes above the bundle limit {self.spec.max_payload_bytes}")
+        if self.frame_version == 2:
+            return self._pack_v2(payload, scale32, int(zero_point), seq, boot_id, timestamp_ns)
+        if self.sealer is not None:
+            raise ValueError("authenticated frames need frame version 2; this encoder makes version 1")
         header = Header(codec_id=self._codec_id, codec_param=self.codec.param, dtype=self._dtype,
                         shape=code.shape, bundle_prefix=self.spec.prefix, seq=seq, timestamp_ns=timestamp_ns,
                         boot_id=boot_id, scale=scale32, zero_point=int(zero_point), raw_len=code.size,
-                        payload_len=len(payload), flags=FLAG_AUTHENTICATED if self.sealer else 0)
+                        payload_len=len(payload))
         try:
-            frame = pack_frame(header, payload)
+            return pack_frame(header, payload)
         except struct.error as err:
             raise ValueError(f"frame field out of range (seq/boot_id/timestamp_ns): {err}") from None
-        return frame + self.sealer(frame) if self.sealer else frame
+
+
+    def _pack_v2(self, payload: bytes, scale: float, zero_point: int, seq: int, boot_id: int,
+                 timestamp_ns: int) -> bytes:
+        """A version-2 frame: the scale and zero point travel only when no bundle quantization fixes them."""
+        quant = None if self.spec.wire_quant is not None else (scale, zero_point)
+        return pack_frame_v2(codec_id=self._codec_id, codec_param=self.codec.param, bundle_id=self.spec.full_id,
+                             boot_id=boot_id, seq=seq, timestamp_ns=timestamp_ns, payload=payload, quant=quant,
+                             tag_fn=self.sealer)
 
 
 class _Route:
@@ -266,13 +311,15 @@ class _Route:
     def __init__(self, spec: WireSpec):
         self.spec = spec
         self.codecs = {name: spec.build(name) for name in spec.wire.get("codecs", {}) if name in BY_NAME}
+        self.crc_seed = crc32c(spec.full_id)  # a version-2 CRC starts with the full bundle id
 
 
 class WireDecoder:
     """Server side: frame bytes -> :class:`Frame`, routed by bundle-id prefix among the given bundles."""
 
-    def __init__(self, bundles: Iterable[Any] = ()):
+    def __init__(self, bundles: Iterable[Any] = (), verify_tag: Callable[[str, bytes, bytes], None] | None = None):
         self._routes: dict[bytes, _Route] = {}
+        self.verify_tag = verify_tag  # (bundle_id, signed bytes, tag) -> None or a FrameError (issue 11)
         for bundle in bundles:
             self.add(bundle if isinstance(bundle, WireSpec) else WireSpec.from_bundle(bundle))
 
@@ -290,14 +337,22 @@ class WireDecoder:
         specs = [r.spec for r in self._routes.values()]
         return max(s.max_payload_bytes for s in specs), max(s.max_code_bytes for s in specs)
 
-    def decode(self, data: bytes) -> Frame:
-        """Decode one frame; raises only :class:`edgekit.frame.FrameError` subclasses."""
+    def decode(self, data: bytes, now_ns: int | None = None,
+               verify_tag: Callable[[str, bytes, bytes], None] | None = None) -> Frame:
+        """Decode one frame of either version; raises only :class:`edgekit.frame.FrameError` subclasses.
+
+        ``now_ns`` (default: this host's clock) places a version-2 millisecond time field in time.
+        ``verify_tag`` checks this frame's tag instead of the decoder's own (a receiver binds it to the device
+        of the topic the frame came on, edgekit/auth.py).
+        """
         data = bytes(data)
+        if data[:1] and data[0] & 0xF0 == V2_BYTE & 0xF0:
+            return self._decode_v2(data, time.time_ns() if now_ns is None else now_ns,
+                                   verify_tag or self.verify_tag)
         header = unpack_header(data, *self._caps())
         route = self._route(header)
         codec, name = self._codec(route, header)
-        code = codec.decode(memoryview(data)[HEADER_SIZE:HEADER_SIZE + header.payload_len], header.shape,
-                            header.raw_len)
+        code = codec.decode(memoryview(data)[HEADER_SIZE:], header.shape, header.raw_len)
         return Frame(bundle_id=route.spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
                      timestamp_ns=header.timestamp_ns, code=code, scale=header.scale,
                      zero_point=header.zero_point, codec=name, flags=header.flags, frame_bytes=len(data))
@@ -331,3 +386,52 @@ class WireDecoder:
             raise UnknownCodec(f"{row.name} param {header.codec_param}; this bundle's is {codec.param}")
         return codec, row.name
 
+    def _decode_v2(self, data: bytes, now_ns: int, verify_tag: Callable[[str, bytes, bytes], None] | None) -> Frame:
+        """Version 2, in the documented order: framing, route, size, CRC, fields, tag, quant, codec, payload."""
+        header = split_v2(data)
+        route = self._route_v2(data, header)
+        check_fields_v2(header)
+        if header.tag is not None:
+            if verify_tag is None:
+                raise Unauthenticated("the frame carries an authentication tag and this decoder has no key")
+            verify_tag(route.spec.bundle_id, data[:header.payload_end], header.tag)
+        spec = route.spec
+        scale, zero_point = self._quant_v2(spec, header)
+        codec, name = self._codec(route, header)
+        raw_len = math.prod(spec.code_shape) * CODE_DTYPE.itemsize
+        code = codec.decode(memoryview(data)[header.crc_offset + 4:header.payload_end], spec.code_shape, raw_len)
+        return Frame(bundle_id=spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
+                     timestamp_ns=timestamp_ns_v2(header, now_ns), code=code, scale=scale, zero_point=zero_point,
+                     codec=name, flags=header.flags, frame_bytes=len(data))
+
+    @staticmethod
+    def _quant_v2(spec: WireSpec, header: HeaderV2) -> tuple[float, int]:
+        """The frame's scale and zero point: the bundle's, or the frame's own (QUANT flag), which must agree."""
+        if header.scale is None:
+            if spec.wire_quant is None:
+                raise QuantMismatch(f"the frame carries no scale and zero point, and bundle {spec.bundle_id[:16]}"
+                                    " fixes none")
+            return spec.wire_quant
+        mismatch = spec.quant_mismatch(header.scale, header.zero_point)
+        if mismatch:
+            raise QuantMismatch(mismatch)
+        return header.scale, header.zero_point
+
+    def _route_v2(self, data: bytes, header: HeaderV2) -> _Route:
+        """The bundle whose reference and CRC match: the reference narrows, the CRC (seeded with the full
+        bundle id) decides, so bundles whose 1-byte references collide are told apart."""
+        ref = header.bundle_ref
+        candidates = [r for prefix, r in self._routes.items() if prefix.startswith(ref)]
+        if not candidates:
+            raise UnknownBundle(f"no loaded bundle has id prefix {ref.hex()}")
+        largest = max(r.spec.max_payload_bytes for r in candidates)
+        if header.payload_len > largest:
+            raise FrameTooLarge(f"payload {header.payload_len} bytes above the limit {largest} of the bundles "
+                                f"with reference {ref.hex()}")
+        for route in candidates:
+            if crc_matches_v2(data, header, route.crc_seed):
+                if header.payload_len > route.spec.max_payload_bytes:
+                    raise FrameTooLarge(f"payload {header.payload_len} bytes above bundle "
+                                        f"{route.spec.bundle_id[:16]}'s limit {route.spec.max_payload_bytes}")
+                return route
+        raise CrcMismatch(f"crc32c 0x{header.crc:08x} matches no loaded bundle with reference {ref.hex()}")

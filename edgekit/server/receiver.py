@@ -187,9 +187,9 @@ class Receiver:
         self.counters.received += 1
         payload = bytes(message.payload)
         try:
-            frame = self.decoder.decode(payload)
+            frame = self.decoder.decode(payload, verify_tag=self.auth.tag_check(device) if self.auth else None)
             if self.auth is not None:
-                self.auth.check(device, payload, frame.flags, frame.boot_id, frame.seq)
+                self.auth.admit(device, frame)
         except FrameError as err:
             self._dead_letter(message, device, err.code, err.reason, len(payload), received_ns)
             return

@@ -1,20 +1,17 @@
-"""Frame edits an attacker makes, for the authentication tests."""
+"""Frame edits an attacker makes (version-2 frames), for the authentication tests."""
 
 from __future__ import annotations
 
-import struct
-
 from edgekit.auth import TAG_SIZE
-from edgekit.frame import HEADER_SIZE, crc32c
-
-_CRC_OFFSET = HEADER_SIZE - 4
+from edgekit.frame import AUTH_FLAG, crc32c, split_v2
 
 
-def recrc(frame: bytes) -> bytes:
-    """Fix the CRC after an edit (what a deliberate forger does); a tag trailer stays as it is."""
-    payload_len = struct.unpack_from("<I", frame, 56)[0]
-    crc = crc32c(frame[HEADER_SIZE:HEADER_SIZE + payload_len], crc32c(frame[:_CRC_OFFSET]))
-    return frame[:_CRC_OFFSET] + crc.to_bytes(4, "little") + frame[HEADER_SIZE:]
+def recrc(frame: bytes, bundle_id: str) -> bytes:
+    """Fix the CRC after an edit, as a forger can (the bundle id that seeds it is no secret); a tag stays."""
+    head = split_v2(frame)
+    start = head.crc_offset
+    crc = crc32c(frame[start + 4:head.payload_end], crc32c(frame[:start], crc32c(bytes.fromhex(bundle_id))))
+    return frame[:start] + crc.to_bytes(4, "little") + frame[start + 4:]
 
 
 def flip_bit(frame: bytes, offset: int, bit: int = 0) -> bytes:
@@ -24,9 +21,9 @@ def flip_bit(frame: bytes, offset: int, bit: int = 0) -> bytes:
     return bytes(edited)
 
 
-def strip_tag(frame: bytes) -> bytes:
-    """A tagged frame made to look untagged: flag cleared, trailer dropped, CRC fixed."""
-    return recrc(frame[:3] + b"\x00" + frame[4:-TAG_SIZE])
+def strip_tag(frame: bytes, bundle_id: str) -> bytes:
+    """A tagged frame made to look untagged: ``AUTH`` cleared, trailer dropped, CRC fixed."""
+    return recrc(frame[:1] + bytes((frame[1] & ~AUTH_FLAG,)) + frame[2:-TAG_SIZE], bundle_id)
 
 
 def wrong_tag(frame: bytes) -> bytes:

@@ -30,18 +30,18 @@ from edgekit.auth import (
 )
 from edgekit.errors import UsageError
 from auth_helpers import flip_bit, recrc, strip_tag, wrong_tag
-from edgekit.frame import FLAG_AUTHENTICATED, HEADER_SIZE, CrcMismatch, TruncatedFrame, unpack_header
+from edgekit.frame import AUTH_FLAG, CrcMismatch, Unauthenticated
 from edgekit.server.store import Result, ResultStore
 from edgekit.wire import WireDecoder, WireEncoder, WireSpec
 
 BUNDLE_ID = "ab" * 32
-WIRE = {"frame_version": 1, "default_codec": "raw", "codecs": {"raw": {}},
+WIRE = {"frame_versions": [1, 2], "default_codec": "raw", "codecs": {"raw": {}},
         "limits": {"max_code_elements": 8, "max_payload_bytes": 96}}
 KEY_A, KEY_B = bytes(range(32)), bytes(range(1, 33))
 
 
 def _encoder(key: bytes | None = None, device: str = "cam-a") -> WireEncoder:
-    encoder = WireEncoder(BUNDLE_ID, (2, 2, 2), WIRE)
+    encoder = WireEncoder(BUNDLE_ID, (2, 2, 2), WIRE, wire_quant=(0.1, 0))
     if key is not None:
         encoder.sealer = seal(key, device)
     return encoder
@@ -97,7 +97,7 @@ def test_key_store_add_revoke_and_reload_without_restart(tmp_path):
 
 def test_tag_is_bound_to_key_device_and_every_bit():
     frame = _frame()
-    assert len(frame) == HEADER_SIZE + 8 + TAG_SIZE and frame[3] == FLAG_AUTHENTICATED
+    assert len(frame) == 17 + 8 + TAG_SIZE and frame[1] == AUTH_FLAG
     assert verify_frame(KEY_A, "cam-a", frame)
     assert not verify_frame(KEY_B, "cam-a", frame)
     assert not verify_frame(KEY_A, "cam-b", frame)
@@ -106,17 +106,17 @@ def test_tag_is_bound_to_key_device_and_every_bit():
         assert not verify_frame(KEY_A, "cam-a", flip_bit(frame, bit // 8, bit % 8)), bit
 
 
-def test_authenticated_frame_decodes_and_the_crc_does_not_cover_the_tag():
-    frame = _frame()
-    decoder = WireDecoder([WireSpec(BUNDLE_ID, (2, 2, 2), WIRE)])
-    decoded = decoder.decode(frame)
-    assert decoded.flags == FLAG_AUTHENTICATED
+def test_the_decoder_hands_the_signed_bytes_and_the_tag_and_the_crc_does_not_cover_the_tag():
+    frame, seen = _frame(), []
+    decoder = _decoder()
+    decoded = decoder.decode(frame, verify_tag=lambda bundle_id, signed, tag: seen.append((signed, tag)))
+    assert decoded.flags == AUTH_FLAG and seen == [(frame[:-TAG_SIZE], frame[-TAG_SIZE:])]
     assert np.array_equal(decoded.code, decoder.decode(_frame(key=None)).code)
-    assert decoder.decode(wrong_tag(frame)).seq == 0  # the framing passes; the tag is the authenticator's business
-    with pytest.raises(TruncatedFrame):  # the flag without its trailer
-        unpack_header(frame[:-TAG_SIZE], 1 << 20, 1 << 20)
-    with pytest.raises(CrcMismatch):  # a line error in the payload stays a CRC error
-        decoder.decode(flip_bit(frame, HEADER_SIZE))
+    with pytest.raises(Unauthenticated):  # a decoder given no tag check never decodes a tagged frame
+        decoder.decode(frame)
+    with pytest.raises(CrcMismatch):  # a line error in the payload stays a CRC error, before the tag
+        decoder.decode(flip_bit(frame, 17), verify_tag=lambda *a: seen.append(a))
+    assert len(seen) == 1
 
 
 def test_frame_tag_and_message_mac_use_separate_labels():
@@ -151,9 +151,13 @@ def checks(tmp_path):
     store.close()
 
 
+def _decoder() -> WireDecoder:
+    return WireDecoder([WireSpec(BUNDLE_ID, (2, 2, 2), WIRE, wire_quant=(0.1, 0))])
+
+
 def _check(auth: FrameAuthenticator, device: str, frame: bytes) -> bool:
-    header = unpack_header(frame, 1 << 20, 1 << 20)
-    return auth.check(device, frame, header.flags, header.boot_id, header.seq)
+    """What the receiver does with a frame from ``device``'s topic."""
+    return auth.admit(device, _decoder().decode(frame, verify_tag=auth.tag_check(device)))
 
 
 def _store(store: ResultStore, auth: FrameAuthenticator, device: str, boot_id: int, seq: int) -> None:
@@ -172,9 +176,9 @@ def test_each_failure_has_its_own_reason(checks):
     with pytest.raises(BadTag):  # a known boot, a wrong tag
         _check(auth, "cam-a", wrong_tag(_frame(seq=1)))
     with pytest.raises(BadTag):  # a flipped payload bit with the CRC fixed up
-        _check(auth, "cam-a", recrc(flip_bit(_frame(seq=1), HEADER_SIZE)))
+        _check(auth, "cam-a", recrc(flip_bit(_frame(seq=1), 17), BUNDLE_ID))
     with pytest.raises(MissingTag):  # the tag stripped off a genuine frame
-        _check(auth, "cam-a", strip_tag(_frame(seq=1)))
+        _check(auth, "cam-a", strip_tag(_frame(seq=1), BUNDLE_ID))
     with pytest.raises(WrongDevice):  # cam-a's genuine frame on cam-b's topic
         _check(auth, "cam-b", _frame(seq=1))
     with pytest.raises(ForgedBoot):  # a boot nobody opened, with a tag made without cam-a's key

@@ -18,12 +18,12 @@ import pytest
 from auth_helpers import flip_bit, recrc, strip_tag, wrong_tag
 from edgekit.auth import KeyStore, seal, sign_message, write_key_file
 from edgekit.demo import start_device, start_server
-from edgekit.frame import unpack_header
+from edgekit.frame import AUTH_FLAG, split_v2
 from edgekit.mqtt import make_client, parse_broker_url, topic
 from pipeline_helpers import wait_until
 
 FRAMES = 40
-CAP = 1 << 20
+TIME_BYTE = 9  # a byte of the time field of a version-2 frame with seq < 128
 
 
 def _rows(db, sql: str, *args):
@@ -91,21 +91,22 @@ def test_attacks_are_dead_lettered_with_their_reasons_while_genuine_frames_flow(
         first = device("first", "--fps", "0").final_json()
         assert first["results"] == FRAMES and first["forged_results"] == 0, first
         genuine = _frames(sink, "cam-a")
-        assert len(genuine) == FRAMES
+        assert len(genuine) == FRAMES and all(f[0] == 0xE2 and f[1] & AUTH_FLAG for f in genuine)
+        bundle_id = Bundle.load(bundle).bundle_id
 
         second = device("second", "--fps", "20")  # about 2 s of frames while the attacks run
         assert wait_until(lambda: len(_frames(sink, "cam-a")) > FRAMES)
-        live = unpack_header(_frames(sink, "cam-a")[FRAMES], CAP, CAP)
-        code = WireDecoder([Bundle.load(bundle)]).decode(genuine[0]).code
+        live = split_v2(_frames(sink, "cam-a")[FRAMES])
+        code = WireDecoder([Bundle.load(bundle)]).decode(genuine[0], verify_tag=lambda *a: None).code
         squat = [_forge(bundle, code, "cam-a", live.boot_id, live.seq + 10 + i) for i in range(3)]
         forged_result = {"seq": live.seq, "boot_id": live.boot_id, "device": "cam-a", "topk": [["0", 1.0]],
                          "timings": {"capture_ns": 1}}
         _publish(url, [
-            (topic("cam-a", "features"), flip_bit(genuine[5], 24)),  # a damaged timestamp: crc-mismatch
-            (topic("cam-a", "features"), recrc(flip_bit(genuine[5], 24))),  # altered, CRC fixed: bad-tag
+            (topic("cam-a", "features"), flip_bit(genuine[5], TIME_BYTE)),  # damaged: crc-mismatch
+            (topic("cam-a", "features"), recrc(flip_bit(genuine[5], TIME_BYTE), bundle_id)),  # altered: bad-tag
             (topic("cam-a", "features"), wrong_tag(genuine[6])),  # bad-tag
             *[(topic("cam-a", "features"), f) for f in squat],  # the live boot's upcoming seqs: bad-tag
-            (topic("cam-a", "features"), strip_tag(genuine[7])),  # missing-tag
+            (topic("cam-a", "features"), strip_tag(genuine[7], bundle_id)),  # missing-tag
             (topic("cam-a", "features"), genuine[8]),  # replayed
             (topic("cam-b", "features"), genuine[9]),  # wrong-device
             (topic("cam-a", "features"), _forge(bundle, code, "cam-a", 0x0BAD0001, 0)),  # forged-boot

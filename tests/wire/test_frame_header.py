@@ -109,7 +109,7 @@ def test_unknown_version_is_rejected_not_guessed():
 
 
 def test_unknown_flags():
-    for flags in (1, 0x40):
+    for flags in (1, 0x80):
         with pytest.raises(UnknownFlags):
             unpack_header(patch(frame(), 3, "<B", flags), CAP, CAP)
 
