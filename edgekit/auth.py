@@ -334,9 +334,10 @@ class FrameAuthenticator:
     """The receiver's checks: :meth:`tag_check` inside the decoder (key known, tag valid, before any payload
     is read), then :meth:`admit` on the decoded frame (tagged when expected, (boot, seq) new).
 
-    Both run on the link thread; :meth:`stored` runs on the worker thread once a result is committed. The window holds only *stored* seqs: a copy of a frame still in the batch is not
-    caught here but by the store's UNIQUE key (no second result), and a frame whose batch failed to store
-    stays acceptable when the broker re-delivers it.
+    Both run on the link thread; :meth:`stored` runs on the worker thread once a result is committed. The
+    window holds only *stored* seqs: a copy of a frame still in the batch is not caught here but by the
+    store's UNIQUE key (no second result), and a frame whose batch failed to store stays acceptable when the
+    broker re-delivers it.
     """
 
     def __init__(self, keys: KeyStore | None, records: BootRecords, *, require: bool = False,
@@ -375,7 +376,7 @@ class FrameAuthenticator:
 
     def stored(self, device: str, boot_id: int, seq: int) -> None:
         """Record a committed result. Only boots in memory are updated: those of frames that passed
-        :meth:`check` (an untagged device never loads one); a boot evicted since is reloaded from the store,
+        :meth:`admit` (an untagged device never loads one); a boot evicted since is reloaded from the store,
         which has this result by then."""
         with self._lock:
             boot = self._boots.get((device, boot_id))
@@ -385,11 +386,12 @@ class FrameAuthenticator:
     def _raise_bad_tag(self, device: str, signed: bytes, tag: bytes) -> None:
         """Tell a moved frame (another device's boot and key) and a forged boot from a bad tag."""
         boot_id = split_v2(signed + tag).boot_id  # parsed again only on this failure path
-        for other in self.records.boot_devices(boot_id):
+        owners = self.records.boot_devices(boot_id)
+        for other in owners:
             key = self.key(other) if other != device else None
             if key is not None and _tag_ok(key, other, signed, tag):
                 raise WrongDevice(f"a frame of device {other} (boot {boot_id:08x}) on {device}'s topic")
-        if device not in self.records.boot_devices(boot_id):
+        if device not in owners:
             raise ForgedBoot(f"bad tag on the first frame of boot {boot_id:08x} of {device}")
         raise BadTag(f"bad tag on a frame of boot {boot_id:08x} of {device}")
 
@@ -401,7 +403,9 @@ class FrameAuthenticator:
             if seq <= boot.top - REPLAY_WINDOW:
                 raise StaleSeq(f"boot {boot_id:08x} seq {seq} of {device} is {boot.top - seq} behind the newest "
                                f"stored ({boot.top}); the window is {REPLAY_WINDOW}")
-        self.records.add_boot(device, boot_id)
+            if not boot.recorded:
+                self.records.add_boot(device, boot_id)
+                boot.recorded = True
 
     def _boot(self, device: str, boot_id: int) -> _Boot:
         """The window of one boot, loaded from the store on first sight (so a restart does not reopen it)."""
