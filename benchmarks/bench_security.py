@@ -6,8 +6,8 @@
 Each mode runs bench_load's fleet (one MQTT connection per simulated device, real frames from the bundle's
 device half) against a fresh Mosquitto and a real ``edgekit server run``, in two steps: a steady step
 (``--rate`` frames/s per device) for end-to-end latency, and a saturating one (``--saturate``) for the
-receiver's throughput. Rounds alternate the modes (plain, mac, plain, mac, ...) so that the machine's load
-drift hits both alike; the report gives per-round figures, the medians, and each mode's ratio to plain.
+receiver's throughput. Rounds alternate the modes and their order (plain, mac, mac, plain, ...) so that
+the machine's load drift hits both alike; the report gives per-round figures, the medians, and each mode's ratio to plain.
 
 Modes: ``plain`` (no authentication), ``mac`` (every device has a key: frames carry the HMAC-SHA256 tag, the
 receiver checks tags and the replay window and signs results; edgekit/auth.py). A last table gives the
@@ -31,20 +31,18 @@ BOOT_BASE = 10_000
 
 
 class SignedFleet(Fleet):
-    """bench_load's fleet where each device signs its frames with its own key from ``keys``."""
+    """bench_load's fleet where each device signs its frames with its own key from ``keys``: the plain
+    fleet's one encoder, given the device's sealer before each frame (so only the tag differs)."""
 
-    def __init__(self, url: str, n: int, bundle, codes, quant, keys):
+    def __init__(self, url: str, n: int, encoder, codes, quant, keys):
         from edgekit.auth import seal
-        from edgekit.wire import WireEncoder
 
-        super().__init__(url, n, None, codes, quant, BOOT_BASE)
-        self._encoders = {}
-        for device in self.devices:
-            self._encoders[device] = WireEncoder.from_bundle(bundle)
-            self._encoders[device].sealer = seal(keys.add(device), device)
+        super().__init__(url, n, encoder, codes, quant, BOOT_BASE)
+        self._sealers = {device: seal(keys.add(device), device) for device in self.devices}
 
     def encoder_for(self, device: str):
-        return self._encoders[device]
+        self.encoder.sealer = self._sealers[device]
+        return self.encoder
 
 
 def run_mode(mode: str, folder: Path, bundle_path: Path, bundle, codes, quant, args) -> dict:
@@ -60,8 +58,10 @@ def run_mode(mode: str, folder: Path, bundle_path: Path, bundle, codes, quant, a
             extra = ["--frame-keys", str(keys.folder)]
         server = start_server([bundle_path], broker.url, db, folder / "server.log", "--max-batch",
                               str(args.max_batch), "--client-id", "bench-rx", *extra)
-        fleet = (SignedFleet(broker.url, args.devices, bundle, codes, quant, keys) if mode == "mac" else
-                 Fleet(broker.url, args.devices, WireEncoder.from_bundle(bundle), codes, quant, BOOT_BASE))
+        encoder = WireEncoder.from_bundle(bundle)
+        fleet = (SignedFleet(broker.url, args.devices, encoder, codes, quant, keys) if mode == "mac" else
+                 Fleet(broker.url, args.devices, encoder, codes, quant, BOOT_BASE))
+        time.sleep(1.5)  # (every mode alike) the receiver re-reads its key store within a second of new keys
         figures = {}
         try:
             for step, (name, rate) in enumerate((("steady", args.rate), ("saturate", args.saturate))):
@@ -90,24 +90,20 @@ def cpu_per_frame(bundle, codes, quant, n: int = 1000) -> dict[str, float]:
     frames = [signed.encode(codes[i % len(codes)], *quant, seq=i, boot_id=1, timestamp_ns=i) for i in range(n)]
     untagged = [plain.encode(codes[i % len(codes)], *quant, seq=i, boot_id=1, timestamp_ns=i) for i in range(n)]
 
-    def per_frame(fn, repeats: int = 5) -> float:
-        """The best of ``repeats`` passes: the least disturbed by other load on the machine."""
-        best = float("inf")
-        for _ in range(repeats):
+    tasks = {
+        "encode (plain)": lambda i: plain.encode(codes[i % len(codes)], *quant, seq=i, boot_id=1, timestamp_ns=i),
+        "encode + tag": lambda i: signed.encode(codes[i % len(codes)], *quant, seq=i, boot_id=1, timestamp_ns=i),
+        "decode": lambda i: decoder.decode(untagged[i]),
+        "verify tag": lambda i: verify_frame(key, device, frames[i]),
+    }
+    best = dict.fromkeys(tasks, float("inf"))
+    for _ in range(5):  # interleaved passes, the best of each: the least disturbed by other load
+        for name, fn in tasks.items():
             start = time.perf_counter()
             for i in range(n):
                 fn(i)
-            best = min(best, time.perf_counter() - start)
-        return best / n * 1e6
-
-    return {
-        "encode (plain)": per_frame(lambda i: plain.encode(codes[i % len(codes)], *quant, seq=i, boot_id=1,
-                                                            timestamp_ns=i)),
-        "encode + tag": per_frame(lambda i: signed.encode(codes[i % len(codes)], *quant, seq=i, boot_id=1,
-                                                          timestamp_ns=i)),
-        "decode": per_frame(lambda i: decoder.decode(untagged[i])),
-        "verify tag": per_frame(lambda i: verify_frame(key, device, frames[i])),
-    }
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: t / n * 1e6 for name, t in best.items()}
 
 
 def main() -> int:
@@ -135,7 +131,7 @@ def main() -> int:
           f"{'sat. sent':>10} {'rx fr/s':>8}")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(args.rounds):
-        for mode in modes:
+        for mode in modes if r % 2 == 0 else modes[::-1]:  # no mode always runs first (or on a warm machine)
             fig = run_mode(mode, work / f"{mode}-{r}", bundle_path, bundle, codes, quant, args)
             runs[mode].append(fig)
             print(f"{r:>5} {mode:>6} {fig['steady']['p50_ms']:>14.1f} {fig['steady']['p99_ms']:>14.1f} "
