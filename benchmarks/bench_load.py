@@ -96,7 +96,7 @@ class Fleet:
         return sent
 
     def encoder_for(self, device: str):
-        """The encoder of one device (the same for all here; benchmarks/bench_security.py signs per device)."""
+        """The encoder of one device (the same for all here; benchmarks/bench_frame_auth.py signs per device)."""
         return self.encoder
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
-"""Cost of the security layers against the plain run, measured in the same process (not a timed test).
+"""Cost of frame authentication against the plain run, measured in the same process (not a timed test).
 
-    python benchmarks/bench_security.py                               # trains and converts the digits example
-    python benchmarks/bench_security.py --bundle build/demo/bundle --devices 10 --rate 20 --saturate 200
+    python benchmarks/bench_frame_auth.py                             # trains and converts the digits example
+    python benchmarks/bench_frame_auth.py --bundle build/demo/bundle --devices 10 --rate 20 --saturate 200
+    python benchmarks/bench_frame_auth.py --bundle build/demo/bundle --rounds 0   # the CPU table alone
 
 Each mode runs bench_load's fleet (one MQTT connection per simulated device, real frames from the bundle's
 device half) against a fresh Mosquitto and a real ``edgekit server run``, in two steps: a steady step
@@ -11,7 +12,8 @@ the machine's load drift hits both alike; the report gives per-round figures, th
 
 Modes: ``plain`` (no authentication), ``mac`` (every device has a key: frames carry the HMAC-SHA256 tag, the
 receiver checks tags and the replay window and signs results; edgekit/auth.py). A last table gives the
-MAC's CPU cost per frame (sign on the device, verify on the receiver) beside the decoder's own.
+MAC's CPU cost per frame (sign on the device, verify on the receiver) beside the decoder's own. (The cost
+of TLS is benchmarks/bench_security.py's, measured the same way.)
 """
 
 from __future__ import annotations
