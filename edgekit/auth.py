@@ -23,6 +23,7 @@ import collections
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -60,6 +61,8 @@ __all__ = [
     "BootRecords",
     "FrameAuthenticator",
 ]
+
+log = logging.getLogger(__name__)
 
 KEY_SIZE = 32
 TAG_SIZE = AUTH_TAG_BYTES  # 16 bytes: docs/security.md says why
@@ -188,7 +191,8 @@ class KeyStore:
             for path in self.folder.glob("*.key"):
                 try:
                     device, key = read_key_file(path, path.stem)
-                except UsageError:
+                except UsageError as err:
+                    log.warning("key store: skipped %s (%s)", path.name, err.problem)  # the error names no key
                     continue
                 keys[device] = key
             self._keys, self._mtime_ns = keys, mtime

@@ -92,6 +92,16 @@ def test_key_store_add_revoke_and_reload_without_restart(tmp_path):
         store.add("../etc")
 
 
+def test_a_bad_store_entry_is_skipped_with_a_warning_naming_no_key(tmp_path, caplog):
+    store = KeyStore(tmp_path / "keys", create=True, reload_s=0)
+    key = store.add("cam-a")
+    os.chmod(store.path("cam-a"), 0o644)
+    store.add("cam-b")  # changes the folder: the store is re-read
+    assert store.get("cam-a") is None and store.get("cam-b") is not None
+    assert "skipped cam-a.key" in caplog.text and "readable by other users" in caplog.text
+    assert key.hex() not in caplog.text
+
+
 # ------------------------------------------------------------------------------------------------- tags
 
 
