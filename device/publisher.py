@@ -2,7 +2,7 @@
 
 ::
 
-    spool ──take(window)──► size check ──► publish QoS 1 (MQTT 5: content type, bundle-id) ──► broker
+    spool ──take(window)──► size check ──► publish QoS 1 (MQTT 5: topic alias; v1 frames: content type, bundle-id) ──► broker
       ▲                        │ too big: discard, count, log (never sent: no reconnect loop)
       └── ack(row id) ◄── on_publish(mid) ◄── PUBACK
 
@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from edgekit.auth import verify_message
-from edgekit.mqtt import ClientLoop, BrokerUrl, _Will, publish_packet_size, publish_properties, topic
+from edgekit.mqtt import ClientLoop, BrokerUrl, TopicAliases, _Will, publish_packet_size, publish_properties, topic
 from edgekit.device.spool import Spool, SpoolRow
-from edgekit.frame import HEADER_SIZE, frame_bundle_prefix
+from edgekit.frame import HEADER_SIZE, frame_bundle_prefix, frame_version_of
 from edgekit.wire import mqtt5_properties
 
 __all__ = ["PublisherCounters", "Publisher"]
@@ -73,6 +73,7 @@ class Publisher(ClientLoop):
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id
         self._high_water = 0  # highest spool row id handed to paho
         self._next_expire = 0.0
+        self._aliases = TopicAliases()  # MQTT 5: the features topic's name once per connection
 
     @property
     def inflight(self) -> int:
@@ -82,7 +83,7 @@ class Publisher(ClientLoop):
         """Largest payload allowed on ``topic_name``: the broker's packet limit and ours, whichever is lower."""
         limits = [self.max_frame_bytes] if self.max_frame_bytes else []
         if self.max_packet_size:
-            props = self._frame_properties(bytes(HEADER_SIZE))  # the same size for every frame
+            props = self._aliases.largest_properties(self._frame_properties(bytes(HEADER_SIZE)))  # v1: the largest
             overhead = publish_packet_size(topic_name, 0, self.protocol, properties=props)
             limits.append(self.max_packet_size - overhead)
         return min(limits) if limits else None
@@ -90,12 +91,14 @@ class Publisher(ClientLoop):
     def _frame_properties(self, frame: bytes):
         """MQTT 5: the frame's content type and ``bundle-id`` user property (docs/wire-format.md, Transport);
         None for MQTT 3.1.1, where the frame travels alone."""
-        if self.protocol != "5":
+        if self.protocol != "5" or frame_version_of(frame) == 2:  # version 2: no properties (wire-format.md)
             return None
         return _bundle_properties(frame_bundle_prefix(frame).hex())
 
     # ---- hooks (publisher thread) -----------------------------------------------------------------------
     def on_connected(self, session_present: bool) -> None:
+        if self.protocol == "5":
+            self._aliases.reset(self.topic_alias_maximum, self.client)
         online = {"state": "online", "device": self.device_id, "boot_id": self.boot_id, "since": time.time(),
                   **self.status}
         self.publish_checked(self.status_topic, json.dumps(online), qos=1, retain=True)
@@ -120,7 +123,8 @@ class Publisher(ClientLoop):
         if limit is not None and len(row.payload) > limit:
             self._refuse(row.id, len(row.payload), limit)
             return
-        info = self.client.publish(row.topic, row.payload, qos=1, properties=self._frame_properties(row.payload))
+        topic_name, props = self._aliases.apply(row.topic, self._frame_properties(row.payload))
+        info = self.client.publish(topic_name, row.payload, qos=1, properties=props)
         self._inflight[info.mid] = row.id
         self.counters.sent += 1
         self.counters.bytes_sent += len(row.payload)

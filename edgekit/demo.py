@@ -163,12 +163,16 @@ def _stream(bundle: Path, url: str, source: Path, total: int, fps: float, work_d
     """Run server + device subprocesses with a progress bar; the device's final counters."""
     from tqdm import tqdm
 
+    from edgekit.byte_meter import ByteMeter
+    from edgekit.mqtt import parse_broker_url
+
     db = work_dir / "results.sqlite"
     server = start_server([bundle], url, db, work_dir / "server.log")
+    meter = ByteMeter(parse_broker_url(url))  # the device's TCP bytes, counted at its socket
     try:
         click.echo(f"[4/4] streaming {total} frames: server and device running (logs in {work_dir})")
-        device = start_device(bundle, url, "demo-01", source, work_dir / "spool.sqlite", work_dir / "device.log",
-                              "--fps", str(fps), "--linger", "15")
+        device = start_device(bundle, meter.url, "demo-01", source, work_dir / "spool.sqlite",
+                              work_dir / "device.log", "--fps", str(fps), "--linger", "15")
         with tqdm(total=total, unit="frame", desc="results") as bar:
             done = 0
             while device.process.poll() is None or done < total:
@@ -180,8 +184,11 @@ def _stream(bundle: Path, url: str, source: Path, total: int, fps: float, work_d
                     bar.update(count_results(db) - done)
                     break
                 time.sleep(0.1)
-        return device.final_json()
+        stats = device.final_json()
+        stats["tcp_up"], stats["tcp_down"] = meter.snapshot()
+        return stats
     finally:
+        meter.close()
         server.stop()
 
 
@@ -215,6 +222,7 @@ def _summary_table(stats: dict, db: Path, y, float_acc: float) -> str:
         ("accuracy, float model", f"{float_acc:.4f}"),
         ("accuracy, split pipeline (int8 + wire)", f"{split_acc:.4f}"),
         ("bytes per frame (header + payload)", f"{stats['bytes_sent'] / max(stats['sent'], 1):.1f}"),
+        ("TCP bytes per frame, device -> broker (all)", f"{stats['tcp_up'] / max(stats['sent'], 1):.1f}"),
         ("end-to-end latency p50 (capture -> stored)", f"{p50:.1f} ms"),
         ("end-to-end latency p95", f"{p95:.1f} ms"),
         ("device-observed round trip p50 / p95", " / ".join(

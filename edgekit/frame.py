@@ -577,6 +577,6 @@ def timestamp_ns_v2(header: HeaderV2, now_ns: int) -> int:
         return header.time
     now_ms = now_ns // 1_000_000
     ms = now_ms + (header.time - now_ms + _MS_WRAP // 2) % _MS_WRAP - _MS_WRAP // 2
-    if ms < 0:
-        raise BadHeader(f"time {header.time} ms (mod 2**32) reads as before the Unix epoch")
+    if not 0 <= ms * 1_000_000 <= MAX_ID:  # as v1's timestamp_ns: stored as a signed 64-bit integer
+        raise BadHeader(f"time {header.time} ms (mod 2**32) reads as {ms} ms, outside 0..2**63 ns")
     return ms * 1_000_000

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "check_device_id", "topic",
     "features_filter", "device_of", "publish_packet_size", "publish_properties", "detect_protocol", "make_client",
-    "ClientLoop",
+    "ClientLoop", "TopicAliases",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,72 @@ def publish_properties(content_type: str, user_properties: list[tuple[str, str]]
     props = Properties(PacketTypes.PUBLISH)
     props.ContentType = content_type
     props.UserProperty = list(user_properties)
+    return props
+
+
+class TopicAliases:
+    """MQTT 5 topic aliases for one client's publishes: a topic's name travels once per connection, with its
+    alias; later publishes send an empty name and the alias only (3 bytes of properties instead of ~27 of
+    name). Aliases are numbered from 1 and never above the broker's Topic Alias Maximum (its CONNACK;
+    Mosquitto's default is 10; 0 or absent: no alias). Loop thread only, like the client.
+    """
+
+    def __init__(self) -> None:
+        self.maximum = 0
+        self._aliases: dict[str, int] = {}  # topic -> alias, stable for the client's life
+        self._named: set[str] = set()  # topics whose name went out with their alias on this connection
+
+    def apply(self, topic_name: str, properties: "Properties | None") -> tuple[str, "Properties | None"]:
+        """The topic name and properties to publish with (``properties`` is never modified)."""
+        alias = self._aliases.get(topic_name)
+        if alias is None and len(self._aliases) < self.maximum:
+            alias = self._aliases[topic_name] = len(self._aliases) + 1
+        if alias is None or alias > self.maximum:
+            return topic_name, properties
+        props = _with_alias(properties, alias)
+        if topic_name in self._named:
+            return "", props
+        self._named.add(topic_name)
+        return topic_name, props
+
+    def largest_properties(self, properties: "Properties | None") -> "Properties | None":
+        """The properties of a topic's first publish on a connection (name and alias): the largest packet,
+        which a size limit must allow for."""
+        return _with_alias(properties, 1) if self.maximum else properties
+
+    def reset(self, maximum: int, client: "mqtt.Client") -> None:
+        """A new connection (call it from on_connect): the broker knows no alias any more.
+
+        paho re-sends unacknowledged QoS 1 messages right after on_connect, exactly as first sent, and an
+        alias-only one would name no topic on the new connection (MQTT 5 §3.3.2.3.4: a protocol error, the
+        broker disconnects, paho re-sends it, ...). So each gets its topic name back, and loses its alias when
+        the new maximum no longer allows it. paho keeps them in ``_out_messages``: no public API reaches them.
+        """
+        self.maximum = maximum
+        self._named.clear()
+        names = {alias: name for name, alias in self._aliases.items()}
+        with client._out_message_mutex:
+            for message in client._out_messages.values():
+                alias = getattr(message.properties, "TopicAlias", None) if message.properties else None
+                if alias is None:
+                    continue
+                if not message.topic:
+                    message.topic = names[alias].encode()
+                if alias > maximum:
+                    message.properties = _with_alias(message.properties, None)
+
+
+def _with_alias(properties: "Properties | None", alias: int | None) -> "Properties":
+    """A copy of PUBLISH ``properties`` (content type, user properties) with Topic Alias ``alias`` (or none)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    for name in ("ContentType", "UserProperty"):
+        if properties is not None and hasattr(properties, name):
+            setattr(props, name, getattr(properties, name))
+    if alias is not None:
+        props.TopicAlias = alias
     return props
 
 
@@ -259,6 +325,7 @@ class ClientLoop:
         self.subscribed = threading.Event()  # set once the broker has granted every subscription
         self.connects = 0
         self.max_packet_size: int | None = None
+        self.topic_alias_maximum = 0  # the broker's, from its MQTT 5 CONNACK
         self.fatal: str | None = None
         self.dropped_offline = 0  # QoS 0 sends dropped because the broker was not connected
         self._backoff = _Backoff()
@@ -450,6 +517,7 @@ class ClientLoop:
         self._backoff.reset()
         self.connects += 1
         self.max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
+        self.topic_alias_maximum = getattr(properties, "TopicAliasMaximum", 0) if properties else 0
         for flt in self.subscriptions:
             client.subscribe(flt, qos=1)
         self.connected.set()

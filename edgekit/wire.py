@@ -4,8 +4,11 @@ Device and server build their codec from the same bundle (``manifest["wire"]`` a
 ``wire/``), so what one encodes the other decodes bit-exactly::
 
     device:  int8 code ─► codec.encode ─► pack_frame(header, payload) ─► bytes ─► MQTT
+             (version 2, the default where the bundle allows it: pack_frame_v2)
     server:  bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► shape, scale and
              zero point, limits, codec id/param ─► codec.decode (bounded by raw_len) ─► Frame ─► dequantize
+             (first byte E0..EF: split_v2 ─► candidates by 1-byte reference ─► CRC seeded with each full
+             bundle id picks the bundle ─► fields, tag, quant, codec ─► codec.decode)
 
 Both can be built from plain values (bundle id, code shape, wire section, bundle directory, wire
 quantization), which is what ``from_bundle`` reads off a :class:`edgekit.bundle.Bundle` (manifest keys
@@ -391,6 +394,7 @@ class WireDecoder:
         header = split_v2(data)
         route = self._route_v2(data, header)
         check_fields_v2(header)
+        timestamp_ns = timestamp_ns_v2(header, now_ns)  # check 9 too
         if header.tag is not None:
             if verify_tag is None:
                 raise Unauthenticated("the frame carries an authentication tag and this decoder has no key")
@@ -401,7 +405,7 @@ class WireDecoder:
         raw_len = math.prod(spec.code_shape) * CODE_DTYPE.itemsize
         code = codec.decode(memoryview(data)[header.crc_offset + 4:header.payload_end], spec.code_shape, raw_len)
         return Frame(bundle_id=spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
-                     timestamp_ns=timestamp_ns_v2(header, now_ns), code=code, scale=scale, zero_point=zero_point,
+                     timestamp_ns=timestamp_ns, code=code, scale=scale, zero_point=zero_point,
                      codec=name, flags=header.flags, frame_bytes=len(data))
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -167,3 +169,18 @@ def test_the_authentication_hook_sees_the_signed_bytes_and_the_tag(v2, codes):
     assert header.tag == frame[-AUTH_TAG_BYTES:] and header.payload_end == len(frame) - AUTH_TAG_BYTES
     with pytest.raises(ValueError, match="16 bytes"):
         frame_of(v2, codes[3], tag_fn=lambda body: b"short")
+
+
+def test_the_millisecond_time_is_read_nearest_the_receivers_clock_and_stays_below_2_63_ns():
+    from edgekit.frame import timestamp_ns_v2
+
+    frame = pack_frame_v2(codec_id=0, codec_param=0, bundle_id=bytes(32), boot_id=1, seq=0, payload=b"x",
+                          timestamp_ns=NOW)
+    header = split_v2(frame)
+    day_ms = 86_400_000
+    for skew_days in (-24, -1, 0, 1, 24):  # within 2**31 ms = 24.8 days either way: exact
+        assert timestamp_ns_v2(header, NOW + skew_days * day_ms * 1_000_000) == NOW
+    assert timestamp_ns_v2(header, NOW + 26 * day_ms * 1_000_000) != NOW  # beyond: the documented limit
+    past_2_63 = dataclasses.replace(header, time=(2**63 // 1_000_000 + 1) % 2**32)
+    with pytest.raises(BadHeader):  # a receiver whose clock is just below 2**63 ns reads it past 2**63 ns
+        timestamp_ns_v2(past_2_63, 2**63 - 1)
