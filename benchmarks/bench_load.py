@@ -97,7 +97,7 @@ class Fleet:
                     c.loop(0)
             for i, (device, client) in enumerate(zip(self.devices, self.clients)):
                 code = self.codes[(seq + i) % len(self.codes)]
-                frame = self.encoder.encode(code, *self.quant, seq=seq, boot_id=self.boot_base + step * 1000 + i,
+                frame = self.encoder_for(device).encode(code, *self.quant, seq=seq, boot_id=self.boot_base + step * 1000 + i,
                                             timestamp_ns=time.time_ns())
                 client.publish(topic(device, "features"), frame, qos=1)
                 sent += 1
@@ -106,6 +106,10 @@ class Fleet:
             for c in self.clients:
                 c.loop(0.001)
         return sent
+
+    def encoder_for(self, device: str):
+        """The encoder of one device (the same for all here; benchmarks/bench_frame_auth.py signs per device)."""
+        return self.encoder
 
     def close(self) -> None:
         for c in self.clients:

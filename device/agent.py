@@ -61,6 +61,7 @@ class AgentConfig:
     allow_failing_parity: bool = False  # run a bundle whose convert-time parity check failed (warned, in status)
     trust: TrustPolicy | None = None  # the signers whose bundles run (--trust-key, --require-signature)
     window: int = 64
+    key: Path | None = None  # this device's key file (edgekit keys add): tag frames, accept only signed results
 
 
 @dataclass
@@ -68,6 +69,15 @@ class AgentCounters:
     captured: int = 0
     spooled: int = 0
     refused_too_big: int = 0
+
+
+def _read_key(cfg: AgentConfig) -> bytes | None:
+    """The device's key from ``--frame-key`` (a one-line error for a bad or foreign key file), or None."""
+    if cfg.key is None:
+        return None
+    from edgekit.auth import read_key_file
+
+    return read_key_file(cfg.key, cfg.device_id)[1]
 
 
 class Agent:
@@ -82,6 +92,7 @@ class Agent:
         from edgekit.wire import WireEncoder, new_boot_id
 
         self.cfg = cfg
+        key = _read_key(cfg)  # a bad --frame-key fails before the slow loading
         self.bundle = Bundle.load(cfg.bundle, trust=cfg.trust)
         failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
@@ -99,6 +110,13 @@ class Agent:
         mismatch = self.encoder.spec.quant_mismatch(*self.runner.code_quant)
         if mismatch:  # every frame would be refused by the encoder and by the server
             raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
+        if key is not None:
+            from edgekit.auth import seal
+
+            if self.encoder.frame_version != 2:
+                raise BundleError(f"bundle {self.bundle.bundle_id[:12]} allows only frame version 1, and authenticated "
+                                  "frames are version 2", "re-create the bundle with edgekit convert")
+            self.encoder.sealer = seal(key, cfg.device_id)
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")
@@ -106,7 +124,7 @@ class Agent:
                            cfg.spool_max_age_s, cfg.spool_policy)
         self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
                                    window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result,
-                                   status=status)
+                                   status=status, results_key=key)
         self.counters = AgentCounters()
         self.latency = LatencyWindow()
         self.results_this_boot = 0
@@ -199,7 +217,7 @@ class Agent:
             "spooled": self.counters.spooled, "sent": p.sent, "bytes_sent": p.bytes_sent, "acknowledged": p.acknowledged,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
-            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
+            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results, "forged_results": p.forged_results,
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
         }

@@ -50,11 +50,13 @@ def device_group() -> None:
               help="After a finite source: seconds to wait for the last results.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
+@click.option("--frame-key", "frame_key", type=click.Path(dir_okay=False), default=None,
+              help="This device's key file (edgekit keys add): tag every frame, accept only signed results.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
                 spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, heartbeat, linger,
-                allow_failing_parity, json_logs, trust_keys, require_signature, **security) -> None:
+                allow_failing_parity, frame_key, json_logs, trust_keys, require_signature, **security) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
 
     Frames go to a bounded on-disk spool and leave it only when the broker acknowledges them, so broker
@@ -70,6 +72,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
       edgekit device run --bundle bundles/digits --device-id d1 --source test.npz --fps 0 --json
       edgekit device run --bundle bundles/fmnist-v1 --broker mqtts://gw:8883 --ca pki/ca.crt \\
           --cert pki/clients/cam-07.crt --key pki/clients/cam-07.key --device-id cam-07 --source camera:0
+      edgekit device run --bundle bundles/fmnist-v1 --device-id cam-07 --source camera:0 --frame-key cam-07.key
     """
     import json
     import signal
@@ -87,7 +90,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
                       spool_policy=spool_policy, runtime=runtime, threads=threads, target=target, codec=codec,
                       protocol=protocol, max_frame_bytes=max_frame_bytes, heartbeat_s=heartbeat, loop=loop,
                       limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity,
-                      trust=trust_policy(trust_keys, require_signature))
+                      trust=trust_policy(trust_keys, require_signature),
+                      key=Path(frame_key) if frame_key else None)
     agent = Agent(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

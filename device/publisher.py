@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from edgekit.auth import verify_message
 from edgekit.mqtt import ClientLoop, BrokerUrl, TopicAliases, _Will, publish_packet_size, publish_properties, topic
 from edgekit.device.spool import Spool, SpoolRow
 from edgekit.frame import HEADER_SIZE, frame_bundle_prefix, frame_version_of
@@ -44,6 +45,7 @@ class PublisherCounters:
     rejected: int = 0  # frames the broker answered with an MQTT 5 error reason
     results: int = 0
     ignored_results: int = 0  # results messages that were not a JSON object
+    forged_results: int = 0  # results without a valid mac, with a key configured (never acted on)
 
 
 class Publisher(ClientLoop):
@@ -52,7 +54,7 @@ class Publisher(ClientLoop):
     def __init__(self, spool: Spool, url: BrokerUrl, device_id: str, protocol: str, *, boot_id: int = 0,
                  window: int = 64, max_frame_bytes: int | None = None,
                  on_result: Callable[[dict], None] | None = None, client_id: str | None = None,
-                 status: dict | None = None):
+                 status: dict | None = None, results_key: bytes | None = None):
         self.device_id = device_id
         self.status = status or {}  # extra fields of the online status (the agent's self-test, parity)
         self.status_topic = topic(device_id, "status")
@@ -65,6 +67,7 @@ class Publisher(ClientLoop):
         self.window = window
         self.max_frame_bytes = max_frame_bytes
         self.on_result = on_result
+        self.results_key = results_key  # when set, only results signed with this device's key are taken
         self.counters = PublisherCounters()
         self._offline = offline
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id
@@ -146,6 +149,9 @@ class Publisher(ClientLoop):
         if not isinstance(result, dict):
             self._ignore_result(message.topic)
             return
+        if self.results_key is not None and not verify_message(self.results_key, self.device_id, "results", result):
+            self._ignore_forged(message.topic)
+            return
         self.counters.results += 1
         if self.on_result is not None:
             self.on_result(result)
@@ -156,6 +162,13 @@ class Publisher(ClientLoop):
         level = logging.WARNING if self.counters.ignored_results == 1 else logging.DEBUG
         log.log(level, "%s: ignored a malformed result on %s (not a JSON object; %d so far)", self.device_id,
                 topic_name, self.counters.ignored_results)
+
+    def _ignore_forged(self, topic_name: str) -> None:
+        """Count a result without a valid mac; warn only the first time, so a forger cannot flood the log."""
+        self.counters.forged_results += 1
+        level = logging.WARNING if self.counters.forged_results == 1 else logging.DEBUG
+        log.log(level, "%s: ignored a result on %s without a valid mac (%d so far)", self.device_id, topic_name,
+                self.counters.forged_results)
 
     def _refuse(self, row_id: int, size: int, limit: int) -> None:
         self.counters.refused_too_big += 1

@@ -45,9 +45,10 @@ def _register() -> None:
     from edgekit.certs import certs_group
     from edgekit.demo import demo_command
     from edgekit.reencode.commands import reencode_command
+    from edgekit.key_commands import keys_group
 
     for command in (convert_command, inspect_command, device_group, server_group, broker_command, demo_command,
-                    reencode_command, sign_command, keygen_command, certs_group):
+                    reencode_command, sign_command, keygen_command, certs_group, keys_group):
         cli.add_command(command)
 
 

@@ -265,6 +265,8 @@ class WireEncoder:
         self.codec = self.spec.build(self.codec_name)
         self._codec_id = entry(self.codec_name).codec_id
         self._dtype = dtype_code(np.int8)
+        #: frame bytes -> 16-byte tag (``edgekit.auth.seal``): when set, version-2 frames carry ``AUTH`` and it
+        self.sealer: Callable[[bytes], bytes] | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Any, codec: str | None = None, frame_version: int | None = None) -> WireEncoder:
@@ -298,6 +300,8 @@ class WireEncoder:
             raise ValueError(f"payload {len(payload)} bytes above the bundle limit {self.spec.max_payload_bytes}")
         if self.frame_version == 2:
             return self._pack_v2(payload, scale32, int(zero_point), seq, boot_id, timestamp_ns)
+        if self.sealer is not None:
+            raise ValueError("authenticated frames need frame version 2; this encoder makes version 1")
         header = Header(codec_id=self._codec_id, codec_param=self.codec.param, dtype=self._dtype,
                         shape=code.shape, bundle_prefix=self.spec.prefix, seq=seq, timestamp_ns=timestamp_ns,
                         boot_id=boot_id, scale=scale32, zero_point=int(zero_point), raw_len=code.size,
@@ -313,7 +317,8 @@ class WireEncoder:
         """A version-2 frame: the scale and zero point travel only when no bundle quantization fixes them."""
         quant = None if self.spec.wire_quant is not None else (scale, zero_point)
         return pack_frame_v2(codec_id=self._codec_id, codec_param=self.codec.param, bundle_id=self.spec.full_id,
-                             boot_id=boot_id, seq=seq, timestamp_ns=timestamp_ns, payload=payload, quant=quant)
+                             boot_id=boot_id, seq=seq, timestamp_ns=timestamp_ns, payload=payload, quant=quant,
+                             tag_fn=self.sealer)
 
 
 class _Route:
@@ -348,14 +353,18 @@ class WireDecoder:
         specs = [r.spec for r in self._routes.values()]
         return max(s.max_payload_bytes for s in specs), max(s.max_code_bytes for s in specs)
 
-    def decode(self, data: bytes, now_ns: int | None = None) -> Frame:
+    def decode(self, data: bytes, now_ns: int | None = None,
+               verify_tag: Callable[[str, bytes, bytes], None] | None = None) -> Frame:
         """Decode one frame of either version; raises only :class:`edgekit.frame.FrameError` subclasses.
 
         ``now_ns`` (default: this host's clock) places a version-2 millisecond time field in time.
+        ``verify_tag`` checks this frame's tag instead of the decoder's own (a receiver binds it to the device
+        of the topic the frame came on, edgekit/auth.py).
         """
         data = bytes(data)
         if data[:1] and data[0] & 0xF0 == V2_BYTE & 0xF0:
-            return self._decode_v2(data, time.time_ns() if now_ns is None else now_ns)
+            return self._decode_v2(data, time.time_ns() if now_ns is None else now_ns,
+                                   verify_tag or self.verify_tag)
         header = unpack_header(data, *self._caps())
         route = self._route(header)
         codec, name = self._codec(route, header)
@@ -393,16 +402,16 @@ class WireDecoder:
             raise UnknownCodec(f"{row.name} param {header.codec_param}; this bundle's is {codec.param}")
         return codec, row.name
 
-    def _decode_v2(self, data: bytes, now_ns: int) -> Frame:
+    def _decode_v2(self, data: bytes, now_ns: int, verify_tag: Callable[[str, bytes, bytes], None] | None) -> Frame:
         """Version 2, in the documented order: framing, route, size, CRC, fields, tag, quant, codec, payload."""
         header = split_v2(data)
         route = self._route_v2(data, header)
         check_fields_v2(header)
         timestamp_ns = timestamp_ns_v2(header, now_ns)  # check 9 too
         if header.tag is not None:
-            if self.verify_tag is None:
+            if verify_tag is None:
                 raise Unauthenticated("the frame carries an authentication tag and this decoder has no key")
-            self.verify_tag(route.spec.bundle_id, data[:header.payload_end], header.tag)
+            verify_tag(route.spec.bundle_id, data[:header.payload_end], header.tag)
         spec = route.spec
         scale, zero_point = self._quant_v2(spec, header)
         codec, name = self._codec(route, header)

@@ -39,10 +39,15 @@ def server_group() -> None:
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Serve a bundle that failed its parity check at convert time (warned at start).")
+@click.option("--frame-keys", "keys", type=click.Path(file_okay=False), default=None,
+              help="Key store folder (edgekit keys add): check frame tags and the replay window, sign results.")
+@click.option("--require-auth", is_flag=True,
+              help="Dead-letter every frame without a valid tag (also from devices that have no key).")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
-                summary_every, allow_failing_parity, json_logs, trust_keys, require_signature, **security) -> None:
+                summary_every, allow_failing_parity, keys, require_auth, json_logs, trust_keys, require_signature,
+                **security) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -57,6 +62,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
       edgekit server run --bundle bundles/v1 --bundle bundles/v2 --group rx --client-id rx-2 --json
       EDGEKIT_MQTT_PASSWORD=... edgekit server run --bundle bundles/fmnist-v1 \\
           --broker mqtts://edgekit-server@gw:8883 --ca pki/ca.crt
+      edgekit server run --bundle bundles/fmnist-v1 --frame-keys /etc/edgekit/keys --require-auth
     """
     import signal
     import threading
@@ -74,7 +80,8 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
-                         trust=trust_policy(trust_keys, require_signature))
+                         trust=trust_policy(trust_keys, require_signature),
+                         keys=Path(keys) if keys else None, require_auth=require_auth)
     receiver = Receiver(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

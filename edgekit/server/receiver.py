@@ -55,6 +55,8 @@ class ReceiverConfig:
     summary_every_s: float = 10.0
     allow_failing_parity: bool = False  # serve bundles whose convert-time parity check failed (warned)
     trust: TrustPolicy | None = None  # the signers whose bundles are served (--trust-key, --require-signature)
+    keys: Path | None = None  # a key store (edgekit keys): check frame tags, sign results (edgekit/auth.py)
+    require_auth: bool = False  # dead-letter every frame without a valid tag, even from devices without a key
 
 
 @dataclass
@@ -110,12 +112,14 @@ class Receiver:
     """Loads the bundles and runners, then serves until :meth:`stop`."""
 
     def __init__(self, cfg: ReceiverConfig):
+        from edgekit.auth import FrameAuthenticator
         from edgekit.bundle import Bundle
         from edgekit.runtime import open_server_runner
         from edgekit.selftest import check_parity, require_pass, server_selftest
         from edgekit.wire import WireDecoder
 
         self.cfg = cfg
+        keys = _key_store(cfg)  # a bad --frame-keys fails before the slow loading
         self.bundles = [Bundle.load(p, trust=cfg.trust) for p in cfg.bundles]
         for bundle in self.bundles:
             check_parity(bundle, cfg.allow_failing_parity)
@@ -126,6 +130,7 @@ class Receiver:
                           for b in self.bundles}
         self.client_id = cfg.client_id or f"edgekit-server-{socket.gethostname()}"
         self.store = ResultStore(cfg.db, receiver=self.client_id)
+        self.auth = FrameAuthenticator(keys, self.store, require=cfg.require_auth) if keys is not None else None
         self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)
         self.counters = ReceiverCounters()
         self.latency = LatencyWindow()
@@ -191,7 +196,9 @@ class Receiver:
             self._dead_letter_bad_id(message, device, problem, len(payload), received_ns)
             return
         try:
-            frame = self.decoder.decode(payload)
+            frame = self.decoder.decode(payload, verify_tag=self.auth.tag_check(device) if self.auth else None)
+            if self.auth is not None:
+                self.auth.admit(device, frame)
         except FrameError as err:
             self._dead_letter(message, device, err.code, err.reason, len(payload), received_ns)
             return
@@ -282,10 +289,13 @@ class Receiver:
 
     def _finish(self, item: _Item, result: Result, infer_ms: float, new: bool) -> None:
         """A stored (or duplicate) result: count it, publish it if new, and ack its frame."""
+        if self.auth is not None:
+            self.auth.stored(item.device, result.boot_id, result.seq)
         if new:
             self.counters.stored += 1
             self.latency.add((result.done_ns - result.capture_ns) / 1e6)
-            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms), qos=1)
+            key = self.auth.key(item.device) if self.auth is not None else None
+            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms, key), qos=1)
         else:
             self.counters.duplicates += 1
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
@@ -326,11 +336,26 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _result_json(r: Result, infer_ms: float) -> str:
-    return json.dumps({
+def _key_store(cfg: ReceiverConfig):
+    """The devices' keys when ``cfg.keys`` is given (else None: frames are taken unchecked, as before)."""
+    from edgekit.auth import KeyStore
+
+    if cfg.keys is None:
+        if cfg.require_auth:
+            raise UsageError("--require-auth needs the devices' keys", "pass --frame-keys DIR (see edgekit keys add)")
+        return None
+    return KeyStore(cfg.keys)
+
+
+def _result_json(r: Result, infer_ms: float, key: bytes | None = None) -> str:
+    """The result message; with the device's key it carries a ``mac`` the agent checks (edgekit/auth.py)."""
+    from edgekit.auth import sign_message
+
+    message = {
         "seq": r.seq, "boot_id": r.boot_id, "device": r.device, "bundle_id": r.bundle_id[:16],
         "topk": r.topk,
         "timings": {"capture_ns": r.capture_ns, "received_ns": r.received_ns, "done_ns": r.done_ns,
                     "queue_ms": round((r.done_ns - r.received_ns) / 1e6 - infer_ms, 3),
                     "infer_ms": round(infer_ms, 3), "batch_size": r.batch_size},
-    })
+    }
+    return json.dumps(message if key is None else sign_message(key, r.device, "results", message))

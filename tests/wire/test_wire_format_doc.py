@@ -161,12 +161,13 @@ def test_a_decoder_written_from_the_document_agrees(spec, spec16, codes, codes16
 
 
 def test_the_checks_table_lists_every_error_in_order():
+    from edgekit.auth import AUTH_ERROR_TYPES
     from edgekit.frame import ERROR_TYPES
 
     text = DOC.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "` | `" in line and line.endswith("` |")]
     listed = [line.split("|")[-2].strip(" `") for line in rows]
-    assert list(dict.fromkeys(listed)) == [cls.__name__ for cls in ERROR_TYPES]
+    assert list(dict.fromkeys(listed)) == [cls.__name__ for cls in ERROR_TYPES + AUTH_ERROR_TYPES]
 
 
 def test_the_document_names_the_manifest_keys_a_decoder_reads():
