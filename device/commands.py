@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from edgekit.bundle_commands import trust_options, trust_policy
+from edgekit.bundle_commands import trust_args, trust_options, trust_policy
 from edgekit.mqtt_security import security_args, security_options
 
 __all__ = ["device_group"]
@@ -146,7 +146,9 @@ def selftest_command(bundle, runtime, threads, target, as_json) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Inference threads (a Raspberry Pi 4/5 has 4 cores).")
 @security_options
-def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, **security) -> None:
+@trust_options
+def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, trust_keys, require_signature,
+                         **security) -> None:
     """Print a systemd unit that runs the agent at boot, with this virtualenv's edgekit.
 
     The unit waits for the network, restarts the agent whenever it stops, and gives up only on the exits a
@@ -170,7 +172,7 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, 
     from edgekit.mqtt import check_device_id, parse_broker_url, resolve_broker
 
     root = Path(bundle).expanduser().resolve()
-    Bundle.load(root)
+    Bundle.load(root, trust=trust_policy(trust_keys, require_signature))  # no unit for a bundle it would refuse
     if parse_broker_url(broker).security.password:
         raise UsageError("a password in --broker would be written into a world-readable unit file",
                          "put it in a file readable by the agent's user only and pass --password-file")
@@ -184,4 +186,4 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, 
     venv_edgekit = Path(sys.prefix) / "bin" / "edgekit"
     edgekit = venv_edgekit if venv_edgekit.is_file() else Path(shutil.which("edgekit") or venv_edgekit)
     click.echo(render_unit(edgekit.absolute(), root, broker, check_device_id(device_id), source, fps, user, threads,
-                           broker_args), nl=False)
+                           broker_args, trust_args(trust_keys, require_signature)), nl=False)

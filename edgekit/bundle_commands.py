@@ -8,7 +8,8 @@ import json
 
 import click
 
-__all__ = ["inspect_command", "keygen_command", "sign_command", "describe", "trust_options", "trust_policy"]
+__all__ = ["inspect_command", "keygen_command", "sign_command", "describe", "trust_options", "trust_policy",
+           "trust_args"]
 
 
 def trust_options(command):
@@ -25,6 +26,14 @@ def trust_policy(trust_keys: tuple[str, ...], require_signature: bool):
     from edgekit.signing import TrustPolicy
 
     return TrustPolicy.from_options(trust_keys, require_signature)
+
+
+def trust_args(trust_keys: tuple[str, ...], require_signature: bool) -> tuple[str, ...]:
+    """The :func:`trust_options` values as arguments again, key paths made absolute (for a unit file)."""
+    from pathlib import Path
+
+    args = tuple(arg for key in trust_keys for arg in ("--trust-key", str(Path(key).expanduser().resolve())))
+    return (*args, "--require-signature") if require_signature else args
 
 
 def _quant(q: dict | None) -> str:

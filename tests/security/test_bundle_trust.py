@@ -198,3 +198,15 @@ def test_the_signed_bundle_runs_under_require_signature(run, keys, copy, stream,
         assert wait_until(lambda: count_results(db, "cam-signed") == 5)
     finally:
         server.stop()
+
+
+def test_the_systemd_unit_keeps_the_signature_requirement(run, keys, copy):
+    unit_args = ["device", "systemd-unit", "--bundle", copy, "--broker", "mqtt://gw:1883", "--device-id", "cam-07",
+                 "--trust-key", keys["trusted_dir"], "--require-signature"]
+    code, _, err = run(*unit_args)
+    assert code != 0 and "bundle is not signed" in err  # no unit is written for a bundle the agent would refuse
+    assert run("sign", copy, "--key", keys["trusted"][0])[0] == 0
+    code, unit, err = run(*unit_args)
+    assert code == 0, err
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert f"--trust-key {keys['trusted_dir'].resolve()} --require-signature" in exec_start
