@@ -32,7 +32,7 @@ def corpus(specs, code_sets) -> tuple[list[bytes], list[bytes | None]]:
     for sp, data in zip(specs, code_sets, strict=True):
         for codec in sp.wire["codecs"]:
             for version in sp.frame_versions:
-                enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec, None, version)
+                enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec, frame_version=version)
                 frames += [enc.encode(c, 0.02, -128 + i, seq=i * 997, boot_id=i + 1, timestamp_ns=i)
                            for i, c in enumerate(data)]
                 ids += [sp.full_id if version == 2 else None] * len(data)

@@ -28,7 +28,7 @@ def corpus_ids(bound, codes, codes16) -> tuple[list[bytes], list[bytes | None]]:
     for sp, data in zip(bound, (codes[5000:5040], codes16[5000:5040])):
         for codec in ("raw", "zstd", "ans"):
             for version in (1, 2):
-                enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec, sp.wire_quant, version)
+                enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec, sp.wire_quant, frame_version=version)
                 frames += [enc.encode(c, *sp.wire_quant, seq=i * 997, boot_id=i + 1, timestamp_ns=i)
                            for i, c in enumerate(data)]
                 ids += [sp.full_id if version == 2 else None] * len(data)

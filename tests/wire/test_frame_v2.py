@@ -45,7 +45,7 @@ def v2(spec) -> WireSpec:
 
 
 def enc(spec: WireSpec, codec: str | None = None, version: int | None = None) -> WireEncoder:
-    return WireEncoder(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant, version)
+    return WireEncoder(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant, frame_version=version)
 
 
 def frame_of(spec: WireSpec, code: np.ndarray, codec: str = "raw", seq: int = 7, **fields) -> bytes:
