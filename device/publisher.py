@@ -123,8 +123,7 @@ class Publisher(ClientLoop):
         if limit is not None and len(row.payload) > limit:
             self._refuse(row.id, len(row.payload), limit)
             return
-        topic_name, props = self._aliases.apply(row.topic, self._frame_properties(row.payload))
-        info = self.client.publish(topic_name, row.payload, qos=1, properties=props)
+        info = self._aliases.publish(self.client, row.topic, row.payload, 1, self._frame_properties(row.payload))
         self._inflight[info.mid] = row.id
         self.counters.sent += 1
         self.counters.bytes_sent += len(row.payload)

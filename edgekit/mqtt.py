@@ -196,18 +196,24 @@ class TopicAliases:
         self._aliases: dict[str, int] = {}  # topic -> alias, stable for the client's life
         self._named: set[str] = set()  # topics whose name went out with their alias on this connection
 
+    def publish(self, client: "mqtt.Client", topic_name: str, payload: bytes, qos: int,
+                properties: "Properties | None") -> "mqtt.MQTTMessageInfo":
+        """``client.publish`` with the topic's alias (``properties`` is never modified). The topic counts as
+        named only once paho has taken a publish that names it: one that raised named nothing."""
+        name, props = self.apply(topic_name, properties)
+        info = client.publish(name, payload, qos=qos, properties=props)
+        if name and props is not properties:
+            self._named.add(topic_name)
+        return info
+
     def apply(self, topic_name: str, properties: "Properties | None") -> tuple[str, "Properties | None"]:
-        """The topic name and properties to publish with (``properties`` is never modified)."""
+        """The topic name (empty once named on this connection) and properties to publish with."""
         alias = self._aliases.get(topic_name)
         if alias is None and len(self._aliases) < self.maximum:
             alias = self._aliases[topic_name] = len(self._aliases) + 1
         if alias is None or alias > self.maximum:
             return topic_name, properties
-        props = _with_alias(properties, alias)
-        if topic_name in self._named:
-            return "", props
-        self._named.add(topic_name)
-        return topic_name, props
+        return ("" if topic_name in self._named else topic_name), _with_alias(properties, alias)
 
     def largest_properties(self, properties: "Properties | None") -> "Properties | None":
         """The properties of a topic's first publish on a connection (name and alias): the largest packet,

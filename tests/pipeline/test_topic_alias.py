@@ -68,14 +68,15 @@ def test_publishes_re_sent_after_a_reconnect_name_their_topic_again(mosquitto, c
     assert loop_until(client.is_connected) and aliases.maximum == 10
     name, props = aliases.apply(FEATURES, None)
     assert (name, props.TopicAlias) == (FEATURES, 1)
-    client.publish(name, b"first", qos=1, properties=props)
+    aliases.publish(client, FEATURES, b"first", 1, None)
+    assert aliases.apply(FEATURES, None)[0] == ""  # named on this connection: the alias alone from now on
     assert loop_until(lambda: len(acked) == 1)
     mosquitto.stop()
     assert loop_until(lambda: not client.is_connected())
     for i in range(5):  # queued in paho while offline, alias only
         name, props = aliases.apply(FEATURES, None)
         assert (name, props.TopicAlias) == ("", 1)
-        client.publish(name, f"queued-{i}".encode(), qos=1, properties=props)
+        aliases.publish(client, FEATURES, f"queued-{i}".encode(), 1, None)
     mosquitto.start()
     sub = collector(mosquitto.url, FEATURES)
     client.reconnect()
@@ -84,3 +85,4 @@ def test_publishes_re_sent_after_a_reconnect_name_their_topic_again(mosquitto, c
     assert sorted(p for _, p, _ in got) == [f"queued-{i}".encode() for i in range(5)]
     assert all(t == FEATURES for t, _, _ in got) and client.is_connected()
     client.disconnect()
+

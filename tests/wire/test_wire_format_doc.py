@@ -218,3 +218,25 @@ def test_version_2_worked_examples_in_the_document_are_current(tmp_path):
         assert head["timestamp_ns"] == 1_718_000_000_123_000_000
         decoded = WireDecoder([spec]).decode(frame, now_ns=EXAMPLE_NOW_NS)
         assert np.array_equal(decoded.code, EXAMPLE_CODE) and decoded.timestamp_ns == head["timestamp_ns"]
+
+
+@pytest.mark.parametrize("flags", [dict(full_timestamp=True), dict(quant=EXAMPLE_QUANT), dict(long_ref=True),
+                                   dict(tag_fn=lambda body: b"\xaa" * 16),
+                                   dict(full_timestamp=True, quant=EXAMPLE_QUANT, long_ref=True)])
+def test_the_documents_version_2_extensions_parse(tmp_path, flags):
+    """Each flag's extension where the "Version 2" table puts it, as edgekit writes and reads it."""
+    from edgekit.frame import pack_frame_v2
+
+    example_frames_v2(tmp_path)
+    frame = pack_frame_v2(codec_id=0, codec_param=0, bundle_id=bytes.fromhex(EXAMPLE_BUNDLE_ID), boot_id=7,
+                          seq=300, timestamp_ns=EXAMPLE_NOW_NS + 123_456, payload=EXAMPLE_CODE.tobytes(), **flags)
+    head = parse_v2(frame, EXAMPLE_BUNDLE_ID, EXAMPLE_NOW_NS)
+    assert (head["seq"], head["boot_id"], head["payload"]) == (300, 7, EXAMPLE_CODE.tobytes())
+    exact = "full_timestamp" in flags
+    assert head["timestamp_ns"] == EXAMPLE_NOW_NS + (123_456 if exact else 0)
+    assert ("scale" in head) == ("quant" in flags)
+    spec = WireSpec(EXAMPLE_BUNDLE_ID, (2, 2, 2), {**EXAMPLE_WIRE, "frame_versions": [1, 2]}, tmp_path,
+                    EXAMPLE_QUANT)
+    decoder = WireDecoder([spec], verify_tag=lambda bundle_id, signed, tag: None)
+    decoded = decoder.decode(frame, now_ns=EXAMPLE_NOW_NS)
+    assert np.array_equal(decoded.code, EXAMPLE_CODE) and decoded.timestamp_ns == head["timestamp_ns"]
