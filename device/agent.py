@@ -199,6 +199,7 @@ class Agent:
             "device": self.cfg.device_id, "boot_id": self.boot_id, "captured": self.counters.captured,
             "spooled": self.counters.spooled, "sent": p.sent, "bytes_sent": p.bytes_sent, "acknowledged": p.acknowledged,
             "confirmed": p.confirmed, "resent": p.resent, "unconfirmed": self.publisher.unconfirmed,
+            "acks": p.acks, "ack_bytes": p.ack_bytes,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
             "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,

@@ -94,7 +94,7 @@ class Spool:
         self._lock = threading.Lock()
         self._lock_file = _lock_spool(self.path)
         self._db, self._count, self._bytes = _open(self.path)
-        self._full = False  # the disk (or file) was full at the last put: logged once per episode
+        self._full_at: int | None = None  # spool bytes when the disk (or file) filled: one log line per episode
         self._unrecorded: list[tuple[int, int, str]] = []  # drops not yet written (the disk was full)
 
     @property
@@ -128,8 +128,8 @@ class Spool:
                 if not _disk_full(err):
                     raise
                 return self._put_when_full(topic, payload, now, boot_id, seq)
-            if self._full:
-                self._full = False
+            if self._full_at is not None and self._bytes > self._full_at:  # grew past where it was full
+                self._full_at = None
                 log.warning("spool %s has room again", self.path)
             return row_id
 
@@ -205,8 +205,8 @@ class Spool:
     def _put_when_full(self, topic: str, payload: bytes, now: float, boot_id: int | None,
                        seq: int | None) -> int | None:
         """The disk (or the file's page limit) is full: apply the policy instead of failing the capture."""
-        if not self._full:
-            self._full = True
+        if self._full_at is None:
+            self._full_at = self._bytes
             action = "refusing new frames" if self.policy == "drop-newest" else "dropping the oldest frames"
             log.error("spool %s: database or disk is full; %s (--spool-policy %s) until space returns",
                       self.path, action, self.policy)
