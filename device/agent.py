@@ -168,12 +168,14 @@ class Agent:
             self.counters.spooled += 1
 
     def _drain(self, stop: threading.Event) -> None:
-        """A finite source ended: wait until a receiver has confirmed every frame, then (a while) for the
-        results."""
-        while not stop.is_set() and self.spool.depth > 0:
+        """A finite source ended: wait until the broker has every frame it may take, then up to ``linger_s``
+        for the receiver's confirmations and the results. Frames still unconfirmed stay in the spool: the
+        next start sends them again (docs/device.md, Delivery)."""
+        while not stop.is_set() and self.spool.depth > 0 and not self.publisher.handed_over():
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
-        while not stop.is_set() and self.results_this_boot < self.counters.spooled and time.monotonic() < deadline:
+        while not stop.is_set() and time.monotonic() < deadline and \
+                (self.spool.depth > 0 or self.results_this_boot < self.counters.spooled):
             stop.wait(0.05)
 
     # ---- reporting --------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ def device_group() -> None:
                    "attempt, up to 5 min). See docs/device.md, Delivery.")
 @click.option("--heartbeat", type=float, default=5.0, show_default=True, help="Seconds between heartbeats.")
 @click.option("--linger", type=float, default=5.0, show_default=True,
-              help="After a finite source: seconds to wait for the last results.")
+              help="After a finite source: seconds to wait for the last confirmations and results (frames still "
+                   "unconfirmed stay spooled for the next start).")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
@@ -56,7 +57,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
 
     Frames go to a bounded on-disk spool and leave it only when a receiver confirms it stored them, so broker
     crashes, receiver failures and agent restarts lose nothing within the spool's bounds. A finite source is
-    sent once (or forever with --loop); the agent then waits for every confirmation and exits. At start the agent runs
+    sent once (or forever with --loop); once the broker has it all, the agent waits up to --linger for the
+    confirmations and exits (unconfirmed frames stay spooled for the next start). At start the agent runs
     the bundle's self-test (see edgekit device selftest) and exits 4 when it fails; a bundle that failed
     parity at convert time exits 3 unless --allow-failing-parity.
 

@@ -108,6 +108,13 @@ class Publisher(ClientLoop):
         """Frames sent and not yet confirmed by a receiver."""
         return len(self._unconfirmed)
 
+    def handed_over(self) -> bool:
+        """True when the broker has acknowledged every frame that may be sent now: none awaits a PUBACK, and
+        the spool holds no unsent frame (or the confirmation window is full). Safe from other threads."""
+        if self._inflight:
+            return False
+        return len(self._unconfirmed) >= self.confirm_window or not self.spool.take(self._high_water, 1)
+
     def size_limit(self, topic_name: str) -> int | None:
         """Largest payload allowed on ``topic_name``: the broker's packet limit and ours, whichever is lower."""
         limits = [self.max_frame_bytes] if self.max_frame_bytes else []

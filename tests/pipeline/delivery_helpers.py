@@ -17,7 +17,7 @@ class RunningAgent:
     def __init__(self, bundle: Path, url: str, spool: Path, source, device_id: str = "cam-d", **kw):
         cfg = AgentConfig(bundle=bundle, broker=parse_broker_url(url), device_id=device_id, source=str(source),
                           fps=kw.pop("fps", 0), spool=spool, confirm_timeout_s=kw.pop("confirm_timeout_s", 1.0),
-                          heartbeat_s=kw.pop("heartbeat_s", 0.3), linger_s=0.0, **kw)
+                          heartbeat_s=kw.pop("heartbeat_s", 0.3), linger_s=kw.pop("linger_s", 60.0), **kw)
         self.agent = Agent(cfg)
         self.stop_event = threading.Event()
         self.stats: dict | None = None
