@@ -34,6 +34,9 @@ def server_group() -> None:
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Serve a bundle that failed its parity check at convert time (warned at start).")
+@click.option("--ack-every-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="Longest a stored frame's confirmation to its device waits, to batch them (0: none, only for "
+                   "benchmarks: devices then keep re-sending). See docs/server.md, Delivery.")
 @click.option("--gap-grace", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Seconds before a hole in a device's frames (neither stored nor dropped by it) is reported "
                    "missing.")
@@ -42,7 +45,7 @@ def server_group() -> None:
                    "a --group, so its devices re-send what a dead member held). See docs/server.md, Delivery.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
-                summary_every, allow_failing_parity, gap_grace, session_expiry, json_logs) -> None:
+                summary_every, allow_failing_parity, ack_every_ms, gap_grace, session_expiry, json_logs) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -72,7 +75,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
-                         gap_grace_s=gap_grace, session_expiry_s=session_expiry)
+                         ack_every_s=ack_every_ms / 1e3, gap_grace_s=gap_grace, session_expiry_s=session_expiry)
     receiver = Receiver(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -57,7 +57,8 @@ class ReceiverConfig:
     topk: int = 3
     summary_every_s: float = 10.0
     allow_failing_parity: bool = False  # serve bundles whose convert-time parity check failed (warned)
-    ack_every_s: float = 0.05  # a stored frame's confirmation to its device waits at most this long (batched)
+    ack_every_s: float = 0.05  # a stored frame's confirmation to its device waits at most this long (batched);
+    # 0: no confirmations at all (only the load benchmark's baseline: devices would keep re-sending)
     gap_grace_s: float = 300.0  # a hole in a device's seqs older than this is missing (alarm)
     session_expiry_s: int | None = None  # None: 7 days alone, GROUP_SESSION_EXPIRY_S in a --group
 
@@ -307,7 +308,8 @@ class Receiver:
             self.link.send(topic(item.device, "results"), _result_json(result, infer_ms), qos=1)
         else:
             self.counters.duplicates += 1
-        self.acks.add(item.device, result.boot_id, result.seq)
+        if self.cfg.ack_every_s:
+            self.acks.add(item.device, result.boot_id, result.seq)
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
 
     def _dead_letter_item(self, item: _Item, reason: str, error: str) -> None:
