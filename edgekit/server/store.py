@@ -180,12 +180,16 @@ class ResultStore:
                     "SELECT device, boot_id, first, last, since, alarmed FROM gaps ORDER BY first"):
                 old.setdefault((device, boot_id), []).append(tuple(gap))
             new = find_gaps(ranges, old)
+            if new == old:
+                return []
             self._db.execute("DELETE FROM gaps")
             self._db.executemany("INSERT INTO gaps (device, boot_id, first, last, since, alarmed) VALUES "
                                  "(?, ?, ?, ?, ?, ?)", [(*key, *g) for key, gs in new.items() for g in gs])
-        was_alarmed = {(*key, g[0], g[1]) for key, gs in old.items() for g in gs if g[3]}
+        def alarmed_before(key, first, last) -> bool:  # a hole partly filled late is not a new alarm
+            return any(g[3] and g[0] <= last and g[1] >= first for g in old.get(key, []))
+
         return [(*key, g[0], g[1]) for key, gs in new.items() for g in gs
-                if g[3] and (*key, g[0], g[1]) not in was_alarmed]
+                if g[3] and not alarmed_before(key, g[0], g[1])]
 
     def count(self) -> int:
         with self._lock:
