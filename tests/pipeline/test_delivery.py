@@ -172,3 +172,24 @@ def test_a_spool_full_while_running_and_at_restart_keeps_sending(bundle, stream,
         again_stats = again.finish()
         receiver.stop()
     assert again_stats["captured"] == 30 and summarize(db)["devices"][0]["missing"] == 0
+
+
+def test_a_gap_alarms_once_after_the_grace_even_when_partly_filled_late(tmp_path):
+    from edgekit.server.ledger import find_gaps
+    from edgekit.server.store import ResultStore
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add_dropped("d", [(1, 12, 13)])  # the device's policy dropped these: explained, never missing
+    for first, last in ((0, 9), (20, 29)):
+        store._db.execute("INSERT INTO seq_ranges VALUES ('d', 1, 'stored', ?, ?)", (first, last))
+
+    def check(now: float):
+        return store.update_gaps(lambda ranges, old: find_gaps(ranges, old, now, grace_s=5.0))
+
+    assert check(100.0) == []  # seen, still within the grace period
+    assert check(106.0) == [("d", 1, 10, 11), ("d", 1, 14, 19)]
+    store._db.execute("INSERT INTO seq_ranges VALUES ('d', 1, 'stored', 10, 10)")  # a late re-send
+    assert check(107.0) == []
+    assert rows(tmp_path / "r.sqlite", "SELECT first, last, alarmed FROM gaps ORDER BY first") == [(11, 11, 1),
+                                                                                                   (14, 19, 1)]
+    store.close()
