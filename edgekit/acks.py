@@ -18,9 +18,17 @@ import time
 
 from edgekit.ranges import to_ranges
 
-__all__ = ["encode_ack", "parse_ack", "AckBatcher"]
+__all__ = ["encode_ack", "parse_ack", "valid_range", "AckBatcher"]
 
 MAX_RANGES = 4096  # more than any batch needs; bounds what a hostile ack can make a device do
+MAX_BOOT_ID = 2**32 - 1  # boot ids are 32-bit, seqs fit SQLite's signed 64-bit integers
+MAX_SEQ = 2**63 - 1
+
+
+def valid_range(boot_id, first, last) -> bool:
+    """A frame seq range a device or receiver may have produced (integers, in bounds, ordered)."""
+    return all(type(v) is int for v in (boot_id, first, last)) and 0 <= boot_id <= MAX_BOOT_ID \
+        and 0 <= first <= last <= MAX_SEQ
 
 
 def encode_ack(boot_id: int, ranges: list[tuple[int, int]]) -> bytes:
@@ -32,11 +40,11 @@ def parse_ack(payload: bytes) -> tuple[int, list[tuple[int, int]]] | None:
     try:
         ack = json.loads(payload)
         boot_id, ranges = ack["boot_id"], ack["ranges"]
-        if not isinstance(boot_id, int) or not isinstance(ranges, list) or len(ranges) > MAX_RANGES:
+        if not valid_range(boot_id, 0, 0) or not isinstance(ranges, list) or len(ranges) > MAX_RANGES:
             return None
         out = []
         for first, last in ranges:
-            if not (isinstance(first, int) and isinstance(last, int) and 0 <= first <= last):
+            if not valid_range(boot_id, first, last):
                 return None
             out.append((first, last))
         return boot_id, out

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 
+from edgekit.acks import valid_range
 from edgekit.ranges import size, subtract, union
 
 __all__ = ["Ledger", "parse_drops", "find_gaps"]
@@ -37,8 +38,7 @@ def parse_drops(payload: bytes) -> list[tuple[int, int, int]]:
         return []
     out = []
     for entry in drops[:MAX_DROP_RANGES]:
-        if isinstance(entry, list) and len(entry) >= 3 and all(isinstance(v, int) for v in entry[:3]) \
-                and 0 <= entry[1] <= entry[2]:
+        if isinstance(entry, list) and len(entry) >= 3 and valid_range(*entry[:3]):
             out.append((entry[0], entry[1], entry[2]))
     return out
 
