@@ -26,6 +26,7 @@ from edgekit.errors import BundleError, UsageError
 from edgekit.logs import strict_json
 from edgekit.mqtt import BrokerUrl, topic
 from edgekit.server.stats import LatencyWindow
+from edgekit.signing import TrustPolicy
 
 __all__ = ["AgentConfig", "Agent", "default_spool_path"]
 
@@ -58,7 +59,9 @@ class AgentConfig:
     limit: int | None = None
     linger_s: float = 5.0  # after a finite source: how long to wait for the last results
     allow_failing_parity: bool = False  # run a bundle whose convert-time parity check failed (warned, in status)
+    trust: TrustPolicy | None = None  # the signers whose bundles run (--trust-key, --require-signature)
     window: int = 64
+    key: Path | None = None  # this device's key file (edgekit keys add): tag frames, accept only signed results
     confirm_timeout_s: float = 5.0  # re-send a frame no receiver confirmed within this (doubling per attempt)
 
 
@@ -67,6 +70,15 @@ class AgentCounters:
     captured: int = 0
     spooled: int = 0
     refused_too_big: int = 0
+
+
+def _read_key(cfg: AgentConfig) -> bytes | None:
+    """The device's key from ``--frame-key`` (a one-line error for a bad or foreign key file), or None."""
+    if cfg.key is None:
+        return None
+    from edgekit.auth import read_key_file
+
+    return read_key_file(cfg.key, cfg.device_id)[1]
 
 
 class Agent:
@@ -81,9 +93,10 @@ class Agent:
         from edgekit.wire import WireEncoder, new_boot_id
 
         self.cfg = cfg
+        key = _read_key(cfg)  # a bad --frame-key fails before the slow loading
         self.spool = Spool(cfg.spool or default_spool_path(cfg.device_id), cfg.spool_max_bytes,  # locked: first
                            cfg.spool_max_age_s, cfg.spool_policy)
-        self.bundle = Bundle.load(cfg.bundle)
+        self.bundle = Bundle.load(cfg.bundle, trust=cfg.trust)
         failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
         self.runner = open_device_runner(model.path, runtime=cfg.runtime, threads=cfg.threads,
@@ -100,12 +113,19 @@ class Agent:
         mismatch = self.encoder.spec.quant_mismatch(*self.runner.code_quant)
         if mismatch:  # every frame would be refused by the encoder and by the server
             raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
+        if key is not None:
+            from edgekit.auth import seal
+
+            if self.encoder.frame_version != 2:
+                raise BundleError(f"bundle {self.bundle.bundle_id[:12]} allows only frame version 1, and authenticated "
+                                  "frames are version 2", "re-create the bundle with edgekit convert")
+            self.encoder.sealer = seal(key, cfg.device_id)
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")
         self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
                                    window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result,
-                                   status=status, confirm_timeout_s=cfg.confirm_timeout_s)
+                                   status=status, results_key=key, confirm_timeout_s=cfg.confirm_timeout_s)
         self.counters = AgentCounters()
         self.latency = LatencyWindow()
         self.results_this_boot = 0
@@ -121,6 +141,7 @@ class Agent:
         next_beat = time.monotonic()
         try:
             for x in self._paced(stop):
+                self.publisher.raise_if_refused()
                 self._capture(x)
                 if time.monotonic() >= next_beat:
                     self.heartbeat()
@@ -172,6 +193,7 @@ class Agent:
         for the receiver's confirmations and the results. Frames still unconfirmed stay in the spool: the
         next start sends them again (docs/device.md, Delivery)."""
         while not stop.is_set() and self.spool.depth > 0 and not self.publisher.handed_over():
+            self.publisher.raise_if_refused()
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
         while not stop.is_set() and time.monotonic() < deadline and \
@@ -204,7 +226,7 @@ class Agent:
             "acks": p.acks, "ack_bytes": p.ack_bytes,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
-            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
+            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results, "forged_results": p.forged_results,
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
             "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]: the server's gap accounting

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from edgekit.bundle_commands import trust_options, trust_policy
+from edgekit.mqtt_security import security_options
+
 __all__ = ["server_group"]
 
 
@@ -15,7 +18,9 @@ def server_group() -> None:
 @server_group.command("run")
 @click.option("--bundle", "bundles", required=True, multiple=True, type=click.Path(),
               help="Bundle folder; repeat to serve several model versions at once (routed by bundle id).")
-@click.option("--broker", default="mqtt://localhost:1883", show_default=True, help="Broker URL mqtt://HOST:PORT.")
+@click.option("--broker", default="mqtt://localhost:1883", show_default=True,
+              help="Broker URL mqtt://HOST:PORT or mqtts://[USER@]HOST:PORT (TLS; see docs/security.md).")
+@security_options
 @click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
               help="SQLite results file (shared safely by several receivers).")
 @click.option("--group", default=None,
@@ -43,9 +48,15 @@ def server_group() -> None:
 @click.option("--session-expiry", type=click.IntRange(min=1), default=None,
               help="Seconds the broker keeps this receiver's session after it is gone (default: 7 days; 10 in "
                    "a --group, so its devices re-send what a dead member held). See docs/server.md, Delivery.")
+@click.option("--frame-keys", "keys", type=click.Path(file_okay=False), default=None,
+              help="Key store folder (edgekit keys add): check frame tags and the replay window, sign results.")
+@click.option("--require-auth", is_flag=True,
+              help="Dead-letter every frame without a valid tag (also from devices that have no key).")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
+@trust_options
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
-                summary_every, allow_failing_parity, ack_every_ms, gap_grace, session_expiry, json_logs) -> None:
+                summary_every, allow_failing_parity, ack_every_ms, gap_grace, session_expiry, keys, require_auth,
+                json_logs, trust_keys, require_signature, **security) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -58,6 +69,9 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     Example:
       edgekit server run --bundle bundles/fmnist-v1 --broker mqtt://localhost:1883 --db results.sqlite
       edgekit server run --bundle bundles/v1 --bundle bundles/v2 --group rx --client-id rx-2 --json
+      EDGEKIT_MQTT_PASSWORD=... edgekit server run --bundle bundles/fmnist-v1 \\
+          --broker mqtts://edgekit-server@gw:8883 --ca pki/ca.crt
+      edgekit server run --bundle bundles/fmnist-v1 --frame-keys /etc/edgekit/keys --require-auth
     """
     import signal
     import threading
@@ -65,17 +79,19 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
 
     from edgekit.errors import UsageError
     from edgekit.logs import setup_run_logging
-    from edgekit.mqtt import parse_broker_url
+    from edgekit.mqtt import resolve_broker
     from edgekit.server.receiver import Receiver, ReceiverConfig
 
     setup_run_logging(json_logs)
     if max_batch < 1 or max_wait_ms < 0:
         raise UsageError("--max-batch must be >= 1 and --max-wait-ms >= 0", "e.g. --max-batch 32 --max-wait-ms 5")
-    cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=parse_broker_url(broker), db=Path(db),
+    cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=resolve_broker(broker, **security), db=Path(db),
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
-                         ack_every_s=ack_every_ms / 1e3, gap_grace_s=gap_grace, session_expiry_s=session_expiry)
+                         ack_every_s=ack_every_ms / 1e3, gap_grace_s=gap_grace, session_expiry_s=session_expiry,
+                         trust=trust_policy(trust_keys, require_signature),
+                         keys=Path(keys) if keys else None, require_auth=require_auth)
     receiver = Receiver(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
