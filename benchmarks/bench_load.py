@@ -12,6 +12,12 @@ stayed under ``--max-p99`` ms (a growing backlog shows up there first). Finally 
 measured in the same run, and the receiver's best throughput is reported as a ratio of it (the cost of the
 transport: MQTT, validation, decoding, SQLite, result publishing).
 
+``--confirm`` measures the cost of receiver-confirmed delivery instead (docs/server.md, Delivery): one step
+at the first ``--rates`` value, run against a receiver that sends no confirmations (``--ack-every-ms 0``,
+the devices delete a frame on the broker's PUBACK) and then against a default one (the devices delete it
+on the receiver's ack), reporting ack messages and bytes per frame, the devices' spool depth, throughput and
+latency of both, and their ratios.
+
 Before the load steps, **bytes on the wire**: the agent's own publisher (``device/publisher.py``, spool,
 QoS 1, MQTT 5 properties and topic alias) sends ``--wire-frames`` real frames at ``--wire-fps`` through a
 :class:`edgekit.byte_meter.ByteMeter` relay, for frame versions 1 and 2 and MQTT 5 and 3.1.1; it reports the
@@ -33,6 +39,7 @@ import numpy as np
 
 from edgekit.broker import local_broker
 from edgekit.demo import count_results, start_server
+from edgekit.acks import parse_ack
 from edgekit.mqtt import make_client, parse_broker_url, topic
 
 
@@ -79,6 +86,20 @@ class Fleet:
             for c in self.clients:
                 c.loop(0)
         self.boot_base = boot_base
+        self.confirm = False  # True: a frame leaves a device when a receiver's ack names it, not on PUBACK
+        self.waiting: list[set] = [set() for _ in self.devices]  # each device's spool: seqs not yet deleted
+        self.ack_messages = self.ack_bytes = 0
+        self.depth_samples: list[int] = []
+        for i, client in enumerate(self.clients):
+            client.on_publish = lambda c, u, mid, rc, p, i=i: None if self.confirm else self.waiting[i].discard(mid)
+            client.on_message = lambda c, u, m, i=i: self._on_ack(i, m.payload)
+            client.subscribe(topic(self.devices[i], "acks"), qos=1)
+
+    def _on_ack(self, i: int, payload: bytes) -> None:
+        self.ack_messages += 1
+        self.ack_bytes += len(payload)
+        for first, last in (parse_ack(payload) or (0, []))[1]:
+            self.waiting[i].difference_update(range(first, last + 1))
 
     def security_for(self, device: str, broker):
         """The device's TLS settings and credentials (bench_security.py gives each its own certificate)."""
@@ -99,8 +120,10 @@ class Fleet:
                 code = self.codes[(seq + i) % len(self.codes)]
                 frame = self.encoder_for(device).encode(code, *self.quant, seq=seq, boot_id=self.boot_base + step * 1000 + i,
                                             timestamp_ns=time.time_ns())
-                client.publish(topic(device, "features"), frame, qos=1)
+                info = client.publish(topic(device, "features"), frame, qos=1)
+                self.waiting[i].add(seq if self.confirm else info.mid)
                 sent += 1
+            self.depth_samples.append(sum(len(w) for w in self.waiting))
             seq += 1
         for _ in range(200):
             for c in self.clients:
@@ -201,6 +224,42 @@ def raw_ort_throughput(bundle, codes, quant, batch: int, seconds: float = 3.0) -
     return done / (time.perf_counter() - start)
 
 
+def confirm_cost(args, bundle_path: Path, encoder, codes, quant, work: Path) -> None:
+    """The same step without and with receiver confirmations, in this process; their figures and ratios."""
+    rate = float(args.rates.split(",")[0])
+    figures = {}
+    with local_broker(workdir=work / "broker") as broker:
+        for step, (mode, ack_ms) in enumerate((("PUBACK", "0"), ("confirmed", "50"))):
+            db = work / f"confirm-{step}.sqlite"
+            db.unlink(missing_ok=True)
+            server = start_server([bundle_path], broker.url, db, work / f"server-{step}.log", "--max-batch",
+                                  str(args.max_batch), "--client-id", f"bench-rx-{step}", "--ack-every-ms", ack_ms)
+            fleet = Fleet(broker.url, args.devices, encoder, codes, quant, boot_base=20_000 + step * 1000)
+            fleet.confirm = mode == "confirmed"
+            try:
+                sent = fleet.run(rate, args.seconds, 0)
+                deadline = time.monotonic() + 60
+                while (count_results(db) < sent or any(fleet.waiting)) and time.monotonic() < deadline:
+                    for c in fleet.clients:
+                        c.loop(0.001)
+            finally:
+                fleet.close()
+                server.stop()
+            fig = step_figures(db, 0, 2**32)
+            figures[mode] = {**fig, "sent": sent, "acks/frame": fleet.ack_messages / sent,
+                             "ack B/frame": fleet.ack_bytes / sent, "left": sum(len(w) for w in fleet.waiting),
+                             "depth/dev": float(np.mean(fleet.depth_samples)) / args.devices,
+                             "max depth/dev": max(fleet.depth_samples) / args.devices}
+    print(f"{args.devices} devices x {rate:g} fps for {args.seconds:g} s, frame deleted on:")
+    names = ("sent", "stored", "left", "acks/frame", "ack B/frame", "depth/dev", "max depth/dev", "throughput",
+             "p50_ms", "p99_ms")
+    print(f"{'':>14}" + "".join(f"{n:>14}" for n in names))
+    for mode, fig in figures.items():
+        print(f"{mode:>14}" + "".join(f"{fig[n]:>14.2f}" for n in names))
+    base, conf = figures["PUBACK"], figures["confirmed"]
+    print(f"{'ratio':>14}" + "".join(f"{conf[n] / base[n]:>14.2f}" if base[n] else f"{'-':>14}" for n in names))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=20)
@@ -211,6 +270,7 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--confirm", action="store_true", help="measure the cost of receiver confirmations")
     parser.add_argument("--wire-frames", type=int, default=500, help="frames per bytes-on-the-wire run (0: skip)")
     parser.add_argument("--wire-fps", type=float, default=100.0, help="frame rate of the bytes-on-the-wire runs")
     parser.add_argument("--wire-only", action="store_true", help="measure bytes on the wire, then stop")
@@ -222,6 +282,9 @@ def main() -> int:
     from edgekit.wire import WireEncoder
 
     encoder = WireEncoder.from_bundle(bundle)
+    if args.confirm:
+        confirm_cost(args, bundle_path, encoder, codes, quant, work)
+        return 0
     db = work / "bench-results.sqlite"
     db.unlink(missing_ok=True)
     print(f"{args.devices} devices, frame {len(encoder.encode(codes[0], *quant, seq=0, boot_id=1, timestamp_ns=0))} "

@@ -62,6 +62,7 @@ class AgentConfig:
     trust: TrustPolicy | None = None  # the signers whose bundles run (--trust-key, --require-signature)
     window: int = 64
     key: Path | None = None  # this device's key file (edgekit keys add): tag frames, accept only signed results
+    confirm_timeout_s: float = 5.0  # re-send a frame no receiver confirmed within this (doubling per attempt)
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Agent:
 
         self.cfg = cfg
         key = _read_key(cfg)  # a bad --frame-key fails before the slow loading
+        self.spool = Spool(cfg.spool or default_spool_path(cfg.device_id), cfg.spool_max_bytes,  # locked: first
+                           cfg.spool_max_age_s, cfg.spool_policy)
         self.bundle = Bundle.load(cfg.bundle, trust=cfg.trust)
         failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
@@ -120,11 +123,9 @@ class Agent:
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")
-        self.spool = Spool(cfg.spool or default_spool_path(cfg.device_id), cfg.spool_max_bytes,
-                           cfg.spool_max_age_s, cfg.spool_policy)
         self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
                                    window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result,
-                                   status=status, results_key=key)
+                                   status=status, results_key=key, confirm_timeout_s=cfg.confirm_timeout_s)
         self.counters = AgentCounters()
         self.latency = LatencyWindow()
         self.results_this_boot = 0
@@ -149,8 +150,9 @@ class Agent:
         finally:
             self.heartbeat()
             self.publisher.stop()
+            final = self.stats()  # before the spool closes: it reads the drop ranges
             self.spool.close()
-        return self.stats()
+        return final
 
     def _paced(self, stop: threading.Event):
         period = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
@@ -172,25 +174,30 @@ class Agent:
         captured_ns = time.time_ns()
         code = self.runner.run(x[None])[0]
         scale, zero_point = self.runner.code_quant
-        payload = self.encoder.encode(code, scale, zero_point, seq=self.counters.captured, boot_id=self.boot_id,
+        seq = self.counters.captured
+        payload = self.encoder.encode(code, scale, zero_point, seq=seq, boot_id=self.boot_id,
                                       timestamp_ns=captured_ns)
         self.counters.captured += 1
         limit = self.publisher.size_limit(self.features)  # the one size rule: --max-frame-bytes and the broker's
         if limit is not None and len(payload) > limit:
             self.counters.refused_too_big += 1
+            self.spool.record_drop(self.boot_id, seq, "too-big")
             log.error("refused a %d-byte frame: over the %d-byte limit (broker max_packet_size / --max-frame-bytes); "
                       "raise the limit or pick a smaller codec", len(payload), limit)
             return
-        if self.spool.put(self.features, payload) is not None:
+        if self.spool.put(self.features, payload, boot_id=self.boot_id, seq=seq) is not None:
             self.counters.spooled += 1
 
     def _drain(self, stop: threading.Event) -> None:
-        """A finite source ended: wait until the broker has every frame, then (a while) for the results."""
-        while not stop.is_set() and self.spool.depth > 0:
+        """A finite source ended: wait until the broker has every frame it may take, then up to ``linger_s``
+        for the receiver's confirmations and the results. Frames still unconfirmed stay in the spool: the
+        next start sends them again (docs/device.md, Delivery)."""
+        while not stop.is_set() and self.spool.depth > 0 and not self.publisher.handed_over():
             self.publisher.raise_if_refused()
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
-        while not stop.is_set() and self.results_this_boot < self.counters.spooled and time.monotonic() < deadline:
+        while not stop.is_set() and time.monotonic() < deadline and \
+                (self.spool.depth > 0 or self.results_this_boot < self.counters.spooled):
             stop.wait(0.05)
 
     # ---- reporting --------------------------------------------------------------------------------------
@@ -215,16 +222,19 @@ class Agent:
         return {
             "device": self.cfg.device_id, "boot_id": self.boot_id, "captured": self.counters.captured,
             "spooled": self.counters.spooled, "sent": p.sent, "bytes_sent": p.bytes_sent, "acknowledged": p.acknowledged,
+            "confirmed": p.confirmed, "resent": p.resent, "unconfirmed": self.publisher.unconfirmed,
+            "acks": p.acks, "ack_bytes": p.ack_bytes,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
             "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results, "forged_results": p.forged_results,
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
+            "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]: the server's gap accounting
         }
 
     def heartbeat(self) -> None:
         stats = self.stats()
         self.publisher.send(topic(self.cfg.device_id, "heartbeat"), strict_json(stats), qos=0)
-        log.info("heartbeat: captured %d, sent %d, acked %d, queue %d, dropped %d, results %d",
-                 stats["captured"], stats["sent"], stats["acknowledged"], stats["queue_depth"], stats["dropped"],
-                 stats["results"], extra={"event": "heartbeat", **stats})
+        log.info("heartbeat: captured %d, sent %d, acked %d, confirmed %d, queue %d, dropped %d, results %d",
+                 stats["captured"], stats["sent"], stats["acknowledged"], stats["confirmed"], stats["queue_depth"],
+                 stats["dropped"], stats["results"], extra={"event": "heartbeat", **stats})

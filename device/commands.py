@@ -45,9 +45,13 @@ def device_group() -> None:
               help="Refuse larger frames locally (needed with MQTT 3.1.1 brokers that cap message size).")
 @click.option("--mqtt", "protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
               help="MQTT version (auto: 5 when the broker speaks it).")
+@click.option("--confirm-timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
+              help="Seconds to wait for a receiver to confirm a frame before sending it again (doubles per "
+                   "attempt, up to 5 min). See docs/device.md, Delivery.")
 @click.option("--heartbeat", type=float, default=5.0, show_default=True, help="Seconds between heartbeats.")
 @click.option("--linger", type=float, default=5.0, show_default=True,
-              help="After a finite source: seconds to wait for the last results.")
+              help="After a finite source: seconds to wait for the last confirmations and results (frames still "
+                   "unconfirmed stay spooled for the next start).")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
 @click.option("--frame-key", "frame_key", type=click.Path(dir_okay=False), default=None,
@@ -55,13 +59,14 @@ def device_group() -> None:
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
-                spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, heartbeat, linger,
-                allow_failing_parity, frame_key, json_logs, trust_keys, require_signature, **security) -> None:
+                spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, confirm_timeout, heartbeat,
+                linger, allow_failing_parity, frame_key, json_logs, trust_keys, require_signature, **security) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
 
-    Frames go to a bounded on-disk spool and leave it only when the broker acknowledges them, so broker
-    outages and agent restarts lose nothing within the spool's bounds. A finite source is sent once (or
-    forever with --loop); the agent then waits for every acknowledgement and exits. At start the agent runs
+    Frames go to a bounded on-disk spool and leave it only when a receiver confirms it stored them, so broker
+    crashes, receiver failures and agent restarts lose nothing within the spool's bounds. A finite source is
+    sent once (or forever with --loop); once the broker has it all, the agent waits up to --linger for the
+    confirmations and exits (unconfirmed frames stay spooled for the next start). At start the agent runs
     the bundle's self-test (see edgekit device selftest) and exits 4 when it fails; a bundle that failed
     parity at convert time exits 3 unless --allow-failing-parity.
 
@@ -87,7 +92,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
     cfg = AgentConfig(bundle=Path(bundle), broker=resolve_broker(broker, **security), device_id=check_device_id(device_id),
                       source=source, fps=fps, spool=Path(spool) if spool else None,
                       spool_max_bytes=int(spool_max_mb * 2**20), spool_max_age_s=spool_max_age,
-                      spool_policy=spool_policy, runtime=runtime, threads=threads, target=target, codec=codec,
+                      spool_policy=spool_policy, confirm_timeout_s=confirm_timeout, runtime=runtime, threads=threads,
+                      target=target, codec=codec,
                       protocol=protocol, max_frame_bytes=max_frame_bytes, heartbeat_s=heartbeat, loop=loop,
                       limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity,
                       trust=trust_policy(trust_keys, require_signature),
@@ -98,7 +104,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
         signal.signal(sig, lambda *_: stop.set())
     stats = agent.run(stop)
     click.echo(json.dumps(stats) if json_logs else
-               f"device {stats['device']}: captured {stats['captured']}, acknowledged {stats['acknowledged']}, "
+               f"device {stats['device']}: captured {stats['captured']}, confirmed {stats['confirmed']}, "
                f"dropped {stats['dropped']}, still spooled {stats['queue_depth']}, results {stats['results']}")
 
 

@@ -4,12 +4,18 @@
 
     spool ──take(window)──► size check ──► publish QoS 1 (MQTT 5: topic alias; v1 frames: content type, bundle-id) ──► broker
       ▲                        │ too big: discard, count, log (never sent: no reconnect loop)
-      └── ack(row id) ◄── on_publish(mid) ◄── PUBACK
+      │                        └─ PUBACK (on_publish): in flight → awaiting the receiver
+      └── confirm(boot, seq ranges) ◄── edgekit/v1/<id>/acks ◄── receiver, after its store commit
+          no ack within confirm_timeout_s (×2 per attempt, capped): re-send, oldest first
 
-Acks are tracked in ``on_publish`` through a ``mid → spool row id`` map, never with ``wait_for_publish``
-(which raises for messages queued while offline). At most ``window`` frames are in flight; paho itself
-re-sends them after a reconnect, so the map stays valid across broker outages. An agent crash leaves
-unacknowledged rows in the spool, to be sent again on restart (the receiver's store is idempotent).
+A frame leaves the spool only when a receiver confirms it is stored (docs/device.md, Delivery); the
+broker's PUBACK only frees a place in the ``window`` of publishes awaiting PUBACK. PUBACKs are tracked in
+``on_publish`` through a ``mid → spool row`` map, never with ``wait_for_publish`` (which raises for
+messages queued while offline); paho itself re-sends unPUBACKed frames after a reconnect. At most
+``confirm_window`` frames are sent and unconfirmed: with no receiver running, the rest wait in the spool
+(its policy applies), not in the broker. Spool rows that carry no seq (not frames) leave on the PUBACK.
+An agent crash leaves unconfirmed rows in the spool, to be sent again on restart (the receiver's store is
+idempotent).
 
 The broker's size limit is learned from the MQTT 5 CONNACK (Maximum Packet Size) and combined with the
 configured ``max_frame_bytes``: paho ignores the broker's limit, and an oversized publish makes the broker
@@ -21,10 +27,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from edgekit.acks import parse_ack
 from edgekit.auth import verify_message
 from edgekit.mqtt import ClientLoop, BrokerUrl, TopicAliases, _Will, publish_packet_size, publish_properties, topic
 from edgekit.device.spool import Spool, SpoolRow
@@ -40,12 +48,26 @@ log = logging.getLogger(__name__)
 class PublisherCounters:
     sent: int = 0  # QoS 1 publishes handed to the broker (a re-send after a restart counts again)
     bytes_sent: int = 0  # frame payload bytes in those publishes
-    acknowledged: int = 0
+    acknowledged: int = 0  # PUBACKs from the broker
+    confirmed: int = 0  # frames a receiver confirmed stored (deleted from the spool)
+    resent: int = 0  # frames sent again because no receiver confirmed them in time
+    acks: int = 0  # ack messages received from receivers
+    ack_bytes: int = 0  # their payload bytes
+    ignored_acks: int = 0  # ack messages that were not a valid ack
     refused_too_big: int = 0  # frames over the broker's or the configured size limit
     rejected: int = 0  # frames the broker answered with an MQTT 5 error reason
     results: int = 0
     ignored_results: int = 0  # results messages that were not a JSON object
     forged_results: int = 0  # results without a valid mac, with a key configured (never acted on)
+
+
+@dataclass
+class _Unconfirmed:
+    """A sent frame awaiting its receiver's confirmation."""
+
+    mid: int | None  # the publish awaiting PUBACK; None once PUBACKed (the re-send timer runs)
+    attempts: int  # re-sends so far
+    due: float = math.inf  # monotonic time of the next re-send
 
 
 class Publisher(ClientLoop):
@@ -54,13 +76,14 @@ class Publisher(ClientLoop):
     def __init__(self, spool: Spool, url: BrokerUrl, device_id: str, protocol: str, *, boot_id: int = 0,
                  window: int = 64, max_frame_bytes: int | None = None,
                  on_result: Callable[[dict], None] | None = None, client_id: str | None = None,
-                 status: dict | None = None, results_key: bytes | None = None):
+                 status: dict | None = None, results_key: bytes | None = None, confirm_timeout_s: float = 5.0,
+                 confirm_backoff_cap_s: float = 300.0, confirm_window: int = 1024):
         self.device_id = device_id
         self.status = status or {}  # extra fields of the online status (the agent's self-test, parity)
         self.status_topic = topic(device_id, "status")
         offline = json.dumps({"state": "offline", "device": device_id, "boot_id": boot_id}).encode()
         super().__init__(url, client_id or f"edgekit-device-{device_id}", protocol,
-                         will=_Will(self.status_topic, offline), subscriptions=(topic(device_id, "results"),),
+                         will=_Will(self.status_topic, offline), subscriptions=(topic(device_id, "results"), topic(device_id, "acks")),
                          name=f"publisher-{device_id}")
         self.spool = spool
         self.boot_id = boot_id
@@ -70,14 +93,31 @@ class Publisher(ClientLoop):
         self.results_key = results_key  # when set, only results signed with this device's key are taken
         self.counters = PublisherCounters()
         self._offline = offline
-        self._inflight: dict[int, int] = {}  # paho mid -> spool row id
+        self.confirm_timeout_s = confirm_timeout_s
+        self.confirm_backoff_cap_s = confirm_backoff_cap_s
+        self.confirm_window = confirm_window
+        self._inflight: dict[int, tuple[int, bool]] = {}  # paho mid -> (spool row id, awaits a receiver's ack)
+        self._unconfirmed: dict[int, _Unconfirmed] = {}  # spool row id -> its state, for frames with a seq
         self._high_water = 0  # highest spool row id handed to paho
         self._next_expire = 0.0
+        self._next_resend_check = 0.0
         self._aliases = TopicAliases()  # MQTT 5: the features topic's name once per connection
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Frames sent and not yet confirmed by a receiver."""
+        return len(self._unconfirmed)
+
+    def handed_over(self) -> bool:
+        """True when the broker has acknowledged every frame that may be sent now: none awaits a PUBACK, and
+        the spool holds no unsent frame (or the confirmation window is full). Safe from other threads."""
+        if self._inflight:
+            return False
+        return len(self._unconfirmed) >= self.confirm_window or not self.spool.take(self._high_water, 1)
 
     def size_limit(self, topic_name: str) -> int | None:
         """Largest payload allowed on ``topic_name``: the broker's packet limit and ours, whichever is lower."""
@@ -111,36 +151,69 @@ class Publisher(ClientLoop):
         if now >= self._next_expire:
             self.spool.expire()
             self._next_expire = now + 1.0
-        if not self.connected.is_set() or len(self._inflight) >= self.window:
+        if not self.connected.is_set():
             return
-        for row in self.spool.take(self._high_water, self.window - len(self._inflight)):
+        if now >= self._next_resend_check:
+            self._resend_due(now)
+            self._next_resend_check = now + 0.05
+        room = min(self.window - len(self._inflight), self.confirm_window - len(self._unconfirmed))
+        if room <= 0:
+            return
+        for row in self.spool.take(self._high_water, room):
             self._send_row(row)
             self._high_water = row.id  # only now: a publish that raised is retried on the next tick
 
-    def _send_row(self, row: SpoolRow) -> None:
+    def _resend_due(self, now: float) -> None:
+        """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time (as the window allows)."""
+        due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now)
+        due = due[:self.window - len(self._inflight)]
+        if not due:
+            return
+        rows = self.spool.get(due)
+        for row_id in set(due) - {row.id for row in rows}:  # dropped by the spool's policy meanwhile
+            del self._unconfirmed[row_id]
+        for row in rows:
+            self._send_row(row, attempts=self._unconfirmed[row.id].attempts + 1)
+            self.counters.resent += 1
+
+    def _send_row(self, row: SpoolRow, attempts: int = 0) -> None:
         """Publish one spooled frame with QoS 1, or refuse it when it is over the size limit."""
         limit = self.size_limit(row.topic)
         if limit is not None and len(row.payload) > limit:
+            self._unconfirmed.pop(row.id, None)
             self._refuse(row.id, len(row.payload), limit)
             return
         info = self._aliases.publish(self.client, row.topic, row.payload, 1, self._frame_properties(row.payload))
-        self._inflight[info.mid] = row.id
+        confirmable = row.seq is not None
+        self._inflight[info.mid] = (row.id, confirmable)
+        if confirmable:
+            self._unconfirmed[row.id] = _Unconfirmed(info.mid, attempts)
         self.counters.sent += 1
         self.counters.bytes_sent += len(row.payload)
 
     def on_published(self, mid: int, failure: str | None) -> None:
-        row_id = self._inflight.pop(mid, None)
+        row_id, confirmable = self._inflight.pop(mid, (None, False))
         if row_id is None:  # a status or heartbeat publish
             return
         if failure:
             self.counters.rejected += 1
+            self._unconfirmed.pop(row_id, None)
             self.spool.discard(row_id, f"broker: {failure}")
             log.error("%s: broker rejected a frame (%s); dropped it", self.device_id, failure)
             return
         self.counters.acknowledged += 1
-        self.spool.ack(row_id)
+        pending = self._unconfirmed.get(row_id)
+        if pending is not None:  # start the re-send timer (None: a receiver confirmed it already)
+            pending.mid = None
+            pending.due = time.monotonic() + min(self.confirm_backoff_cap_s,
+                                                 self.confirm_timeout_s * 2 ** pending.attempts)
+        elif not confirmable:
+            self.spool.ack(row_id)
 
     def on_message(self, message) -> None:
+        if message.topic.endswith("/acks"):
+            self._on_ack(message.payload)
+            return
         try:
             result = json.loads(message.payload)
         except ValueError:
@@ -154,6 +227,22 @@ class Publisher(ClientLoop):
         self.counters.results += 1
         if self.on_result is not None:
             self.on_result(result)
+
+    def _on_ack(self, payload: bytes) -> None:
+        """A receiver stored these frames: delete them from the spool (docs/device.md, Delivery)."""
+        self.counters.acks += 1
+        self.counters.ack_bytes += len(payload)
+        ack = parse_ack(payload)
+        if ack is None:
+            self.counters.ignored_acks += 1
+            level = logging.WARNING if self.counters.ignored_acks == 1 else logging.DEBUG
+            log.log(level, "%s: ignored a malformed ack (%d so far)", self.device_id, self.counters.ignored_acks)
+            return
+        boot_id, ranges = ack
+        for first, last in ranges:
+            for row_id in self.spool.confirm(boot_id, first, last):
+                self._unconfirmed.pop(row_id, None)
+                self.counters.confirmed += 1
 
     def _ignore_result(self, topic_name: str) -> None:
         """Count a result that is not a JSON object; warn only the first time, so a bad server cannot flood."""
@@ -176,7 +265,8 @@ class Publisher(ClientLoop):
                   "--max-frame-bytes); raise the limit or pick a smaller codec", self.device_id, size, limit)
 
     def stats(self) -> dict:
-        return {**asdict(self.counters), "inflight": self.inflight, "connected": self.connected.is_set(),
+        return {**asdict(self.counters), "inflight": self.inflight, "unconfirmed": self.unconfirmed,
+                "connected": self.connected.is_set(),
                 "connects": self.connects, "dropped_offline": self.dropped_offline}
 
 

@@ -2,18 +2,22 @@
 
 ::
 
-    capture ──put()──► [spool.sqlite]  ──take()──► publisher ──► broker
-                         ▲   bounded by bytes and age        │
-                         └────────────── ack(id) ◄── PUBACK ─┘
+    capture ──put()──► [spool.sqlite]  ──take()──► publisher ──► broker ──► receiver: stored
+                         ▲   bounded by bytes and age                               │
+                         └──── confirm(boot, seq range) ◄── edgekit/v1/<id>/acks ◄──┘
 
-A frame leaves the spool only when the broker has acknowledged it, so a broker outage or an agent crash
-(even SIGKILL: WAL commits survive the process) loses nothing within the bounds. When the spool is full the
-policy decides: ``drop-oldest`` (default: the freshest data matters most) deletes the oldest frames,
-``drop-newest`` refuses the new one. Frames older than ``max_age_s`` expire. Every loss is counted.
+A frame leaves the spool only when a receiver confirms it is stored (docs/device.md, Delivery), so a
+broker crash, a dead receiver or an agent crash (even SIGKILL: WAL commits survive the process) loses
+nothing within the bounds. When the spool is full (its byte bound, or the disk or file itself) the policy
+decides: ``drop-oldest`` (default: the freshest data matters most) deletes the oldest frames,
+``drop-newest`` refuses the new one. Frames older than ``max_age_s`` expire. Every loss is counted, and the
+seq numbers lost are kept as ranges per boot (the ``drops`` table), which the heartbeat reports so the
+server can tell a policy drop from a frame lost on the way. One agent per spool: a lock file beside it.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -21,10 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import UsageError
+from edgekit.ranges import merge_range, to_ranges
 
 __all__ = ["POLICIES", "SpoolRow", "SpoolCounters", "Spool"]
 
+log = logging.getLogger(__name__)
+
 POLICIES = ("drop-oldest", "drop-newest")
+REPORTED_DROP_RANGES = 200  # the most recent drop ranges a heartbeat carries
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -32,7 +40,16 @@ CREATE TABLE IF NOT EXISTS frames (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     nbytes INTEGER NOT NULL,
-    created REAL NOT NULL                   -- wall-clock seconds, so age survives a restart
+    created REAL NOT NULL,                  -- wall-clock seconds, so age survives a restart
+    boot_id INTEGER,                        -- the frame's (boot_id, seq): what a receiver confirms;
+    seq INTEGER                             -- NULL for other payloads, which leave on the broker's PUBACK
+);
+CREATE TABLE IF NOT EXISTS drops (          -- seq ranges lost by policy, per boot and reason, merged
+    boot_id INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (boot_id, reason, first)
 );
 """
 
@@ -42,13 +59,15 @@ class SpoolRow:
     id: int
     topic: str
     payload: bytes
+    boot_id: int | None = None
+    seq: int | None = None
 
 
 @dataclass
 class SpoolCounters:
     """Frames lost by policy, since this process opened the spool."""
 
-    dropped_full: int = 0
+    dropped_full: int = 0  # over the byte bound, or the disk (or file) full
     dropped_age: int = 0
     refused_too_big: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
@@ -73,18 +92,22 @@ class Spool:
         self.policy = policy
         self.counters = SpoolCounters()
         self._lock = threading.Lock()
+        self._lock_file = _lock_spool(self.path)
         self._db, self._count, self._bytes = _open(self.path)
+        self._full_at: int | None = None  # spool bytes when the disk (or file) filled: one log line per episode
+        self._unrecorded: list[tuple[int, int, str]] = []  # drops not yet written (the disk was full)
 
     @property
     def depth(self) -> int:
-        """Frames waiting (including those in flight, not yet acknowledged)."""
+        """Frames waiting (including those sent but not yet confirmed)."""
         return self._count
 
     @property
     def nbytes(self) -> int:
         return self._bytes
 
-    def put(self, topic: str, payload: bytes, now: float | None = None) -> int | None:
+    def put(self, topic: str, payload: bytes, now: float | None = None, *, boot_id: int | None = None,
+            seq: int | None = None) -> int | None:
         """Append a frame; its row id, or None when the policy refused it (counted)."""
         now = time.time() if now is None else now
         size = len(payload)
@@ -92,35 +115,74 @@ class Spool:
             self._expire(now)
             if size > self.max_bytes:
                 self.counters.refused_too_big += 1
+                self._note_drops([(boot_id, seq)], "too-big")
                 return None
             if self._bytes + size > self.max_bytes:
                 if self.policy == "drop-newest":
-                    self.counters.dropped_full += 1
+                    self._refuse_newest(boot_id, seq)
                     return None
                 self._drop_oldest(self._bytes + size - self.max_bytes)
-            cur = self._db.execute("INSERT INTO frames (topic, payload, nbytes, created) VALUES (?, ?, ?, ?)",
-                                   (topic, payload, size, now))
-            self._count += 1
-            self._bytes += size
-            return cur.lastrowid
+            try:
+                row_id = self._insert(topic, payload, now, boot_id, seq)
+            except sqlite3.OperationalError as err:
+                if not _disk_full(err):
+                    raise
+                return self._put_when_full(topic, payload, now, boot_id, seq)
+            if self._full_at is not None and self._bytes > self._full_at:  # grew past where it was full
+                self._full_at = None
+                log.warning("spool %s has room again", self.path)
+            return row_id
 
     def take(self, after_id: int, limit: int) -> list[SpoolRow]:
         """Up to ``limit`` oldest frames with id > ``after_id`` (the publisher's high-water mark)."""
         with self._lock:
-            rows = self._db.execute("SELECT id, topic, payload FROM frames WHERE id > ? ORDER BY id LIMIT ?",
-                                    (after_id, limit)).fetchall()
-        return [SpoolRow(i, t, bytes(p)) for i, t, p in rows]
+            rows = self._db.execute("SELECT id, topic, payload, boot_id, seq FROM frames WHERE id > ? ORDER BY id"
+                                    " LIMIT ?", (after_id, limit)).fetchall()
+        return [SpoolRow(i, t, bytes(p), b, s) for i, t, p, b, s in rows]
+
+    def get(self, row_ids: list[int]) -> list[SpoolRow]:
+        """The rows among ``row_ids`` still in the spool, oldest first (for a re-send)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT id, topic, payload, boot_id, seq FROM frames WHERE id IN "
+                                    f"({','.join('?' * len(row_ids))}) ORDER BY id", row_ids).fetchall()
+        return [SpoolRow(i, t, bytes(p), b, s) for i, t, p, b, s in rows]
 
     def ack(self, row_id: int) -> bool:
-        """The broker has the frame: delete it. False if it was already gone (dropped or acked)."""
+        """The frame is delivered: delete it. False if it was already gone (dropped or acked)."""
         return self._delete(row_id) is not None
+
+    def confirm(self, boot_id: int, first: int, last: int) -> list[int]:
+        """A receiver stored seq ``first..last`` of ``boot_id``: delete those frames; the row ids deleted."""
+        with self._lock:
+            rows = self._db.execute("DELETE FROM frames WHERE boot_id = ? AND seq BETWEEN ? AND ? RETURNING id, "
+                                    "nbytes", (boot_id, first, last)).fetchall()
+            self._forget([(n,) for _, n in rows])
+        return [i for i, _ in rows]
 
     def discard(self, row_id: int, reason: str) -> bool:
         """Give up on a frame the broker will never take (too large, rejected), counting why."""
-        if self._delete(row_id) is None:
-            return False
+        with self._lock:
+            row = self._db.execute("DELETE FROM frames WHERE id = ? RETURNING nbytes, boot_id, seq",
+                                   (row_id,)).fetchone()
+            if row is None:
+                return False
+            self._forget([row[:1]])
+            self._note_drops([row[1:]], reason)
         self.counters.reasons[reason] = self.counters.reasons.get(reason, 0) + 1
         return True
+
+    def record_drop(self, boot_id: int, seq: int, reason: str) -> None:
+        """A frame lost before it reached the spool (e.g. over the size limit), for the drop report."""
+        with self._lock:
+            self._note_drops([(boot_id, seq)], reason)
+
+    def drop_ranges(self, limit: int = REPORTED_DROP_RANGES) -> list[list]:
+        """The most recently merged drop ranges, ``[boot_id, first, last, reason]`` (for the heartbeat)."""
+        with self._lock:
+            rows = self._db.execute("SELECT boot_id, first, last, reason FROM drops ORDER BY rowid DESC LIMIT ?",
+                                    (limit,)).fetchall()
+            pending = [[b, s, s, r] for b, s, r in self._unrecorded]
+        return [list(r) for r in rows] + pending
 
     def expire(self, now: float | None = None) -> int:
         """Delete frames older than ``max_age_s``; how many."""
@@ -130,6 +192,37 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._lock_file.close()
+
+    # ---- internals (lock held) --------------------------------------------------------------------------
+    def _insert(self, topic: str, payload: bytes, now: float, boot_id: int | None, seq: int | None) -> int:
+        cur = self._db.execute("INSERT INTO frames (topic, payload, nbytes, created, boot_id, seq) VALUES "
+                               "(?, ?, ?, ?, ?, ?)", (topic, payload, len(payload), now, boot_id, seq))
+        self._count += 1
+        self._bytes += len(payload)
+        return cur.lastrowid
+
+    def _put_when_full(self, topic: str, payload: bytes, now: float, boot_id: int | None,
+                       seq: int | None) -> int | None:
+        """The disk (or the file's page limit) is full: apply the policy instead of failing the capture."""
+        if self._full_at is None:
+            self._full_at = self._bytes
+            action = "refusing new frames" if self.policy == "drop-newest" else "dropping the oldest frames"
+            log.error("spool %s: database or disk is full; %s (--spool-policy %s) until space returns",
+                      self.path, action, self.policy)
+        while self.policy == "drop-oldest" and self._count:
+            self._drop_oldest(max(len(payload), 64 * 1024))  # whole pages must empty before SQLite reuses them
+            try:
+                return self._insert(topic, payload, now, boot_id, seq)
+            except sqlite3.OperationalError as err:
+                if not _disk_full(err):
+                    raise
+        self._refuse_newest(boot_id, seq)
+        return None
+
+    def _refuse_newest(self, boot_id: int | None, seq: int | None) -> None:
+        self.counters.dropped_full += 1
+        self._note_drops([(boot_id, seq)], "full")
 
     def _delete(self, row_id: int) -> int | None:
         with self._lock:
@@ -141,9 +234,10 @@ class Spool:
             return row[0]
 
     def _expire(self, now: float) -> int:
-        rows = self._db.execute("DELETE FROM frames WHERE created < ? RETURNING nbytes",
+        rows = self._db.execute("DELETE FROM frames WHERE created < ? RETURNING nbytes, boot_id, seq",
                                 (now - self.max_age_s,)).fetchall()
-        self._forget(rows)
+        self._forget([r[:1] for r in rows])
+        self._note_drops([r[1:] for r in rows], "age")
         self.counters.dropped_age += len(rows)
         return len(rows)
 
@@ -151,21 +245,69 @@ class Spool:
         """Delete the oldest frames until at least ``need`` bytes are free."""
         freed = 0
         dropped = []
-        for row_id, size in self._db.execute("SELECT id, nbytes FROM frames ORDER BY id"):
-            dropped.append((row_id,))
+        for row_id, size, boot_id, seq in self._db.execute("SELECT id, nbytes, boot_id, seq FROM frames ORDER BY id"):
+            dropped.append((row_id, boot_id, seq))
             freed += size
             if freed >= need:
                 break
         self._db.execute("BEGIN")
-        self._db.executemany("DELETE FROM frames WHERE id = ?", dropped)
+        self._db.executemany("DELETE FROM frames WHERE id = ?", [(r[0],) for r in dropped])
         self._db.execute("COMMIT")
         self._count -= len(dropped)
         self._bytes -= freed
         self.counters.dropped_full += len(dropped)
+        self._note_drops([r[1:] for r in dropped], "full")
+
+    def _note_drops(self, frames: list[tuple[int | None, int | None]], reason: str) -> None:
+        """Merge the dropped frames' seq numbers into the ``drops`` ranges. On a full disk they wait in
+        memory (still reported) and are written with the next drop."""
+        pending = self._unrecorded + [(b, s, reason) for b, s in frames if b is not None and s is not None]
+        if not pending:
+            return
+        by_key: dict[tuple[int, str], list[int]] = {}
+        for boot_id, seq, why in pending:
+            by_key.setdefault((boot_id, why), []).append(seq)
+        try:
+            self._db.execute("BEGIN")
+            for (boot_id, why), seqs in by_key.items():
+                for first, last in to_ranges(seqs):
+                    merge_range(self._db, "drops", {"boot_id": boot_id, "reason": why}, first, last)
+            self._db.execute("COMMIT")
+            self._unrecorded = []
+        except sqlite3.OperationalError as err:
+            self._db.execute("ROLLBACK")
+            if not _disk_full(err):
+                raise
+            self._unrecorded = pending
 
     def _forget(self, rows: list[tuple[int]]) -> None:
         self._count -= len(rows)
         self._bytes -= sum(r[0] for r in rows)
+
+
+def _disk_full(err: sqlite3.OperationalError) -> bool:
+    """SQLITE_FULL: the disk, or the file's ``max_page_count``, has no room."""
+    return "full" in str(err)
+
+
+def _lock_spool(path: Path):
+    """Hold an exclusive lock on ``<spool>.lock`` for this process's lifetime: two agents draining one spool
+    would send every frame twice and fight over its rows."""
+    import fcntl
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as err:
+        raise UsageError(f"cannot open the spool {path}: {err}",
+                         "pass --spool a SQLite file (or a new file) in a writable folder") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UsageError(f"another agent is already running with the spool {path}",
+                         "stop it first, or give this agent its own --device-id and --spool") from None
+    return handle
 
 
 def _open(path: Path) -> tuple[sqlite3.Connection, int, int]:
@@ -179,6 +321,11 @@ def _open(path: Path) -> tuple[sqlite3.Connection, int, int]:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(frames)")}
+        for column in ("boot_id", "seq"):  # a spool written before receiver-confirmed delivery
+            if column not in columns:
+                db.execute(f"ALTER TABLE frames ADD COLUMN {column} INTEGER")
+        db.execute("CREATE INDEX IF NOT EXISTS frames_seq ON frames (boot_id, seq)")
         count, total = db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM frames").fetchone()
         return db, count, total
     except (OSError, sqlite3.DatabaseError) as err:

@@ -45,7 +45,7 @@ DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 REFUSED_RETRY_S = 10.0  # a client refused after it once connected (e.g. revoked) retries this often
 TOPIC_ROOT = "edgekit/v1"
-TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter")
+TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter", "acks")
 PROTOCOLS = ("auto", "5", "3.1.1")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a persistent MQTT 5 session outlives a week-long receiver outage
 RECEIVE_MAXIMUM = 1024  # QoS 1 messages the broker may have in flight to us (MQTT 5); 3.1.1 uses the broker's
@@ -280,7 +280,7 @@ def make_client(client_id: str, protocol: str, *, persistent: bool = False, manu
     return client
 
 
-def _connect_properties(protocol: str, persistent: bool):
+def _connect_properties(protocol: str, persistent: bool, session_expiry_s: int = SESSION_EXPIRY_S):
     if protocol != "5":
         return None
     from paho.mqtt.packettypes import PacketTypes
@@ -289,7 +289,7 @@ def _connect_properties(protocol: str, persistent: bool):
     props = Properties(PacketTypes.CONNECT)
     props.ReceiveMaximum = RECEIVE_MAXIMUM
     if persistent:
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = session_expiry_s
     return props
 
 
@@ -395,8 +395,9 @@ class ClientLoop:
 
     def __init__(self, url: BrokerUrl, client_id: str, protocol: str, *, persistent: bool = False,
                  manual_ack: bool = False, will: _Will | None = None, subscriptions: tuple[str, ...] = (),
-                 name: str = "mqtt"):
+                 name: str = "mqtt", session_expiry_s: int = SESSION_EXPIRY_S):
         self.url = url
+        self.session_expiry_s = session_expiry_s  # of a persistent MQTT 5 session
         self.client_id = client_id
         self.protocol = protocol
         self.persistent = persistent
@@ -581,7 +582,8 @@ class ClientLoop:
             return {}
         mqtt = _paho()
         clean = False if self.persistent else mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        return {"clean_start": clean, "properties": _connect_properties(self.protocol, self.persistent)}
+        return {"clean_start": clean, "properties": _connect_properties(self.protocol, self.persistent,
+                                                                               self.session_expiry_s)}
 
     def _drain_outbox(self) -> None:
         while True:

@@ -39,6 +39,15 @@ def server_group() -> None:
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Serve a bundle that failed its parity check at convert time (warned at start).")
+@click.option("--ack-every-ms", type=click.FloatRange(min=0), default=50.0, show_default=True,
+              help="Longest a stored frame's confirmation to its device waits, to batch them (0: none, only for "
+                   "benchmarks: devices then keep re-sending). See docs/server.md, Delivery.")
+@click.option("--gap-grace", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Seconds before a hole in a device's frames (neither stored nor dropped by it) is reported "
+                   "missing.")
+@click.option("--session-expiry", type=click.IntRange(min=1), default=None,
+              help="Seconds the broker keeps this receiver's session after it is gone (default: 7 days; 10 in "
+                   "a --group, so its devices re-send what a dead member held). See docs/server.md, Delivery.")
 @click.option("--frame-keys", "keys", type=click.Path(file_okay=False), default=None,
               help="Key store folder (edgekit keys add): check frame tags and the replay window, sign results.")
 @click.option("--require-auth", is_flag=True,
@@ -46,8 +55,8 @@ def server_group() -> None:
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
-                summary_every, allow_failing_parity, keys, require_auth, json_logs, trust_keys, require_signature,
-                **security) -> None:
+                summary_every, allow_failing_parity, ack_every_ms, gap_grace, session_expiry, keys, require_auth,
+                json_logs, trust_keys, require_signature, **security) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -80,6 +89,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
+                         ack_every_s=ack_every_ms / 1e3, gap_grace_s=gap_grace, session_expiry_s=session_expiry,
                          trust=trust_policy(trust_keys, require_signature),
                          keys=Path(keys) if keys else None, require_auth=require_auth)
     receiver = Receiver(cfg)

@@ -11,6 +11,10 @@ session is persistent, so a receiver that stops or crashes gets every unacknowle
 comes back; the store's UNIQUE key turns those re-deliveries into no-ops. With MQTT 5 the subscription is
 shared (``$share/<group>/…``) so N receivers split the load. Several bundles are served at once, routed by
 the bundle id each frame carries.
+
+After the commit the frame is also confirmed to its device (``edgekit/v1/<id>/acks``, batched by
+:class:`~edgekit.acks.AckBatcher`), which only then deletes it from its spool; the :class:`Ledger` merges
+the devices' heartbeats and reports frames that went missing (docs/server.md, Delivery).
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.acks import AckBatcher
 from edgekit.errors import UsageError
-from edgekit.mqtt import BrokerUrl, ClientLoop, device_id_problem, device_of, features_filter, printable_id, topic
+from edgekit.mqtt import (SESSION_EXPIRY_S, BrokerUrl, ClientLoop, device_id_problem, device_of, features_filter,
+                          printable_id, topic)
 from edgekit.server.batcher import Batcher
+from edgekit.server.ledger import Ledger
 from edgekit.server.store import DeadLetter, Result, ResultStore
 from edgekit.server.stats import LatencyWindow
 from edgekit.signing import TrustPolicy
@@ -57,6 +64,13 @@ class ReceiverConfig:
     trust: TrustPolicy | None = None  # the signers whose bundles are served (--trust-key, --require-signature)
     keys: Path | None = None  # a key store (edgekit keys): check frame tags, sign results (edgekit/auth.py)
     require_auth: bool = False  # dead-letter every frame without a valid tag, even from devices without a key
+    ack_every_s: float = 0.05  # a stored frame's confirmation to its device waits at most this long (batched);
+    # 0: no confirmations at all (only the load benchmark's baseline: devices would keep re-sending)
+    gap_grace_s: float = 300.0  # a hole in a device's seqs older than this is missing (alarm)
+    session_expiry_s: int | None = None  # None: 7 days alone, GROUP_SESSION_EXPIRY_S in a --group
+
+
+GROUP_SESSION_EXPIRY_S = 10  # a dead group member's queued frames are re-sent by their devices after this
 
 
 @dataclass
@@ -79,6 +93,13 @@ class ReceiverCounters:
     deadlettered: int = 0
     deadletter_reasons: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def resumed(cls, flat: dict[str, int]) -> "ReceiverCounters":
+        """The counters a previous run of this receiver recorded (:meth:`flat`), so a restart continues them."""
+        reasons = {k.split(":", 1)[1]: v for k, v in flat.items() if k.startswith("deadletter:")}
+        return cls(**{k: v for k, v in flat.items() if k in cls.__dataclass_fields__ and k != "deadletter_reasons"},
+                   deadletter_reasons=reasons)
+
     def flat(self) -> dict[str, int]:
         reasons = {f"deadletter:{k}": v for k, v in self.deadletter_reasons.items()}
         return {"received": self.received, "valid": self.valid, "stored": self.stored, "batches": self.batches,
@@ -89,8 +110,9 @@ class _Link(ClientLoop):
     """The receiver's MQTT side: a persistent session, manual acks, frames handed to the receiver."""
 
     def __init__(self, receiver: "Receiver", cfg: ReceiverConfig, client_id: str):
+        expiry = cfg.session_expiry_s or (GROUP_SESSION_EXPIRY_S if cfg.group else SESSION_EXPIRY_S)
         super().__init__(cfg.broker, client_id, cfg.protocol, persistent=True, manual_ack=True,
-                         name="receiver-link")
+                         name="receiver-link", session_expiry_s=expiry)
         self.receiver = receiver
         self.cfg = cfg
 
@@ -101,11 +123,14 @@ class _Link(ClientLoop):
         if group and self.protocol != "5":
             log.warning("shared subscriptions need MQTT 5; this receiver gets every frame (results stay unique)")
             group = None
-        self.subscriptions = (features_filter(group),)
+        self.subscriptions = (features_filter(group), topic("+", "heartbeat"))
         return True
 
     def on_message(self, message) -> None:
         self.receiver.on_message(message)
+
+    def on_tick(self) -> None:
+        self.receiver.send_acks()
 
 
 class Receiver:
@@ -132,8 +157,10 @@ class Receiver:
         self.store = ResultStore(cfg.db, receiver=self.client_id)
         self.auth = FrameAuthenticator(keys, self.store, require=cfg.require_auth) if keys is not None else None
         self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)
-        self.counters = ReceiverCounters()
+        self.counters = ReceiverCounters.resumed(self.store.counters())
         self.latency = LatencyWindow()
+        self.acks = AckBatcher(cfg.ack_every_s)
+        self.ledger = Ledger(self.store, cfg.gap_grace_s)
         self.link = _Link(self, cfg, self.client_id)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="receiver-worker", daemon=True)
@@ -141,6 +168,7 @@ class Receiver:
     # ---- life cycle -------------------------------------------------------------------------------------
     def start(self) -> "Receiver":
         self._worker.start()
+        self.ledger.start()
         self.link.start()
         return self
 
@@ -148,6 +176,8 @@ class Receiver:
         """Finish the frames already taken (their acks go out), then disconnect."""
         self._stop.set()
         self._worker.join(10)
+        self.send_acks(force=True)
+        self.ledger.stop()
         self.link.stop()
         self.store.set_counters(self.counters.flat())
         self.store.close()
@@ -183,12 +213,21 @@ class Receiver:
                     extra={"event": "summary", "counters": c.flat(), "latency": p, "queue": self.batcher.qsize()})
 
     # ---- link thread ------------------------------------------------------------------------------------
+    def send_acks(self, force: bool = False) -> None:
+        """Confirm the stored frames to their devices once a batch is due (link thread, or at stop)."""
+        for device, payload in self.acks.take_due(force):
+            self.link.send(topic(device, "acks"), payload, qos=1)
+
     def on_message(self, message) -> None:
         """Validate one frame; never raises (a bad payload must not stop the receiver)."""
         from edgekit.frame import FrameError
 
         received_ns = time.time_ns()
         device = device_of(message.topic)
+        if message.topic.endswith("/heartbeat"):  # a device's drop report, for the ledger
+            if device_id_problem(device) is None:
+                self.ledger.heartbeat(device, bytes(message.payload))
+            return
         self.counters.received += 1
         payload = bytes(message.payload)
         problem = device_id_problem(device)
@@ -298,6 +337,8 @@ class Receiver:
             self.link.send(topic(item.device, "results"), _result_json(result, infer_ms, key), qos=1)
         else:
             self.counters.duplicates += 1
+        if self.cfg.ack_every_s:
+            self.acks.add(item.device, result.boot_id, result.seq)
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
 
     def _dead_letter_item(self, item: _Item, reason: str, error: str) -> None:
@@ -306,6 +347,7 @@ class Receiver:
         self._record_dead_letter(item.device, item.topic, reason, error, nbytes, item.received_ns)
         self.link.send(topic(item.device, "deadletter"),
                        self._dead_letter_body(item.topic, reason, error, nbytes, item.received_ns), qos=1)
+        self.acks.add(item.device, int(item.frame.boot_id), int(item.frame.seq))  # a re-send would fail again
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
 
     def _infer(self, bundle_id: str, items: list[_Item]) -> list[tuple[_Item, Result, float]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import UsageError
+from edgekit.ranges import size, subtract, union
 
 __all__ = ["LatencyWindow", "percentiles", "summarize", "format_table"]
 
@@ -53,19 +54,46 @@ def summarize(db: str | Path) -> dict:
         counters: dict[str, dict[str, int]] = {}
         for receiver, name, value in con.execute("SELECT receiver, name, value FROM counters ORDER BY 1, 2"):
             counters.setdefault(receiver, {})[name] = value
+        delivery = _delivery(con)
     finally:
         con.close()
+    for d in devices:
+        d.update(delivery.get(d["device"], {"stored": d["results"], "dropped": 0, "missing": 0, "pending": 0}))
     total = sum(d["results"] for d in devices)
     return {"devices": devices, "results": total, "mean_batch": batch or 0.0, "deadletters": deadletters,
             "receivers": counters, **percentiles(all_lat)}
 
 
+def _delivery(con: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Per device (docs/server.md, Every frame accounted for): frames stored, dropped by the device's policy
+    (and never stored), missing (holes older than the receiver's grace period) and pending (younger holes,
+    which re-sends may still fill). Empty for a database written before the accounting existed."""
+    tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not {"seq_ranges", "gaps"} <= tables:
+        return {}
+    boots: dict[tuple[str, int], dict[str, list]] = {}
+    for device, boot_id, kind, first, last in con.execute("SELECT device, boot_id, kind, first, last FROM seq_ranges"):
+        boots.setdefault((device, boot_id), {}).setdefault(kind, []).append((first, last))
+    out: dict[str, dict[str, int]] = {}
+    for (device, _), kinds in boots.items():
+        stored = union(kinds.get("stored", []))
+        row = out.setdefault(device, {"stored": 0, "dropped": 0, "missing": 0, "pending": 0})
+        row["stored"] += size(stored)
+        row["dropped"] += size(subtract(union(kinds.get("dropped", [])), stored))
+    for device, alarmed, frames in con.execute("SELECT device, alarmed, SUM(last - first + 1) FROM gaps "
+                                               "GROUP BY device, alarmed"):
+        row = out.setdefault(device, {"stored": 0, "dropped": 0, "missing": 0, "pending": 0})
+        row["missing" if alarmed else "pending"] += frames
+    return out
+
+
 def format_table(summary: dict) -> str:
     """A plain-text table of :func:`summarize`'s output."""
-    lines = [f"{'device':<20} {'results':>8} {'boots':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}"]
+    lines = [f"{'device':<20} {'results':>8} {'boots':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+             f"{'dropped':>8} {'missing':>8}"]
     for d in summary["devices"]:
         lines.append(f"{d['device']:<20} {d['results']:>8} {d['boots']:>5} {d['p50_ms']:>8.1f} "
-                     f"{d['p95_ms']:>8.1f} {d['p99_ms']:>8.1f}")
+                     f"{d['p95_ms']:>8.1f} {d['p99_ms']:>8.1f} {d['dropped']:>8} {d['missing']:>8}")
     lines.append(f"{'all':<20} {summary['results']:>8} {'':>5} {summary['p50_ms']:>8.1f} "
                  f"{summary['p95_ms']:>8.1f} {summary['p99_ms']:>8.1f}")
     lines.append(f"mean batch size: {summary['mean_batch']:.1f}")

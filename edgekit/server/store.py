@@ -4,6 +4,11 @@ A result is keyed by ``(device, boot_id, seq)`` with a UNIQUE constraint and wri
 so a QoS 1 re-delivery, a re-send after an agent restart or a second receiver sharing the file never creates
 a second row. WAL mode and a busy timeout let several receivers (and ``edgekit server stats``) share one file.
 Dead letters and per-receiver counters live beside the results, so the database alone tells the story.
+
+Delivery accounting (docs/server.md, Every frame accounted for): per ``(device, boot_id)`` the seq ranges
+stored (merged in the same transaction as the results) and dropped by the device's policy (from its
+heartbeats) live in ``seq_ranges``; the holes between them in ``gaps``, with when each was first seen and
+whether it has been reported missing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.errors import UsageError
+from edgekit.ranges import merge_range, to_ranges
 
 __all__ = ["Result", "DeadLetter", "ResultStore"]
 
@@ -57,6 +63,32 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL,
     PRIMARY KEY (receiver, name)
 );
+CREATE TABLE IF NOT EXISTS seq_ranges (
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,           -- 'stored', or 'dropped' by the device's policy (its heartbeat says)
+    first INTEGER NOT NULL,       -- inclusive seq range, merged with its neighbours
+    last INTEGER NOT NULL,
+    PRIMARY KEY (device, boot_id, kind, first)
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    since REAL NOT NULL,          -- wall-clock seconds when the hole was first seen
+    alarmed INTEGER NOT NULL,     -- 1 once older than the grace period: missing, alarm logged
+    PRIMARY KEY (device, boot_id, first)
+);
+"""
+
+# Stored ranges of a database written before seq_ranges existed (gaps and islands).
+_BACKFILL = """
+INSERT INTO seq_ranges (device, boot_id, kind, first, last)
+SELECT device, boot_id, 'stored', MIN(seq), MAX(seq) FROM (
+    SELECT device, boot_id, seq, seq - ROW_NUMBER() OVER (PARTITION BY device, boot_id ORDER BY seq) AS island
+    FROM results)
+GROUP BY device, boot_id, island
 """
 
 
@@ -107,6 +139,7 @@ class ResultStore:
                                                  r.score, json.dumps(r.topk), r.capture_ns, r.received_ns,
                                                  r.done_ns, r.batch_size, self.receiver))
                     fresh.append(cur.rowcount == 1)
+                self._merge_stored([r for r, new in zip(results, fresh) if new])
                 self._add_counter("duplicates", fresh.count(False))
                 self._db.execute("COMMIT")
             except BaseException:
@@ -126,6 +159,45 @@ class ResultStore:
             self._db.executemany("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
                                  " (receiver, name) DO UPDATE SET value = excluded.value",
                                  [(self.receiver, k, int(v)) for k, v in values.items() if k != "duplicates"])
+
+    def counters(self) -> dict[str, int]:
+        """This receiver's counters as last recorded (a restarted receiver continues from them)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM counters WHERE receiver = ?", (self.receiver,)))
+
+    def add_dropped(self, device: str, drops: list[tuple[int, int, int]]) -> None:
+        """Merge ``(boot_id, first, last)`` ranges a device reported dropped by its policy."""
+        with self._lock, self._transaction():
+            for boot_id, first, last in drops:
+                merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": "dropped"},
+                            first, last)
+
+    def update_gaps(self, find_gaps) -> list[tuple[str, int, int, int]]:
+        """Recompute the gaps in one transaction (several receivers may share the file):
+        ``find_gaps(ranges, old_gaps)`` gets ``{(device, boot_id): {kind: [(first, last)]}}`` and the
+        stored gaps ``{(device, boot_id): [(first, last, since, alarmed)]}`` and returns the new gaps in
+        the same form; the gaps newly alarmed are returned as ``(device, boot_id, first, last)``."""
+        with self._lock, self._transaction():
+            ranges: dict[tuple[str, int], dict[str, list]] = {}
+            for device, boot_id, kind, first, last in self._db.execute(
+                    "SELECT device, boot_id, kind, first, last FROM seq_ranges ORDER BY device, boot_id, first"):
+                ranges.setdefault((device, boot_id), {}).setdefault(kind, []).append((first, last))
+            old: dict[tuple[str, int], list] = {}
+            for device, boot_id, *gap in self._db.execute(
+                    "SELECT device, boot_id, first, last, since, alarmed FROM gaps ORDER BY first"):
+                old.setdefault((device, boot_id), []).append(tuple(gap))
+            new = find_gaps(ranges, old)
+            if new == old:
+                return []
+            self._db.execute("DELETE FROM gaps")
+            self._db.executemany("INSERT INTO gaps (device, boot_id, first, last, since, alarmed) VALUES "
+                                 "(?, ?, ?, ?, ?, ?)", [(*key, *g) for key, gs in new.items() for g in gs])
+
+        def alarmed_before(key, first, last) -> bool:  # a hole partly filled late is not a new alarm
+            return any(g[3] and g[0] <= last and g[1] >= first for g in old.get(key, []))
+
+        return [(*key, g[0], g[1]) for key, gs in new.items() for g in gs
+                if g[3] and not alarmed_before(key, g[0], g[1])]
 
     # ---- the replay window's memory (edgekit.auth.BootRecords): the results themselves, and the boots seen
     def stored_seqs(self, device: str, boot_id: int, window: int) -> tuple[int, set[int]]:
@@ -158,11 +230,37 @@ class ResultStore:
         with self._lock:
             self._db.close()
 
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    def _merge_stored(self, results: list[Result]) -> None:
+        """Add newly stored results to the ``stored`` seq ranges (in the caller's transaction)."""
+        seqs: dict[tuple[str, int], list[int]] = {}
+        for r in results:
+            seqs.setdefault((r.device, r.boot_id), []).append(r.seq)
+        for (device, boot_id), values in seqs.items():
+            for first, last in to_ranges(values):
+                merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": "stored"},
+                            first, last)
+
     def _add_counter(self, name: str, delta: int) -> None:
         if delta:
             self._db.execute("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
                              " (receiver, name) DO UPDATE SET value = value + excluded.value",
                              (self.receiver, name, delta))
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` when the block raises."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -175,6 +273,8 @@ def _open(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        if db.execute("SELECT NOT EXISTS (SELECT 1 FROM seq_ranges)").fetchone()[0]:
+            db.execute(_BACKFILL)
         return db
     except (OSError, sqlite3.DatabaseError) as err:
         if db is not None:
