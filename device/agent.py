@@ -120,6 +120,7 @@ class Agent:
         next_beat = time.monotonic()
         try:
             for x in self._paced(stop):
+                self._check_identity()
                 self._capture(x)
                 if time.monotonic() >= next_beat:
                     self.heartbeat()
@@ -166,10 +167,17 @@ class Agent:
     def _drain(self, stop: threading.Event) -> None:
         """A finite source ended: wait until the broker has every frame, then (a while) for the results."""
         while not stop.is_set() and self.spool.depth > 0:
+            self._check_identity()
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
         while not stop.is_set() and self.results_this_boot < self.counters.spooled and time.monotonic() < deadline:
             stop.wait(0.05)
+
+    def _check_identity(self) -> None:
+        """Stop with one line when another agent took this device's MQTT session (its publisher stopped)."""
+        if self.publisher.fatal:
+            raise UsageError(self.publisher.fatal, f"give each device its own --device-id (or stop the other "
+                                                   f"agent running as {self.cfg.device_id})")
 
     # ---- reporting --------------------------------------------------------------------------------------
     def _on_result(self, result: dict) -> None:

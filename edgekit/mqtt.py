@@ -44,6 +44,9 @@ TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter")
 PROTOCOLS = ("auto", "5", "3.1.1")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a persistent MQTT 5 session outlives a week-long receiver outage
 RECEIVE_MAXIMUM = 1024  # QoS 1 messages the broker may have in flight to us (MQTT 5); 3.1.1 uses the broker's
+SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our client id
+SHORT_SESSION_S = 2.0  # MQTT 3.1.1 has no reason code: a session the broker ends this soon counts as taken over
+TAKEN_OVER_AFTER = 5  # ... and this many such sessions in a row mean another process has our client id
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,9 @@ def make_client(client_id: str, protocol: str, *, persistent: bool = False, manu
     return client
 
 
-def _connect_properties(protocol: str, persistent: bool):
+def _connect_properties(protocol: str, persistent: bool, max_incoming_packet: int | None = None):
+    """MQTT 5 CONNECT properties; ``max_incoming_packet`` asks the broker to drop (not forward) anything
+    larger, so an oversized publish never reaches this client's memory."""
     if protocol != "5":
         return None
     from paho.mqtt.packettypes import PacketTypes
@@ -160,6 +165,8 @@ def _connect_properties(protocol: str, persistent: bool):
     props.ReceiveMaximum = RECEIVE_MAXIMUM
     if persistent:
         props.SessionExpiryInterval = SESSION_EXPIRY_S
+    if max_incoming_packet:
+        props.MaximumPacketSize = max_incoming_packet
     return props
 
 
@@ -240,13 +247,17 @@ class ClientLoop:
 
     Subclasses (the device publisher, the server receiver) override the ``on_*`` hooks, which always run on
     this thread and may therefore call into ``self.client``.
+
+    One client id is one process: when another client takes our session (MQTT 5 reason 142, or on 3.1.1
+    :data:`TAKEN_OVER_AFTER` sessions in a row that the broker ended within :data:`SHORT_SESSION_S`), the
+    loop stops and sets :attr:`fatal` to a one-line message instead of taking the session back forever.
     """
 
     tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
 
     def __init__(self, url: BrokerUrl, client_id: str, protocol: str, *, persistent: bool = False,
                  manual_ack: bool = False, will: _Will | None = None, subscriptions: tuple[str, ...] = (),
-                 name: str = "mqtt"):
+                 name: str = "mqtt", max_incoming_packet: int | None = None):
         self.url = url
         self.client_id = client_id
         self.protocol = protocol
@@ -254,12 +265,15 @@ class ClientLoop:
         self.subscriptions = subscriptions
         self.manual_ack = manual_ack
         self.will = will
+        self.max_incoming_packet = max_incoming_packet  # announced in CONNECT (MQTT 5): the broker drops larger
         self.client: "mqtt.Client | None" = None  # made once the protocol is known (see _make_client)
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # set once the broker has granted every subscription
         self.connects = 0
         self.max_packet_size: int | None = None
-        self.fatal: str | None = None
+        self.fatal: str | None = None  # set when this client must stop (its session taken over): a one-line error
+        self._connected_at = 0.0
+        self._short_sessions = 0  # sessions in a row the broker ended soon after CONNACK (3.1.1 take-over)
         self.dropped_offline = 0  # QoS 0 sends dropped because the broker was not connected
         self._backoff = _Backoff()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -411,7 +425,8 @@ class ClientLoop:
             return {}
         mqtt = _paho()
         clean = False if self.persistent else mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        return {"clean_start": clean, "properties": _connect_properties(self.protocol, self.persistent)}
+        return {"clean_start": clean,
+                "properties": _connect_properties(self.protocol, self.persistent, self.max_incoming_packet)}
 
     def _drain_outbox(self) -> None:
         while True:
@@ -449,6 +464,7 @@ class ClientLoop:
             return
         self._backoff.reset()
         self.connects += 1
+        self._connected_at = time.monotonic()
         self.max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
         for flt in self.subscriptions:
             client.subscribe(flt, qos=1)
@@ -470,9 +486,23 @@ class ClientLoop:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connecting = False
         self._backoff.failed()
-        if getattr(reason_code, "value", 0) == 142:  # MQTT 5 "Session taken over": another client has our id
-            self.fatal = f"another client connected with the same client id {self.client_id!r}"
+        if self.connected.is_set() and not self._stop.is_set():
+            self._check_taken_over(getattr(reason_code, "value", 0))
         self._mark_disconnected(str(reason_code))
+
+    def _check_taken_over(self, reason: int) -> None:
+        """The broker ended our session: stop (set :attr:`fatal`) if another client took our client id."""
+        if self.protocol != "5":
+            short = time.monotonic() - self._connected_at < SHORT_SESSION_S
+            self._short_sessions = self._short_sessions + 1 if short else 0
+        if reason == SESSION_TAKEN_OVER:
+            why = "the broker handed our session to it (MQTT 5 reason 142, session taken over)"
+        elif self._short_sessions >= TAKEN_OVER_AFTER:
+            why = (f"the broker closed our last {self._short_sessions} connections within {SHORT_SESSION_S:g} s "
+                   "of accepting them (MQTT 3.1.1 gives no reason)")
+        else:
+            return
+        self.fatal = f"another process is connected as client id {self.client_id!r}: {why}"
 
     def _mark_disconnected(self, why: str) -> None:
         if self.connected.is_set():
