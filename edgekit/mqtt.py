@@ -45,8 +45,8 @@ PROTOCOLS = ("auto", "5", "3.1.1")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a persistent MQTT 5 session outlives a week-long receiver outage
 RECEIVE_MAXIMUM = 1024  # QoS 1 messages the broker may have in flight to us (MQTT 5); 3.1.1 uses the broker's
 SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our client id
-SHORT_SESSION_S = 2.0  # MQTT 3.1.1 has no reason code: a session the broker ends this soon counts as taken over
-TAKEN_OVER_AFTER = 5  # ... and this many such sessions in a row mean another process has our client id
+SHORT_SESSION_S = 2.0  # a session the broker ends this soon after CONNACK may have been taken over ...
+TAKEN_OVER_AFTER = 5  # ... and this many in a row mean another process has our client id
 
 
 @dataclass(frozen=True)
@@ -248,9 +248,10 @@ class ClientLoop:
     Subclasses (the device publisher, the server receiver) override the ``on_*`` hooks, which always run on
     this thread and may therefore call into ``self.client``.
 
-    One client id is one process: when another client takes our session (MQTT 5 reason 142, or on 3.1.1
-    :data:`TAKEN_OVER_AFTER` sessions in a row that the broker ended within :data:`SHORT_SESSION_S`), the
-    loop stops and sets :attr:`fatal` to a one-line message instead of taking the session back forever.
+    One client id is one process: when another client takes our session (MQTT 5 reason 142, or
+    :data:`TAKEN_OVER_AFTER` sessions in a row that the broker ended within :data:`SHORT_SESSION_S`: MQTT
+    3.1.1 gives no reason, and Mosquitto 2.0 just closes the older connection in both versions), the loop
+    stops and sets :attr:`fatal` to a one-line message instead of taking the session back forever.
     """
 
     tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
@@ -488,18 +489,19 @@ class ClientLoop:
         self._backoff.failed()
         if self.connected.is_set() and not self._stop.is_set():
             self._check_taken_over(getattr(reason_code, "value", 0))
+        if self.fatal:
+            self.connected.clear()  # no "reconnecting" line: the loop stops and its owner reports the error
         self._mark_disconnected(str(reason_code))
 
     def _check_taken_over(self, reason: int) -> None:
         """The broker ended our session: stop (set :attr:`fatal`) if another client took our client id."""
-        if self.protocol != "5":
-            short = time.monotonic() - self._connected_at < SHORT_SESSION_S
-            self._short_sessions = self._short_sessions + 1 if short else 0
+        short = time.monotonic() - self._connected_at < SHORT_SESSION_S
+        self._short_sessions = self._short_sessions + 1 if short else 0
         if reason == SESSION_TAKEN_OVER:
             why = "the broker handed our session to it (MQTT 5 reason 142, session taken over)"
         elif self._short_sessions >= TAKEN_OVER_AFTER:
             why = (f"the broker closed our last {self._short_sessions} connections within {SHORT_SESSION_S:g} s "
-                   "of accepting them (MQTT 3.1.1 gives no reason)")
+                   "of accepting them")
         else:
             return
         self.fatal = f"another process is connected as client id {self.client_id!r}: {why}"
