@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import select
 import socket
 import threading
 import time
@@ -255,6 +256,7 @@ class ClientLoop:
     """
 
     tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
+    read_burst = 256  # packets read per pass beyond paho's one (see _read_burst)
 
     def __init__(self, url: BrokerUrl, client_id: str, protocol: str, *, persistent: bool = False,
                  manual_ack: bool = False, will: _Will | None = None, subscriptions: tuple[str, ...] = (),
@@ -364,8 +366,26 @@ class ClientLoop:
             self._drain_outbox()
         self._call_hook(self.on_tick)
         rc = self.client.loop(timeout=self.tick_s)
+        if rc == 0:
+            rc = self._read_burst()
         if rc != 0 and self.connected.is_set():
             self._mark_disconnected(f"network loop: {_paho().error_string(rc)}")
+
+    def _read_burst(self) -> int:
+        """Read what is already waiting on the socket, up to :attr:`read_burst` packets.
+
+        paho's ``loop()`` reads one incoming packet per call (QoS 1 messages do not raise its count), so a
+        flood of small messages cost one whole pass each (select, outbox, tick) and real frames queued behind
+        it for seconds. A paho error code (0 when fine).
+        """
+        sock = self.client.socket()
+        for _ in range(self.read_burst):
+            if sock is None or not select.select([sock], [], [], 0)[0]:
+                return 0
+            rc = self.client.loop_read()
+            if rc != 0:
+                return rc
+        return 0
 
     def _call_hook(self, hook: Callable[..., Any], *args: Any) -> None:
         """Run a hook, logging its exception: raised inside paho's callbacks it would escape loop()."""

@@ -34,7 +34,7 @@ def server_group() -> None:
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Serve a bundle that failed its parity check at convert time (warned at start).")
-@click.option("--deadletter-rate", type=float, default=10.0, show_default=True,
+@click.option("--deadletter-rate", type=float, default=1.0, show_default=True,
               help="Dead letters stored and published per second per device (all are counted).")
 @click.option("--deadletter-keep", type=int, default=10_000, show_default=True,
               help="Newest dead-letter samples kept in the database.")
@@ -79,7 +79,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
-                         deadletter_rate=SampleRate(deadletter_rate, burst=math.ceil(2 * deadletter_rate)),
+                         deadletter_rate=SampleRate(deadletter_rate, burst=math.ceil(10 * deadletter_rate)),
                          deadletter_retention=Retention(deadletter_keep, deadletter_keep_days * 86400))
     receiver = Receiver(cfg)
     stop = threading.Event()

@@ -38,8 +38,8 @@ MAX_QUEUED_SAMPLES = 10_000  # samples waiting for the sink thread; beyond that 
 class SampleRate:
     """At most ``per_s`` dead-letter samples per second per device, after a first ``burst``."""
 
-    per_s: float = 10.0
-    burst: int = 20
+    per_s: float = 1.0
+    burst: int = 10
 
 
 class _Buckets:
