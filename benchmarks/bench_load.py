@@ -11,6 +11,13 @@ the target rate, every frame was stored within ``--drain`` seconds of the last p
 stayed under ``--max-p99`` ms (a growing backlog shows up there first). Finally the server half's raw batched ONNX Runtime throughput is
 measured in the same run, and the receiver's best throughput is reported as a ratio of it (the cost of the
 transport: MQTT, validation, decoding, SQLite, result publishing).
+
+Before the load steps, **bytes on the wire**: the agent's own publisher (``device/publisher.py``, spool,
+QoS 1, MQTT 5 properties and topic alias) sends ``--wire-frames`` real frames at ``--wire-fps`` through a
+:class:`edgekit.byte_meter.ByteMeter` relay, for frame versions 1 and 2 and MQTT 5 and 3.1.1; it reports the
+mean frame, payload and header bytes and the TCP bytes per frame counted at the socket, device → broker
+(PUBLISH packets) and broker → device (PUBACKs), after the connection is up (so CONNECT is not spread over
+the frames). ``--wire-only`` stops there.
 """
 
 from __future__ import annotations
@@ -49,9 +56,10 @@ def device_codes(bundle_path: Path, n: int = 64):
     model = bundle.device_model()
     runner = open_device_runner(model.path, code_quant=model.code_quant)
     x = np.random.default_rng(0).random((n, *runner.input_shape[1:]), dtype=np.float32)
-    test = bundle_path.parent / "model" / "test.npz"
-    if test.exists():
-        x = np.load(test)["x"][:n].astype(np.float32)
+    for test in (bundle_path.parent / "model" / "test.npz", bundle_path.parent / "test.npz"):  # demo, examples
+        if test.exists():
+            x = np.load(test)["x"][:n].astype(np.float32)
+            break
     return bundle, np.stack([runner.run(s[None])[0] for s in x]), runner.code_quant
 
 
@@ -64,13 +72,17 @@ class Fleet:
         self.encoder, self.codes, self.quant = encoder, codes, quant
         self.clients = []
         for device in self.devices:
-            client = make_client(f"bench-{device}", "5")
+            client = make_client(f"bench-{device}", "5", security=self.security_for(device, broker))
             client.connect(broker.host, broker.port)
             self.clients.append(client)
         for _ in range(50):
             for c in self.clients:
                 c.loop(0)
         self.boot_base = boot_base
+
+    def security_for(self, device: str, broker):
+        """The device's TLS settings and credentials (bench_security.py gives each its own certificate)."""
+        return broker.security
 
     def run(self, rate: float, seconds: float, step: int) -> int:
         """Publish for ``seconds`` at ``rate`` frames/s per device; frames sent."""
@@ -85,7 +97,7 @@ class Fleet:
                     c.loop(0)
             for i, (device, client) in enumerate(zip(self.devices, self.clients)):
                 code = self.codes[(seq + i) % len(self.codes)]
-                frame = self.encoder.encode(code, *self.quant, seq=seq, boot_id=self.boot_base + step * 1000 + i,
+                frame = self.encoder_for(device).encode(code, *self.quant, seq=seq, boot_id=self.boot_base + step * 1000 + i,
                                             timestamp_ns=time.time_ns())
                 client.publish(topic(device, "features"), frame, qos=1)
                 sent += 1
@@ -95,10 +107,71 @@ class Fleet:
                 c.loop(0.001)
         return sent
 
+    def encoder_for(self, device: str):
+        """The encoder of one device (the same for all here; benchmarks/bench_frame_auth.py signs per device)."""
+        return self.encoder
+
     def close(self) -> None:
         for c in self.clients:
             c.disconnect()
             c.loop(0.01)
+
+
+def wire_bytes(url: str, bundle, codes, quant, version: int, protocol: str, frames: int, fps: float,
+               work: Path) -> dict:
+    """One agent publisher sending ``frames`` frames at ``fps`` through a byte meter: sizes per frame."""
+    from edgekit.byte_meter import ByteMeter
+    from edgekit.device.publisher import Publisher
+    from edgekit.device.spool import Spool
+    from edgekit.frame import HEADER_SIZE, split_v2
+    from edgekit.wire import WireEncoder
+
+    encoder = WireEncoder.from_bundle(bundle, frame_version=version)
+    meter = ByteMeter(parse_broker_url(url))
+    spool = Spool(work / f"wire-v{version}-mqtt{protocol}.sqlite")
+    device = f"wire-v{version}-{protocol.replace('.', '')}"
+    pub = Publisher(spool, parse_broker_url(meter.url), device, protocol, boot_id=7)
+    pub.start()
+    try:
+        if not pub.connected.wait(10):
+            raise RuntimeError("the publisher did not connect through the byte meter")
+        time.sleep(0.3)  # the retained online status goes out and is acknowledged
+        up0, down0 = meter.snapshot()
+        feature_topic, sizes, payloads = topic(device, "features"), [], []
+        start = time.monotonic()
+        for i in range(frames):
+            time.sleep(max(0.0, start + i / fps - time.monotonic()))
+            frame = encoder.encode(codes[i % len(codes)], *quant, seq=i, boot_id=7, timestamp_ns=time.time_ns())
+            spool.put(feature_topic, frame)
+            sizes.append(len(frame))
+            payloads.append(len(frame) - HEADER_SIZE if version == 1 else split_v2(frame).payload_len)
+        deadline = time.monotonic() + 30
+        while (spool.depth or pub.inflight) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        up1, down1 = meter.snapshot()
+        achieved = frames / (time.monotonic() - start)
+    finally:
+        pub.stop()
+        meter.close()
+    frame, payload = float(np.mean(sizes)), float(np.mean(payloads))
+    return {"version": version, "mqtt": protocol, "frame": frame, "payload": payload, "header": frame - payload,
+            "tcp_up": (up1 - up0) / frames, "tcp_down": (down1 - down0) / frames, "fps": achieved,
+            "acknowledged": pub.counters.acknowledged}
+
+
+def print_wire_bytes(url: str, bundle, codes, quant, frames: int, fps: float, work: Path) -> None:
+    """The bytes-on-the-wire table: versions 1 and 2 side by side, MQTT 5 and 3.1.1."""
+    print(f"\nbytes on the wire: {frames} frames at {fps:g} frames/s through the agent's publisher (QoS 1), "
+          "TCP bytes counted at the socket")
+    print(f"{'frame v':>7} {'MQTT':>5} {'frame B':>8} {'payload B':>9} {'header B':>8} {'TCP up B':>8} "
+          f"{'up-payload':>10} {'TCP down B':>10} {'fps':>6}")
+    for version in (1, 2):
+        for protocol in ("5", "3.1.1"):
+            r = wire_bytes(url, bundle, codes, quant, version, protocol, frames, fps, work)
+            print(f"{version:>7} {protocol:>5} {r['frame']:>8.1f} {r['payload']:>9.1f} {r['header']:>8.1f} "
+                  f"{r['tcp_up']:>8.1f} {r['tcp_up'] - r['payload']:>10.1f} {r['tcp_down']:>10.1f} "
+                  f"{r['fps']:>6.1f}", flush=True)
+    print()
 
 
 def step_figures(db: Path, boot_lo: int, boot_hi: int) -> dict:
@@ -138,6 +211,9 @@ def main() -> int:
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--wire-frames", type=int, default=500, help="frames per bytes-on-the-wire run (0: skip)")
+    parser.add_argument("--wire-fps", type=float, default=100.0, help="frame rate of the bytes-on-the-wire runs")
+    parser.add_argument("--wire-only", action="store_true", help="measure bytes on the wire, then stop")
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
@@ -150,10 +226,14 @@ def main() -> int:
     db.unlink(missing_ok=True)
     print(f"{args.devices} devices, frame {len(encoder.encode(codes[0], *quant, seq=0, boot_id=1, timestamp_ns=0))} "
           f"bytes, receiver max batch {args.max_batch}; work dir {work}")
-    print(f"{'rate/dev':>8} {'total/s':>8} {'sent':>7} {'stored':>7} {'lost':>5} {'kept up':>7} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'rx fr/s':>8}")
     best_ok, best_tp, rows = None, 0.0, []
     with local_broker(workdir=work / "broker") as broker:
+        if args.wire_frames:
+            print_wire_bytes(broker.url, bundle, codes, quant, args.wire_frames, args.wire_fps, work)
+        if args.wire_only:
+            return 0
+        print(f"{'rate/dev':>8} {'total/s':>8} {'sent':>7} {'stored':>7} {'lost':>5} {'kept up':>7} "
+              f"{'p50 ms':>8} {'p99 ms':>8} {'rx fr/s':>8}")
         server = start_server([bundle_path], broker.url, db, work / "server.log", "--max-batch", str(args.max_batch),
                               "--client-id", "bench-rx")
         fleet = Fleet(broker.url, args.devices, encoder, codes, quant, boot_base=10_000)

@@ -21,19 +21,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "wire"))
 
 from edgekit.example_model import read_idx  # noqa: E402
-from wire_helpers import codes_16, codes_774, fuzz, make_spec  # noqa: E402
+from wire_helpers import as_v2, codes_16, codes_774, fuzz, make_spec  # noqa: E402
 
 from edgekit.wire import WireDecoder, WireEncoder  # noqa: E402
 
 
-def corpus(specs, code_sets) -> list[bytes]:
-    """Valid frames of every bundle and codec."""
-    frames = []
+def corpus(specs, code_sets) -> tuple[list[bytes], list[bytes | None]]:
+    """Valid frames of every bundle, codec and frame version; the full bundle id of each version-2 frame."""
+    frames, ids = [], []
     for sp, data in zip(specs, code_sets, strict=True):
         for codec in sp.wire["codecs"]:
-            enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec)
-            frames += [enc.encode(c, 0.02, -128 + i, seq=i, boot_id=i + 1, timestamp_ns=i) for i, c in enumerate(data)]
-    return frames
+            for version in sp.frame_versions:
+                enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec, None, version)
+                frames += [enc.encode(c, 0.02, -128 + i, seq=i * 997, boot_id=i + 1, timestamp_ns=i)
+                           for i, c in enumerate(data)]
+                ids += [sp.full_id if version == 2 else None] * len(data)
+    return frames, ids
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     images = read_idx(args.data / "fashion-mnist" / "t10k-images-idx3-ubyte.gz")
     code_sets = [codes_774(images), codes_16(images)]
     with tempfile.TemporaryDirectory() as tmp:
-        specs = [make_spec(Path(tmp) / str(i), c[:3000], c[3000:4000]) for i, c in enumerate(code_sets)]
-        frames = corpus(specs, [c[5000:5040] for c in code_sets])
+        specs = [as_v2(make_spec(Path(tmp) / str(i), c[:3000], c[3000:4000])) for i, c in enumerate(code_sets)]
+        frames, ids = corpus(specs, [c[5000:5040] for c in code_sets])
         decoder = WireDecoder(specs)
         start = time.perf_counter()
         try:
-            counts = fuzz(decoder, frames, {s.code_shape for s in specs}, args.mutations, args.seed)
+            counts = fuzz(decoder, frames, {s.code_shape for s in specs}, args.mutations, args.seed, ids)
         except AssertionError as err:
             print(f"FAIL: {err}")
             return 1

@@ -193,8 +193,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "The reference runs every op in float between "
                   "DequantizeLinear/QuantizeLinear and gives the same codes on every CPU; the fused kernels of x86 "
                   "CPUs without VNNI can saturate.", "", *kernels]
-    if report["targets"]:
-        lines += ["", "## Target compilers", *_target_sections(report)]
+    targets = _target_sections(report)
+    if targets:
+        lines += ["", "## Target compilers", *targets]
     if report.get("wire"):
         lines += ["", "## Wire codecs (held-out codes)", "", *_wire_table(report["wire"]),
                   "", *_candidates_table(report["wire"])]

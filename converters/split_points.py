@@ -67,9 +67,12 @@ def _ancestors(model: Any, tensor: str, producers: dict[str, Any]) -> set[int]:
     return seen
 
 
-def crossing_tensors(model: Any, code: str) -> dict[str, Any]:
-    """Tensors computed before the cut (or graph inputs) that a server-side node reads: tensor → that node."""
-    producers = _producers(model)
+def crossing_tensors(model: Any, code: str, producers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tensors computed before the cut (or graph inputs) that a server-side node reads: tensor → that node.
+
+    ``producers`` (from ``_producers``) can be passed in by callers that test many cuts of one graph.
+    """
+    producers = producers if producers is not None else _producers(model)
     device = _ancestors(model, code, producers)
     initializers = {i.name for i in model.graph.initializer}
     inputs = {i.name for i in model.graph.input} - initializers
@@ -109,10 +112,11 @@ def onnx_split_points(model: Any) -> list[SplitPoint]:
     """Valid cuts of a shape-inferred (simplified) ONNX model, in graph order."""
     shapes = _static_shapes(model)
     outputs = {o.name for o in model.graph.output}
+    producers = _producers(model)
     points = []
     for node in model.graph.node:
         for name in node.output:
-            if name in shapes and name not in outputs and not crossing_tensors(model, name):
+            if name in shapes and name not in outputs and not crossing_tensors(model, name, producers):
                 points.append(SplitPoint(name, node.op_type, shapes[name]))
     return points
 

@@ -26,6 +26,7 @@ from edgekit.errors import BundleError, UsageError
 from edgekit.logs import strict_json
 from edgekit.mqtt import BrokerUrl, topic
 from edgekit.server.stats import LatencyWindow
+from edgekit.signing import TrustPolicy
 
 __all__ = ["AgentConfig", "Agent", "default_spool_path"]
 
@@ -58,7 +59,9 @@ class AgentConfig:
     limit: int | None = None
     linger_s: float = 5.0  # after a finite source: how long to wait for the last results
     allow_failing_parity: bool = False  # run a bundle whose convert-time parity check failed (warned, in status)
+    trust: TrustPolicy | None = None  # the signers whose bundles run (--trust-key, --require-signature)
     window: int = 64
+    key: Path | None = None  # this device's key file (edgekit keys add): tag frames, accept only signed results
 
 
 @dataclass
@@ -66,6 +69,15 @@ class AgentCounters:
     captured: int = 0
     spooled: int = 0
     refused_too_big: int = 0
+
+
+def _read_key(cfg: AgentConfig) -> bytes | None:
+    """The device's key from ``--frame-key`` (a one-line error for a bad or foreign key file), or None."""
+    if cfg.key is None:
+        return None
+    from edgekit.auth import read_key_file
+
+    return read_key_file(cfg.key, cfg.device_id)[1]
 
 
 class Agent:
@@ -80,7 +92,8 @@ class Agent:
         from edgekit.wire import WireEncoder, new_boot_id
 
         self.cfg = cfg
-        self.bundle = Bundle.load(cfg.bundle)
+        key = _read_key(cfg)  # a bad --frame-key fails before the slow loading
+        self.bundle = Bundle.load(cfg.bundle, trust=cfg.trust)
         failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
         self.runner = open_device_runner(model.path, runtime=cfg.runtime, threads=cfg.threads,
@@ -97,6 +110,13 @@ class Agent:
         mismatch = self.encoder.spec.quant_mismatch(*self.runner.code_quant)
         if mismatch:  # every frame would be refused by the encoder and by the server
             raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
+        if key is not None:
+            from edgekit.auth import seal
+
+            if self.encoder.frame_version != 2:
+                raise BundleError(f"bundle {self.bundle.bundle_id[:12]} allows only frame version 1, and authenticated "
+                                  "frames are version 2", "re-create the bundle with edgekit convert")
+            self.encoder.sealer = seal(key, cfg.device_id)
         self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")
@@ -104,7 +124,7 @@ class Agent:
                            cfg.spool_max_age_s, cfg.spool_policy)
         self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
                                    window=cfg.window, max_frame_bytes=cfg.max_frame_bytes, on_result=self._on_result,
-                                   status=status)
+                                   status=status, results_key=key)
         self.counters = AgentCounters()
         self.latency = LatencyWindow()
         self.results_this_boot = 0
@@ -120,6 +140,7 @@ class Agent:
         next_beat = time.monotonic()
         try:
             for x in self._paced(stop):
+                self.publisher.raise_if_refused()
                 self._check_identity()
                 self._capture(x)
                 if time.monotonic() >= next_beat:
@@ -167,6 +188,7 @@ class Agent:
     def _drain(self, stop: threading.Event) -> None:
         """A finite source ended: wait until the broker has every frame, then (a while) for the results."""
         while not stop.is_set() and self.spool.depth > 0:
+            self.publisher.raise_if_refused()
             self._check_identity()
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
@@ -203,7 +225,7 @@ class Agent:
             "spooled": self.counters.spooled, "sent": p.sent, "bytes_sent": p.bytes_sent, "acknowledged": p.acknowledged,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
-            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
+            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results, "forged_results": p.forged_results,
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
         }

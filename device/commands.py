@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import click
 
+from edgekit.bundle_commands import trust_options, trust_policy
+from edgekit.mqtt_security import security_args, security_options
+
 __all__ = ["device_group"]
 
 
@@ -15,7 +18,9 @@ def device_group() -> None:
 
 @device_group.command("run")
 @click.option("--bundle", "bundle", required=True, type=click.Path(), help="Bundle folder from edgekit convert.")
-@click.option("--broker", default="mqtt://localhost:1883", show_default=True, help="Broker URL mqtt://HOST:PORT.")
+@click.option("--broker", default="mqtt://localhost:1883", show_default=True,
+              help="Broker URL mqtt://HOST:PORT or mqtts://[USER@]HOST:PORT (TLS; see docs/security.md).")
+@security_options
 @click.option("--device-id", required=True, help="This device's id (one topic level, e.g. cam-07).")
 @click.option("--source", required=True,
               help="x.npz | npz:PATH | images:DIR | images:'GLOB' | camera:0 | video:PATH.")
@@ -45,10 +50,13 @@ def device_group() -> None:
               help="After a finite source: seconds to wait for the last results.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
+@click.option("--frame-key", "frame_key", type=click.Path(dir_okay=False), default=None,
+              help="This device's key file (edgekit keys add): tag every frame, accept only signed results.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
+@trust_options
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
                 spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, heartbeat, linger,
-                allow_failing_parity, json_logs) -> None:
+                allow_failing_parity, frame_key, json_logs, trust_keys, require_signature, **security) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
 
     Frames go to a bounded on-disk spool and leave it only when the broker acknowledges them, so broker
@@ -62,6 +70,9 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
       edgekit device run --bundle bundles/fmnist-v1 --broker mqtt://pi-gw:1883 \\
           --device-id cam-07 --source images:/data/frames --fps 10
       edgekit device run --bundle bundles/digits --device-id d1 --source test.npz --fps 0 --json
+      edgekit device run --bundle bundles/fmnist-v1 --broker mqtts://gw:8883 --ca pki/ca.crt \\
+          --cert pki/clients/cam-07.crt --key pki/clients/cam-07.key --device-id cam-07 --source camera:0
+      edgekit device run --bundle bundles/fmnist-v1 --device-id cam-07 --source camera:0 --frame-key cam-07.key
     """
     import json
     import signal
@@ -70,15 +81,17 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
 
     from edgekit.device.agent import Agent, AgentConfig
     from edgekit.logs import setup_run_logging
-    from edgekit.mqtt import check_device_id, parse_broker_url
+    from edgekit.mqtt import check_device_id, resolve_broker
 
     setup_run_logging(json_logs)
-    cfg = AgentConfig(bundle=Path(bundle), broker=parse_broker_url(broker), device_id=check_device_id(device_id),
+    cfg = AgentConfig(bundle=Path(bundle), broker=resolve_broker(broker, **security), device_id=check_device_id(device_id),
                       source=source, fps=fps, spool=Path(spool) if spool else None,
                       spool_max_bytes=int(spool_max_mb * 2**20), spool_max_age_s=spool_max_age,
                       spool_policy=spool_policy, runtime=runtime, threads=threads, target=target, codec=codec,
                       protocol=protocol, max_frame_bytes=max_frame_bytes, heartbeat_s=heartbeat, loop=loop,
-                      limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity)
+                      limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity,
+                      trust=trust_policy(trust_keys, require_signature),
+                      key=Path(frame_key) if frame_key else None)
     agent = Agent(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,7 +145,8 @@ def selftest_command(bundle, runtime, threads, target, as_json) -> None:
 @click.option("--user", default=None, help="User the agent runs as (default: the current user, e.g. pi).")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Inference threads (a Raspberry Pi 4/5 has 4 cores).")
-def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) -> None:
+@security_options
+def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, **security) -> None:
     """Print a systemd unit that runs the agent at boot, with this virtualenv's edgekit.
 
     The unit waits for the network, restarts the agent whenever it stops, and gives up only on the exits a
@@ -142,6 +156,8 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) 
     Example:
       edgekit device systemd-unit --bundle ~/bundles/fmnist-v1 --broker mqtt://gw:1883 \\
           --device-id cam-07 --user pi | sudo tee /etc/systemd/system/edgekit-agent-cam-07.service
+      edgekit device systemd-unit --bundle ~/bundles/fmnist-v1 --broker mqtts://cam-07@gw --ca ~/ca.crt \\
+          --password-file ~/.config/edgekit/mqtt-password --device-id cam-07 --user pi
     """
     import getpass
     import shutil
@@ -151,11 +167,15 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) 
     from edgekit.bundle import Bundle
     from edgekit.device.systemd import render_unit
     from edgekit.errors import UsageError
-    from edgekit.mqtt import check_device_id, parse_broker_url
+    from edgekit.mqtt import check_device_id, parse_broker_url, resolve_broker
 
     root = Path(bundle).expanduser().resolve()
     Bundle.load(root)
-    parse_broker_url(broker)
+    if parse_broker_url(broker).security.password:
+        raise UsageError("a password in --broker would be written into a world-readable unit file",
+                         "put it in a file readable by the agent's user only and pass --password-file")
+    resolve_broker(broker, **security, environ={})  # the TLS files and password file load here too
+    broker_args = security_args(security)
     user = user or getpass.getuser()
     for name, value in (("--user", user), ("--source", source), ("--broker", broker)):
         if not value or any(not c.isprintable() for c in value) or (name == "--user" and " " in value):
@@ -163,5 +183,5 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads) 
                              "use a value without control characters (and a user name without spaces)")
     venv_edgekit = Path(sys.prefix) / "bin" / "edgekit"
     edgekit = venv_edgekit if venv_edgekit.is_file() else Path(shutil.which("edgekit") or venv_edgekit)
-    click.echo(render_unit(edgekit.absolute(), root, broker, check_device_id(device_id), source, fps, user, threads),
-               nl=False)
+    click.echo(render_unit(edgekit.absolute(), root, broker, check_device_id(device_id), source, fps, user, threads,
+                           broker_args), nl=False)

@@ -2,7 +2,7 @@
 
 ::
 
-    spool ──take(window)──► size check ──► publish QoS 1 (MQTT 5: content type, bundle-id) ──► broker
+    spool ──take(window)──► size check ──► publish QoS 1 (MQTT 5: topic alias; v1 frames: content type, bundle-id) ──► broker
       ▲                        │ too big: discard, count, log (never sent: no reconnect loop)
       └── ack(row id) ◄── on_publish(mid) ◄── PUBACK
 
@@ -25,9 +25,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from edgekit.mqtt import ClientLoop, BrokerUrl, _Will, publish_packet_size, publish_properties, topic
+from edgekit.auth import verify_message
+from edgekit.mqtt import ClientLoop, BrokerUrl, TopicAliases, _Will, publish_packet_size, publish_properties, topic
 from edgekit.device.spool import Spool, SpoolRow
-from edgekit.frame import HEADER_SIZE, frame_bundle_prefix
+from edgekit.frame import HEADER_SIZE, frame_bundle_prefix, frame_version_of
 from edgekit.wire import mqtt5_properties
 
 __all__ = ["PublisherCounters", "Publisher"]
@@ -44,6 +45,7 @@ class PublisherCounters:
     rejected: int = 0  # frames the broker answered with an MQTT 5 error reason
     results: int = 0
     ignored_results: int = 0  # results messages that were not a JSON object
+    forged_results: int = 0  # results without a valid mac, with a key configured (never acted on)
 
 
 class Publisher(ClientLoop):
@@ -52,7 +54,7 @@ class Publisher(ClientLoop):
     def __init__(self, spool: Spool, url: BrokerUrl, device_id: str, protocol: str, *, boot_id: int = 0,
                  window: int = 64, max_frame_bytes: int | None = None,
                  on_result: Callable[[dict], None] | None = None, client_id: str | None = None,
-                 status: dict | None = None):
+                 status: dict | None = None, results_key: bytes | None = None):
         self.device_id = device_id
         self.status = status or {}  # extra fields of the online status (the agent's self-test, parity)
         self.status_topic = topic(device_id, "status")
@@ -65,11 +67,13 @@ class Publisher(ClientLoop):
         self.window = window
         self.max_frame_bytes = max_frame_bytes
         self.on_result = on_result
+        self.results_key = results_key  # when set, only results signed with this device's key are taken
         self.counters = PublisherCounters()
         self._offline = offline
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id
         self._high_water = 0  # highest spool row id handed to paho
         self._next_expire = 0.0
+        self._aliases = TopicAliases()  # MQTT 5: the features topic's name once per connection
 
     @property
     def inflight(self) -> int:
@@ -79,7 +83,7 @@ class Publisher(ClientLoop):
         """Largest payload allowed on ``topic_name``: the broker's packet limit and ours, whichever is lower."""
         limits = [self.max_frame_bytes] if self.max_frame_bytes else []
         if self.max_packet_size:
-            props = self._frame_properties(bytes(HEADER_SIZE))  # the same size for every frame
+            props = self._aliases.largest_properties(self._frame_properties(bytes(HEADER_SIZE)))  # v1: the largest
             overhead = publish_packet_size(topic_name, 0, self.protocol, properties=props)
             limits.append(self.max_packet_size - overhead)
         return min(limits) if limits else None
@@ -87,12 +91,14 @@ class Publisher(ClientLoop):
     def _frame_properties(self, frame: bytes):
         """MQTT 5: the frame's content type and ``bundle-id`` user property (docs/wire-format.md, Transport);
         None for MQTT 3.1.1, where the frame travels alone."""
-        if self.protocol != "5":
+        if self.protocol != "5" or frame_version_of(frame) == 2:  # version 2: no properties (wire-format.md)
             return None
         return _bundle_properties(frame_bundle_prefix(frame).hex())
 
     # ---- hooks (publisher thread) -----------------------------------------------------------------------
     def on_connected(self, session_present: bool) -> None:
+        if self.protocol == "5":
+            self._aliases.reset(self.topic_alias_maximum, self.client)
         online = {"state": "online", "device": self.device_id, "boot_id": self.boot_id, "since": time.time(),
                   **self.status}
         self.publish_checked(self.status_topic, json.dumps(online), qos=1, retain=True)
@@ -117,7 +123,8 @@ class Publisher(ClientLoop):
         if limit is not None and len(row.payload) > limit:
             self._refuse(row.id, len(row.payload), limit)
             return
-        info = self.client.publish(row.topic, row.payload, qos=1, properties=self._frame_properties(row.payload))
+        topic_name, props = self._aliases.apply(row.topic, self._frame_properties(row.payload))
+        info = self.client.publish(topic_name, row.payload, qos=1, properties=props)
         self._inflight[info.mid] = row.id
         self.counters.sent += 1
         self.counters.bytes_sent += len(row.payload)
@@ -142,6 +149,9 @@ class Publisher(ClientLoop):
         if not isinstance(result, dict):
             self._ignore_result(message.topic)
             return
+        if self.results_key is not None and not verify_message(self.results_key, self.device_id, "results", result):
+            self._ignore_forged(message.topic)
+            return
         self.counters.results += 1
         if self.on_result is not None:
             self.on_result(result)
@@ -152,6 +162,13 @@ class Publisher(ClientLoop):
         level = logging.WARNING if self.counters.ignored_results == 1 else logging.DEBUG
         log.log(level, "%s: ignored a malformed result on %s (not a JSON object; %d so far)", self.device_id,
                 topic_name, self.counters.ignored_results)
+
+    def _ignore_forged(self, topic_name: str) -> None:
+        """Count a result without a valid mac; warn only the first time, so a forger cannot flood the log."""
+        self.counters.forged_results += 1
+        level = logging.WARNING if self.counters.forged_results == 1 else logging.DEBUG
+        log.log(level, "%s: ignored a result on %s without a valid mac (%d so far)", self.device_id, topic_name,
+                self.counters.forged_results)
 
     def _refuse(self, row_id: int, size: int, limit: int) -> None:
         self.counters.refused_too_big += 1

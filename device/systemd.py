@@ -21,9 +21,11 @@ def quote(arg: str) -> str:
 
 
 def render_unit(edgekit: Path, bundle: Path, broker: str, device_id: str, source: str, fps: float, user: str,
-                threads: int) -> str:
-    """The unit file's text. Paths must be absolute: systemd runs the agent from ``/``."""
-    args = [str(edgekit), "device", "run", "--bundle", str(bundle), "--broker", broker, "--device-id", device_id,
+                threads: int, broker_args: tuple[str, ...] = ()) -> str:
+    """The unit file's text. Paths must be absolute: systemd runs the agent from ``/``. ``broker_args``: the
+    TLS and credential options (file paths only: the unit file is world-readable)."""
+    args = [str(edgekit), "device", "run", "--bundle", str(bundle), "--broker", broker, *broker_args,
+            "--device-id", device_id,
             "--source", source, "--fps", f"{fps:g}", "--threads", str(threads)]
     name = f"edgekit-agent-{device_id}"
     return f"""\

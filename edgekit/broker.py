@@ -24,6 +24,7 @@ from pathlib import Path
 import click
 
 from edgekit.errors import UsageError
+from edgekit.secure_broker import SecureBroker
 
 __all__ = ["find_mosquitto", "free_port", "MosquittoBroker", "AmqttBroker", "local_broker", "broker_command"]
 
@@ -132,7 +133,8 @@ class _BrokerProcess:
 class MosquittoBroker(_BrokerProcess):
     """A Mosquitto on a free loopback port with a generated config and persistence in its own folder.
 
-    ``extra`` config lines are appended (e.g. ``max_packet_size 4096`` to test size limits). The queue limits
+    ``extra`` config lines are appended (e.g. ``max_packet_size 4096`` to test size limits); ``secure`` makes
+    the listener TLS-only with passwords or client certificates and an ACL (edgekit.secure_broker). The queue limits
     are raised from Mosquitto's defaults (1000 queued, 20 in flight per client) so that a receiver outage
     of a few thousand frames is held, not dropped.
     """
@@ -140,18 +142,27 @@ class MosquittoBroker(_BrokerProcess):
     name = "mosquitto"
 
     def __init__(self, port: int | None = None, workdir: str | Path | None = None, host: str = "127.0.0.1",
-                 extra: str = "", binary: str | None = None):
+                 extra: str = "", binary: str | None = None, secure: SecureBroker | None = None):
         super().__init__(port, workdir, host)
+        self.secure = secure
         self.binary = binary or find_mosquitto()
         if self.binary is None:
             raise UsageError("Mosquitto is not installed", INSTALL_HINT)
         self.config_path = self.workdir / "mosquitto.conf"
         self.extra = extra
 
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.secure else 'mqtt'}://{self.host}:{self.port}"
+
+    def _listener(self) -> str:
+        if self.secure is None:
+            return f"listener {self.port} {self.host}\nallow_anonymous true\n"
+        self.secure.prepare()
+        return self.secure.listener_config(self.port, self.host)
+
     def config_text(self) -> str:
-        return textwrap.dedent(f"""\
-            listener {self.port} {self.host}
-            allow_anonymous true
+        return self._listener() + textwrap.dedent(f"""\
             persistence true
             persistence_location {self.workdir}/
             autosave_interval 1
@@ -198,24 +209,48 @@ class AmqttBroker(_BrokerProcess):
         return [sys.executable, "-c", script]
 
 
-def local_broker(port: int | None = None, workdir: str | Path | None = None, extra: str = "") -> _BrokerProcess:
+def local_broker(port: int | None = None, workdir: str | Path | None = None, extra: str = "",
+                 host: str = "127.0.0.1") -> _BrokerProcess:
     """Mosquitto when installed, else amqtt when importable; a UsageError naming both otherwise."""
     if find_mosquitto():
-        return MosquittoBroker(port, workdir, extra=extra)
+        return MosquittoBroker(port, workdir, host, extra=extra)
     try:
         import amqtt  # noqa: F401
     except ImportError:
         raise UsageError("no MQTT broker available", INSTALL_HINT) from None
-    return AmqttBroker(port, workdir)
+    return AmqttBroker(port, workdir, host)
+
+
+def _secure_broker(port: int | None, host: str, workdir: str | None, extra: str,
+                   client_certs: bool) -> MosquittoBroker:
+    """``--secure``: Mosquitto only (amqtt has no ACL), in a kept folder (the PKI and passwords live there)."""
+    if workdir is None:
+        raise UsageError("--secure needs --dir", "give a folder that keeps the PKI, passwords and ACL, "
+                                                 "e.g. --dir /srv/edgekit-broker")
+    secure = SecureBroker(Path(workdir), client_certs=client_certs)
+    port = 8883 if port is None else port
+    broker = MosquittoBroker(port or None, workdir, host, extra=extra, secure=secure)
+    if not client_certs:
+        click.echo(f"passwords: mosquitto_passwd {secure.passwd} <device-id>  (and {secure.server_user} for "
+                   f"the server role), then kill -HUP the broker to reload")
+    click.echo(f"clients need --ca {secure.pki / 'ca.crt'}")
+    return broker
 
 
 @click.command("broker")
-@click.option("--port", type=int, default=1883, show_default=True, help="Loopback port to listen on (0: any free).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 1883, 8883 with --secure; 0: any free).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; use it only with --secure).")
+@click.option("--secure", is_flag=True,
+              help="TLS only, no anonymous clients, per-device ACL (Mosquitto; needs --dir; see docs/security.md).")
+@click.option("--client-certs", is_flag=True,
+              help="With --secure: clients log in with certificates from edgekit certs instead of passwords.")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
               help="Folder for the config, log and persistence (default: a temporary folder).")
 @click.option("--max-packet-size", type=int, default=0, help="Largest MQTT packet accepted, in bytes (0: no limit).")
 @click.option("--amqtt", "force_amqtt", is_flag=True, help="Use the pure-Python amqtt broker even if Mosquitto exists.")
-def broker_command(port: int, workdir: str | None, max_packet_size: int, force_amqtt: bool) -> None:
+def broker_command(port: int | None, host: str, secure: bool, client_certs: bool, workdir: str | None,
+                   max_packet_size: int, force_amqtt: bool) -> None:
     """Run a local MQTT broker on 127.0.0.1 until Ctrl-C.
 
     Starts Mosquitto with a generated config (persistence on, queue limits raised for store-and-forward);
@@ -225,9 +260,16 @@ def broker_command(port: int, workdir: str | None, max_packet_size: int, force_a
     Example:
       edgekit broker --port 1883
       edgekit broker --port 0 --dir /tmp/broker --max-packet-size 65536
+      edgekit broker --secure --dir /srv/edgekit-broker --host 0.0.0.0   # then mosquitto_passwd its passwd file
+      edgekit broker --secure --client-certs --dir /srv/edgekit-broker --host 0.0.0.0
     """
     extra = f"max_packet_size {max_packet_size}" if max_packet_size else ""
-    broker = AmqttBroker(port or None, workdir) if force_amqtt else local_broker(port or None, workdir, extra)
+    if secure or client_certs:
+        broker = _secure_broker(port, host, workdir, extra, client_certs)
+    else:
+        port = 1883 if port is None else port
+        broker = (AmqttBroker(port or None, workdir, host) if force_amqtt
+                  else local_broker(port or None, workdir, extra, host))
     stop = _stop_on_signals()
     with broker:
         click.echo(f"{broker.name} listening on {broker.url} (MQTT {broker.protocol}); log: {broker.log_path}")

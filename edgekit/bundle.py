@@ -1,7 +1,9 @@
 """The bundle: a directory whose ``manifest.json`` is the contract between convert, device and server.
 
-    bundle/manifest.json ──► JSON Schema (edgekit/schemas/manifest.schema.json)
-                         ──► sha256 of every listed file ──► bundle_id recomputed from device/ + server/
+    bundle/manifest.json ──► read checked (edgekit.bundle_files) ──► manifest.sig verified (edgekit.signing)
+                         ──► JSON Schema (edgekit/schemas/manifest.schema.json)
+                         ──► every listed file checked (path, regular file, size, sha256); no unlisted file
+                         ──► bundle_id recomputed from device/ + server/
                          ──► Bundle: typed accessors (input, code, output, device_models, server_model, wire)
 
 Loading fails with a one-line :class:`BundleError` rather than handing a device a model that differs from
@@ -11,15 +13,22 @@ the one the parity report measured. The format is documented field by field in `
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edgekit.bundle_files import (BESIDE_MANIFEST, MANIFEST_NAME, SIGNATURE_NAME, check_bundle_path, check_listing,
+                                  read_bundle_file)
 from edgekit.errors import BundleError
 from edgekit.preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from edgekit.signing import SignatureStatus, TrustPolicy
 
 __all__ = [
     "MANIFEST_NAME",
@@ -38,7 +47,6 @@ __all__ = [
     "write_manifest",
 ]
 
-MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
 # Runner runtime names (edgekit.runtime) → the manifest's runtime family.
@@ -93,6 +101,7 @@ class Golden:
 
     ``device`` maps a device model's bundle-relative path to the array of the int8 codes it produced;
     ``server`` names the codes given to the server half, their quantization and its outputs.
+    ``read`` returns the ``.npz`` bytes through the bundle's checked reader.
     """
 
     path: Path
@@ -101,13 +110,14 @@ class Golden:
     device: dict[str, str]
     server: dict[str, Any]
     tolerance: dict[str, float]
+    read: Callable[[], bytes] = field(repr=False, compare=False)
 
     @cached_property
     def arrays(self) -> dict[str, Any]:
         """Every array of the golden ``.npz`` (no pickles), read once per bundle load."""
         import numpy as np
 
-        with np.load(self.path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(self.read()), allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
 
 
@@ -157,14 +167,14 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
 def write_manifest(root: str | Path, manifest: dict[str, Any]) -> Path:
     """Fill ``files`` and ``bundle_id`` from the files under ``root``, validate, write ``manifest.json``.
 
-    Every file present except the manifest itself is listed, so ``Bundle.load`` can prove nothing was
+    Every file present except the manifest and its signature is listed, so ``Bundle.load`` can prove nothing was
     added, swapped or truncated on the way to the device.
     """
     root = Path(root)
     files = {
         path.relative_to(root).as_posix(): file_entry(path)
         for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_NAME
+        if path.is_file() and path.relative_to(root).as_posix() not in BESIDE_MANIFEST
     }
     manifest = {**manifest, "files": files, "bundle_id": bundle_id(files)}
     validate_manifest(manifest)
@@ -178,50 +188,81 @@ def write_manifest(root: str | Path, manifest: dict[str, Any]) -> Path:
 class Bundle:
     """A loaded, verified bundle. Construct with :meth:`Bundle.load`."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    def __init__(self, path: Path, manifest: dict[str, Any], signature: SignatureStatus | None = None):
         self.path = path
         self.manifest = manifest
+        self.signature = signature
 
     @classmethod
-    def load(cls, path: str | Path, verify_hashes: bool = True) -> "Bundle":
-        """Read and validate ``path/manifest.json``; verify every file's sha256 and the bundle id."""
+    def load(cls, path: str | Path, verify_hashes: bool = True, trust: TrustPolicy | None = None) -> "Bundle":
+        """Read ``path/manifest.json``, check its signature under ``trust`` (see :mod:`edgekit.signing`; a
+        bad signature is refused even without), validate it, and verify every file and the bundle id."""
+        from edgekit.signing import check_signature
+
         root = Path(path)
         manifest_path = root / MANIFEST_NAME
-        if not manifest_path.is_file():
+        if not os.path.lexists(manifest_path):
             raise BundleError(f"{root} is not a bundle: {MANIFEST_NAME} not found",
                               "pass the directory written by edgekit convert")
+        manifest_bytes = read_bundle_file(root, MANIFEST_NAME)
+        has_signature = os.path.lexists(root / SIGNATURE_NAME)
+        signature = check_signature(manifest_bytes, read_bundle_file(root, SIGNATURE_NAME) if has_signature else None,
+                                    trust)
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise BundleError(f"cannot read {manifest_path}: {err}", "re-create the bundle with edgekit convert") from None
+            manifest = json.loads(manifest_bytes)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(f"cannot read {manifest_path}: {err}",
+                              "re-create the bundle with edgekit convert") from None
         if not isinstance(manifest, dict):
             raise BundleError(f"{manifest_path} is not a JSON object", "re-create the bundle with edgekit convert")
         if manifest.get("version") not in (None, FORMAT_VERSION):
             raise BundleError(f"bundle format version {manifest.get('version')} is not supported (this edgekit reads "
                               f"version {FORMAT_VERSION})", "upgrade edgekit or re-convert the model")
         validate_manifest(manifest)
-        bundle = cls(root, manifest)
+        bundle = cls(root, manifest, signature)
         if verify_hashes:
             bundle.verify()
         return bundle
 
     def verify(self) -> None:
-        """Check every listed file's sha256 and that the bundle id matches the model files."""
+        """Check every listed file (path, regular file, size, sha256), that nothing unlisted sits beside
+        them, and that the bundle id matches the model files."""
         for rel, entry in self.manifest["files"].items():
-            file = self.path / rel
-            if not file.is_file():
-                raise BundleError(f"bundle file {rel} is missing", "copy the whole bundle directory again")
-            if sha256_file(file) != entry["sha256"]:
-                raise BundleError(f"bundle file {rel} does not match its sha256 in the manifest",
-                                  "the file was changed or truncated: copy the bundle again")
-        referenced = [m["path"] for m in self.manifest["device_models"]] + [self.manifest["server_model"]["path"]]
-        referenced += [self.manifest["golden"]["path"]] if "golden" in self.manifest else []
-        for rel in referenced:
+            read_bundle_file(self.path, rel, entry, keep=False)
+        check_listing(self.path, self.manifest["files"])
+        for where, rel in self._named_files():
+            check_bundle_path(rel, where)
             if rel not in self.manifest["files"]:
-                raise BundleError(f"{rel} is not listed in the manifest's files", "re-create the bundle")
+                raise BundleError(f"{where} {rel} is not listed in the manifest's files", "re-create the bundle")
         if bundle_id(self.manifest["files"]) != self.manifest["bundle_id"]:
             raise BundleError("bundle_id does not match the device and server model files",
                               "re-create the bundle with edgekit convert")
+
+    def _named_files(self) -> list[tuple[str, Any]]:
+        """(manifest field, path) of every file the manifest names outside ``files``: models, golden vectors,
+        target artifacts and codec artifacts (the params the codec table marks as files)."""
+        from edgekit.codecs.registry import BY_NAME
+
+        m = self.manifest
+        named = [(f"device_models/{i}/path", d["path"]) for i, d in enumerate(m["device_models"])]
+        named.append(("server_model/path", m["server_model"]["path"]))
+        named += [("golden/path", m["golden"]["path"])] if "golden" in m else []
+        named += [(f"targets/{target}/artifacts", rel)
+                  for target, spec in m["targets"].items() for rel in spec.get("artifacts", [])]
+        for name, params in m["wire"].get("codecs", {}).items():
+            row = BY_NAME.get(name)
+            if row is not None and isinstance(params, dict):
+                named += [(f"wire/codecs/{name}/{key}", params[key]) for key in row.artifacts if params.get(key)]
+        return named
+
+    def read(self, rel: str) -> bytes:
+        """The bytes of bundle file ``rel`` (a manifest path), checked again against its ``files`` entry."""
+        check_bundle_path(rel)  # an absolute or '..' path is named as such, not as merely "not listed"
+        entry = self.manifest["files"].get(rel)
+        if entry is None:
+            raise BundleError(f"{rel} is named by the manifest but not listed in its files",
+                              "re-create the bundle with edgekit convert")
+        return read_bundle_file(self.path, rel, entry)
 
     @property
     def bundle_id(self) -> str:
@@ -285,7 +326,8 @@ class Bundle:
         if spec is None:
             return None
         return Golden(self.path / spec["path"], spec["samples"], spec["inputs"],
-                      {d["path"]: d["codes"] for d in spec["device"]}, spec["server"], spec["tolerance"])
+                      {d["path"]: d["codes"] for d in spec["device"]}, spec["server"], spec["tolerance"],
+                      lambda: self.read(spec["path"]))
 
     @property
     def wire(self) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""``edgekit inspect BUNDLE``: print a bundle's manifest readably after verifying every file's hash."""
+"""``edgekit inspect BUNDLE``: print a bundle's manifest readably after verifying every file's hash.
+``edgekit keygen`` and ``edgekit sign``: Ed25519 signatures of bundles (edgekit.signing), and
+:func:`trust_options`, the ``--trust-key``/``--require-signature`` pair of every command that loads a bundle."""
 
 from __future__ import annotations
 
@@ -6,7 +8,23 @@ import json
 
 import click
 
-__all__ = ["inspect_command", "describe"]
+__all__ = ["inspect_command", "keygen_command", "sign_command", "describe", "trust_options", "trust_policy"]
+
+
+def trust_options(command):
+    """Add ``--trust-key`` (repeatable) and ``--require-signature`` to a command that loads bundles."""
+    command = click.option("--require-signature", is_flag=True,
+                           help="Refuse a bundle that is not signed by a --trust-key key.")(command)
+    return click.option("--trust-key", "trust_keys", multiple=True, type=click.Path(),
+                        help="Public key (.pub.pem) or directory of them whose signatures are trusted; a bundle "
+                             "signed by another key is refused. Repeatable.")(command)
+
+
+def trust_policy(trust_keys: tuple[str, ...], require_signature: bool):
+    """The :class:`edgekit.signing.TrustPolicy` of the :func:`trust_options` values (None: no key given)."""
+    from edgekit.signing import TrustPolicy
+
+    return TrustPolicy.from_options(trust_keys, require_signature)
 
 
 def _quant(q: dict | None) -> str:
@@ -79,10 +97,13 @@ def describe(manifest: dict) -> list[str]:
               help="Print the verified manifest as JSON (with a \"selftest\" list unless --no-selftest).")
 @click.option("--selftest/--no-selftest", default=True, show_default=True,
               help="Run the golden vectors through this machine's runtimes.")
-def inspect_command(bundle: str, as_json: bool, selftest: bool) -> None:
+@trust_options
+def inspect_command(bundle: str, as_json: bool, selftest: bool, trust_keys: tuple[str, ...],
+                    require_signature: bool) -> None:
     """Show a bundle's manifest, verify the sha256 of every file, and self-test it on this machine.
 
-    Exits non-zero with a one-line error when a file is missing or changed. The self-test runs the bundle's
+    Exits non-zero with a one-line error when a file is missing, changed, unlisted or a symlink, or when the
+    signature does not verify (or is missing under --require-signature). The self-test runs the bundle's
     golden vectors through every device model and the server half with the runtimes installed here and
     shows the result, the runtime and version, and the CPU (see edgekit device selftest).
 
@@ -90,14 +111,58 @@ def inspect_command(bundle: str, as_json: bool, selftest: bool) -> None:
     Example:
       edgekit inspect bundles/fmnist-v1
       edgekit inspect bundles/fmnist-v1 --json --no-selftest | jq .code
+      edgekit inspect bundles/fmnist-v1 --trust-key keys/signing.pub.pem --require-signature
     """
     from edgekit.bundle import Bundle
     from edgekit.selftest import bundle_selftests
 
-    loaded = Bundle.load(bundle)
+    loaded = Bundle.load(bundle, trust=trust_policy(trust_keys, require_signature))
     results = bundle_selftests(loaded) if selftest and loaded.golden is not None else []
     if as_json:
         extra = {"selftest": [r.as_dict() for r in results]} if selftest else {}
         click.echo(json.dumps({**loaded.manifest, **extra}, indent=2))
     else:
-        click.echo("\n".join(describe(loaded.manifest) + [r.line() for r in results]))
+        signed = loaded.signature.line() if loaded.signature else "signature  none (unsigned: see edgekit sign)"
+        click.echo("\n".join(describe(loaded.manifest) + [signed] + [r.line() for r in results]))
+
+
+@click.command("keygen")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--name", default="signing", show_default=True, help="File name stem of the key pair.")
+def keygen_command(folder: str, name: str) -> None:
+    """Make an Ed25519 key pair for signing bundles: NAME.key.pem (private, mode 0600) and NAME.pub.pem.
+
+    Keep the private key on the machine that signs (never in a bundle, on a device or on the server); copy
+    the public key to devices and servers and pass it with --trust-key. Existing files are never overwritten.
+
+    \b
+    Example:
+      edgekit keygen ~/.config/edgekit/keys
+      edgekit keygen keys --name release-2026
+    """
+    from edgekit.signing import generate_key_pair, key_id, load_public_keys
+
+    private, public = generate_key_pair(folder, name)
+    click.echo(f"private key {private} (keep secret)\npublic key  {public} (key id "
+               f"{key_id(load_public_keys([public])[0])}: give it to devices and servers with --trust-key)")
+
+
+@click.command("sign")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--key", "key", required=True, type=click.Path(dir_okay=False),
+              help="Ed25519 private key (PEM) from edgekit keygen.")
+def sign_command(bundle: str, key: str) -> None:
+    """Sign a bundle: verify every file, then write BUNDLE/manifest.sig, an Ed25519 signature of manifest.json.
+
+    The manifest holds every file's sha256 and the bundle id, so the signature covers the whole bundle.
+    Re-signing replaces the previous signature. Devices and servers check it with --trust-key.
+
+    \b
+    Example:
+      edgekit sign bundles/fmnist-v1 --key ~/.config/edgekit/keys/signing.key.pem
+      edgekit inspect bundles/fmnist-v1 --trust-key keys/signing.pub.pem --require-signature
+    """
+    from edgekit.signing import sign_bundle
+
+    path, signer = sign_bundle(bundle, key)
+    click.echo(f"signed {bundle} with key {signer}: {path}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import click
 
 from edgekit.broker import local_broker, stop_process
+from edgekit.errors import UsageError
 
 __all__ = ["demo_command", "RoleProcess", "start_server", "start_device", "count_results"]
 
@@ -118,13 +119,16 @@ def count_results(db: Path, device: str | None = None) -> int:
 @click.option("--fps", type=float, default=100.0, show_default=True, help="Device frame rate (0: as fast as possible).")
 @click.option("--broker", default=None, help="Use this broker instead of starting a local one.")
 @click.option("--codec", default=None, help="Feature codec (default: the bundle's).")
-def demo_command(dataset, data, work, epochs, frames, fps, broker, codec) -> None:
+@click.option("--secure", is_flag=True,
+              help="Start edgekit broker --secure --client-certs: TLS, a certificate per role, the ACL.")
+def demo_command(dataset, data, work, epochs, frames, fps, broker, codec, secure) -> None:
     """Train, convert, start a broker, a server and a device, stream the held-out set, print a summary.
 
     \b
     Example:
       edgekit demo
       edgekit demo --dataset fashion-mnist --data ../shared/data --frames 2000
+      edgekit demo --secure --frames 200
     """
     import numpy as np
 
@@ -146,29 +150,52 @@ def demo_command(dataset, data, work, epochs, frames, fps, broker, codec) -> Non
     for stale in ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "spool.sqlite"):
         (work_dir / stale).unlink(missing_ok=True)
 
-    local = None if broker else local_broker(workdir=work_dir / "broker")
+    if secure and broker:
+        raise UsageError("--secure starts its own broker", "drop --broker, or give the roles' TLS options yourself")
+    tls: dict[str, list[str]] = {}
+    local = None if broker else _secure_broker(work_dir / "broker", tls) if secure else \
+        local_broker(workdir=work_dir / "broker")
     try:
         if local is not None:
             local.start()
             click.echo(f"[3/4] {local.name} broker on {local.url} (MQTT {local.protocol})")
         url = broker or local.url
-        stats = _stream(result.bundle_path, url, source, len(x), fps, work_dir)
+        stats = _stream(result.bundle_path, url, source, len(x), fps, work_dir, tls)
     finally:
         if local is not None:
             local.close()
     click.echo(_summary_table(stats, work_dir / "results.sqlite", y, float_acc))
 
 
-def _stream(bundle: Path, url: str, source: Path, total: int, fps: float, work_dir: Path) -> dict:
+def _secure_broker(folder: Path, tls: dict[str, list[str]]):
+    """A ``--secure --client-certs`` Mosquitto; fills ``tls`` with each role's --ca/--cert/--key options."""
+    from edgekit.broker import MosquittoBroker
+    from edgekit.certs import issue_client
+    from edgekit.secure_broker import DEFAULT_SERVER_USER, SecureBroker
+
+    setup = SecureBroker(folder, client_certs=True)
+    setup.prepare()
+    for role, name in (("server", DEFAULT_SERVER_USER), ("device", "demo-01")):
+        cert, key = issue_client(setup.pki, name)
+        tls[role] = ["--ca", str(setup.pki / "ca.crt"), "--cert", str(cert), "--key", str(key)]
+    return MosquittoBroker(workdir=folder, secure=setup)
+
+
+def _stream(bundle: Path, url: str, source: Path, total: int, fps: float, work_dir: Path,
+            tls: dict[str, list[str]]) -> dict:
     """Run server + device subprocesses with a progress bar; the device's final counters."""
     from tqdm import tqdm
 
+    from edgekit.byte_meter import ByteMeter
+    from edgekit.mqtt import parse_broker_url
+
     db = work_dir / "results.sqlite"
-    server = start_server([bundle], url, db, work_dir / "server.log")
+    server = start_server([bundle], url, db, work_dir / "server.log", *tls.get("server", []))
+    meter = ByteMeter(parse_broker_url(url))  # the device's TCP bytes, counted at its socket
     try:
         click.echo(f"[4/4] streaming {total} frames: server and device running (logs in {work_dir})")
-        device = start_device(bundle, url, "demo-01", source, work_dir / "spool.sqlite", work_dir / "device.log",
-                              "--fps", str(fps), "--linger", "15")
+        device = start_device(bundle, meter.url, "demo-01", source, work_dir / "spool.sqlite",
+                              work_dir / "device.log", "--fps", str(fps), "--linger", "15", *tls.get("device", []))
         with tqdm(total=total, unit="frame", desc="results") as bar:
             done = 0
             while device.process.poll() is None or done < total:
@@ -180,8 +207,11 @@ def _stream(bundle: Path, url: str, source: Path, total: int, fps: float, work_d
                     bar.update(count_results(db) - done)
                     break
                 time.sleep(0.1)
-        return device.final_json()
+        stats = device.final_json()
+        stats["tcp_up"], stats["tcp_down"] = meter.snapshot()
+        return stats
     finally:
+        meter.close()
         server.stop()
 
 
@@ -215,6 +245,7 @@ def _summary_table(stats: dict, db: Path, y, float_acc: float) -> str:
         ("accuracy, float model", f"{float_acc:.4f}"),
         ("accuracy, split pipeline (int8 + wire)", f"{split_acc:.4f}"),
         ("bytes per frame (header + payload)", f"{stats['bytes_sent'] / max(stats['sent'], 1):.1f}"),
+        ("TCP bytes per frame, device -> broker (all)", f"{stats['tcp_up'] / max(stats['sent'], 1):.1f}"),
         ("end-to-end latency p50 (capture -> stored)", f"{p50:.1f} ms"),
         ("end-to-end latency p95", f"{p95:.1f} ms"),
         ("device-observed round trip p50 / p95", " / ".join(

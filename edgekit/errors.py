@@ -7,7 +7,7 @@ line and exits non-zero without a traceback; anything else is a bug and keeps it
 
 from __future__ import annotations
 
-__all__ = ["EdgekitError", "UsageError", "BundleError", "ConversionError", "ParityError"]
+__all__ = ["EdgekitError", "UsageError", "BundleError", "ConversionError", "ParityError", "BrokerRefusedError"]
 
 
 class EdgekitError(Exception):
@@ -37,3 +37,9 @@ class ParityError(EdgekitError):
     """The converted pipeline disagrees with the float model more than allowed (bundle still written)."""
 
     exit_code = 3
+
+
+class BrokerRefusedError(EdgekitError):
+    """The broker refused this client's TLS or credentials: retrying with the same setup cannot succeed."""
+
+    exit_code = 5

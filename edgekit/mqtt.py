@@ -21,25 +21,30 @@ import select
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from edgekit.errors import UsageError
+from edgekit.errors import BrokerRefusedError, UsageError
+from edgekit.mqtt_security import (BrokerSecurity, apply_security, connect_failed, dropped_before_connack,
+                                   refusal_error, resolve_security, socket_error)
 
 if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
     from paho.mqtt.properties import Properties
 
 __all__ = [
-    "DEFAULT_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "check_device_id", "topic",
+    "DEFAULT_PORT", "DEFAULT_TLS_PORT", "TOPIC_ROOT", "PROTOCOLS", "BrokerUrl", "parse_broker_url", "resolve_broker",
+    "check_device_id", "topic",
     "features_filter", "device_of", "publish_packet_size", "publish_properties", "detect_protocol", "make_client",
-    "ClientLoop",
+    "ClientLoop", "TopicAliases", "device_id_problem", "printable_id",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
+REFUSED_RETRY_S = 10.0  # a client refused after it once connected (e.g. revoked) retries this often
 TOPIC_ROOT = "edgekit/v1"
 TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter")
 PROTOCOLS = ("auto", "5", "3.1.1")
@@ -52,40 +57,87 @@ TAKEN_OVER_AFTER = 5  # ... and this many in a row mean another process has our 
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """Where the broker listens: ``mqtt://host:port``."""
+    """Where the broker listens and how to connect: ``mqtt[s]://[user@]host:port`` (see edgekit.mqtt_security)."""
 
     host: str
     port: int = DEFAULT_PORT
+    security: BrokerSecurity = BrokerSecurity()
 
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        """The URL for logs: the password, if any, is shown as ``***``."""
+        return f"{self.security.scheme}://{self.security.userinfo()}{self.host}:{self.port}"
 
 
 def parse_broker_url(url: str) -> BrokerUrl:
-    """Parse ``mqtt://host[:port]`` (a bare ``host[:port]`` is accepted too); one-line UsageError otherwise."""
+    """Parse ``mqtt[s]://[user[:password]@]host[:port]`` (a bare ``host[:port]`` means mqtt://).
+
+    The user name and password of the URL are used (see :func:`edgekit.mqtt_security.resolve_security` for
+    the safer places to keep a password); mqtts:// defaults to port 8883. One-line UsageError otherwise.
+    """
     text = url.strip()
     if "://" not in text:
         text = "mqtt://" + text
-    fix = "give the broker as mqtt://HOST:PORT, e.g. mqtt://localhost:1883"
+    fix = "give the broker as mqtt://HOST:PORT or mqtts://HOST:PORT, e.g. mqtt://localhost:1883"
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        raise UsageError(f"bad broker URL {url!r}", fix) from None
-    if parts.scheme != "mqtt":
-        raise UsageError(f"unsupported broker scheme {parts.scheme!r} in {url!r} (only mqtt:// is supported)", fix)
+        raise UsageError(f"bad broker URL {_redacted(url)!r}", fix) from None
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise UsageError(f"unsupported broker scheme {parts.scheme!r} in {_redacted(url)!r} "
+                         "(mqtt:// and mqtts:// are supported)", fix)
     if not parts.hostname or parts.path not in ("", "/") or parts.query:
-        raise UsageError(f"bad broker URL {url!r}", fix)
-    return BrokerUrl(parts.hostname, port or DEFAULT_PORT)
+        raise UsageError(f"bad broker URL {_redacted(url)!r}", fix)
+    tls = parts.scheme == "mqtts"
+    security = BrokerSecurity(tls=tls, username=unquote(parts.username) if parts.username else None,
+                              password=unquote(parts.password) if parts.password is not None else None)
+    return BrokerUrl(parts.hostname, port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT), security)
 
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+def resolve_broker(url: str, **options: Any) -> BrokerUrl:
+    """The ``--broker`` URL completed by the command's :func:`~edgekit.mqtt_security.security_options`."""
+    broker = parse_broker_url(url)
+    return replace(broker, security=resolve_security(broker.security, **options))
+
+
+def _redacted(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (for error messages)."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+_DEVICE_ID = re.compile(r"[A-Za-z0-9._-]+")
+MAX_DEVICE_ID = 64
+
+
+def device_id_problem(device_id: str | None) -> str | None:
+    """Why ``device_id`` is not a device id, or None when it is: the one rule of the agent and the receiver.
+
+    A device id is one topic level and a file name (the spool): 1-64 letters, digits, ``._-``, not only dots.
+    """
+    if not device_id:
+        return "empty"
+    if len(device_id) > MAX_DEVICE_ID:
+        return f"{len(device_id)} characters, above {MAX_DEVICE_ID}"
+    if not _DEVICE_ID.fullmatch(device_id):
+        return "characters other than letters, digits, '.', '_' and '-'"
+    if not device_id.strip("."):
+        return "only dots, a path name"
+    return None
+
+
+def printable_id(device_id: str | None) -> str:
+    """``device_id`` safe for a log line or a message: ASCII-escaped and cut to its first 64 characters."""
+    if device_id is None or len(device_id) <= MAX_DEVICE_ID:
+        return ascii(device_id)
+    return f"{ascii(device_id[:MAX_DEVICE_ID])}... ({len(device_id)} characters)"
 
 
 def check_device_id(device_id: str) -> str:
-    """A device id is one topic level: letters, digits, ``._-``, at most 64 characters."""
-    if not _DEVICE_ID.match(device_id or ""):
-        raise UsageError(f"bad device id {device_id!r}", "use 1-64 letters, digits, '.', '_' or '-', e.g. cam-07")
+    """``device_id`` if :func:`device_id_problem` finds nothing, else a one-line UsageError."""
+    problem = device_id_problem(device_id)
+    if problem is not None:
+        raise UsageError(f"bad device id {printable_id(device_id)}: {problem}",
+                         "use 1-64 letters, digits, '.', '_' or '-', e.g. cam-07")
     return device_id
 
 
@@ -136,14 +188,84 @@ def publish_properties(content_type: str, user_properties: list[tuple[str, str]]
     return props
 
 
+class TopicAliases:
+    """MQTT 5 topic aliases for one client's publishes: a topic's name travels once per connection, with its
+    alias; later publishes send an empty name and the alias only (3 bytes of properties instead of ~27 of
+    name). Aliases are numbered from 1 and never above the broker's Topic Alias Maximum (its CONNACK;
+    Mosquitto's default is 10; 0 or absent: no alias). Loop thread only, like the client.
+    """
+
+    def __init__(self) -> None:
+        self.maximum = 0
+        self._aliases: dict[str, int] = {}  # topic -> alias, stable for the client's life
+        self._named: set[str] = set()  # topics whose name went out with their alias on this connection
+
+    def apply(self, topic_name: str, properties: "Properties | None") -> tuple[str, "Properties | None"]:
+        """The topic name and properties to publish with (``properties`` is never modified)."""
+        alias = self._aliases.get(topic_name)
+        if alias is None and len(self._aliases) < self.maximum:
+            alias = self._aliases[topic_name] = len(self._aliases) + 1
+        if alias is None or alias > self.maximum:
+            return topic_name, properties
+        props = _with_alias(properties, alias)
+        if topic_name in self._named:
+            return "", props
+        self._named.add(topic_name)
+        return topic_name, props
+
+    def largest_properties(self, properties: "Properties | None") -> "Properties | None":
+        """The properties of a topic's first publish on a connection (name and alias): the largest packet,
+        which a size limit must allow for."""
+        return _with_alias(properties, 1) if self.maximum else properties
+
+    def reset(self, maximum: int, client: "mqtt.Client") -> None:
+        """A new connection (call it from on_connect): the broker knows no alias any more.
+
+        paho re-sends unacknowledged QoS 1 messages right after on_connect, exactly as first sent, and an
+        alias-only one would name no topic on the new connection (MQTT 5 §3.3.2.3.4: a protocol error, the
+        broker disconnects, paho re-sends it, ...). So each gets its topic name back, and loses its alias when
+        the new maximum no longer allows it. paho keeps them in ``_out_messages``: no public API reaches them.
+        """
+        self.maximum = maximum
+        self._named.clear()
+        names = {alias: name for name, alias in self._aliases.items()}
+        with client._out_message_mutex:
+            for message in client._out_messages.values():
+                alias = getattr(message.properties, "TopicAlias", None) if message.properties else None
+                if alias is None:
+                    continue
+                if not message.topic:
+                    message.topic = names[alias].encode()
+                if alias > maximum:
+                    message.properties = _with_alias(message.properties, None)
+
+
+def _with_alias(properties: "Properties | None", alias: int | None) -> "Properties":
+    """A copy of PUBLISH ``properties`` (content type, user properties) with Topic Alias ``alias`` (or none)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.PUBLISH)
+    for name in ("ContentType", "UserProperty"):
+        if properties is not None and hasattr(properties, name):
+            setattr(props, name, getattr(properties, name))
+    if alias is not None:
+        props.TopicAlias = alias
+    return props
+
+
 def _paho():
     import paho.mqtt.client as mqtt
 
     return mqtt
 
 
-def make_client(client_id: str, protocol: str, *, persistent: bool = False, manual_ack: bool = False) -> "mqtt.Client":
-    """A paho client with VERSION2 callbacks; ``persistent`` keeps the session (and its queue) across outages."""
+def make_client(client_id: str, protocol: str, *, persistent: bool = False, manual_ack: bool = False,
+                security: BrokerSecurity | None = None) -> "mqtt.Client":
+    """A paho client with VERSION2 callbacks; ``persistent`` keeps the session (and its queue) across outages.
+
+    ``security`` (TLS, certificates, user name and password) is applied before the client ever connects.
+    """
     mqtt = _paho()
     version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
     clean = None if protocol == "5" else not persistent
@@ -151,6 +273,8 @@ def make_client(client_id: str, protocol: str, *, persistent: bool = False, manu
                          protocol=version, manual_ack=manual_ack)
     client.max_inflight_messages_set(0)  # our own windows bound what is in flight
     client.max_queued_messages_set(0)
+    if security is not None:
+        apply_security(client, security)
     return client
 
 
@@ -172,7 +296,11 @@ def _connect_properties(protocol: str, persistent: bool, max_incoming_packet: in
 
 
 def detect_protocol(url: BrokerUrl, timeout: float = 5.0) -> str | None:
-    """Ask the broker: ``"5"`` if it accepts an MQTT 5 CONNECT, else ``"3.1.1"``; None if it is unreachable."""
+    """Ask the broker: ``"5"`` if it accepts an MQTT 5 CONNECT, else ``"3.1.1"``; None if it is unreachable.
+
+    A failed TLS handshake raises :class:`BrokerRefusedError`; a credential refusal in an MQTT 5 CONNACK
+    counts as speaking MQTT 5, and the real connection then reports it.
+    """
     for protocol in ("5", "3.1.1"):
         outcome = _try_connect(url, protocol, timeout)
         if outcome is None:
@@ -183,14 +311,24 @@ def detect_protocol(url: BrokerUrl, timeout: float = 5.0) -> str | None:
 
 
 def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
-    """True on CONNACK success, False when refused or dropped, None when nothing listens."""
+    """True on CONNACK success, False when refused or dropped, None when nothing listens.
+
+    Raises :class:`BrokerRefusedError` when the connection fails for a TLS reason (see edgekit.mqtt_security).
+    """
     result: dict[str, bool] = {}
-    client = make_client(f"edgekit-probe-{socket.gethostname()}-{time.monotonic_ns() % 10**9}", protocol)
-    client.on_connect = lambda c, u, flags, rc, props: result.setdefault("ok", not rc.is_failure)
+    errors: list[str] = []
+    client = make_client(f"edgekit-probe-{socket.gethostname()}-{time.monotonic_ns() % 10**9}", protocol,
+                         security=url.security)
+    client.on_connect = lambda c, u, flags, rc, props: result.update(
+        connack=True, ok=not rc.is_failure or refusal_error(str(url), rc) is not None)
     client.on_disconnect = lambda c, u, flags, rc, props: result.setdefault("ok", False)
+    client.on_log = lambda c, u, level, text: errors.append(text) if socket_error(level, text) else None
     try:
         client.connect(url.host, url.port, keepalive=10)
-    except OSError:
+    except OSError as err:
+        refusal = connect_failed(str(url), url.host, url.port, url.security, err)
+        if refusal is not None:
+            raise refusal from None
         return None
     deadline = time.monotonic() + timeout
     try:
@@ -200,6 +338,10 @@ def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
         if result.get("ok"):
             client.disconnect()
             client.loop(timeout=0.05)
+        elif "connack" not in result:
+            refusal = dropped_before_connack(str(url), url.host, url.port, url.security, (errors or [None])[-1])
+            if refusal is not None:
+                raise refusal
     finally:
         sock = client.socket()
         if sock is not None:
@@ -256,6 +398,7 @@ class ClientLoop:
     """
 
     tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
+    refused_retry_s = REFUSED_RETRY_S
     read_burst = 256  # packets read per pass beyond paho's one (see _read_burst)
 
     def __init__(self, url: BrokerUrl, client_id: str, protocol: str, *, persistent: bool = False,
@@ -274,9 +417,13 @@ class ClientLoop:
         self.subscribed = threading.Event()  # set once the broker has granted every subscription
         self.connects = 0
         self.max_packet_size: int | None = None
-        self.fatal: str | None = None  # set when this client must stop (its session taken over): a one-line error
+        self.topic_alias_maximum = 0  # the broker's, from its MQTT 5 CONNACK
+        self.fatal: str | None = None  # set when this client must stop (session taken over, setup refused): one line
         self._connected_at = 0.0
         self._short_sessions = 0  # sessions in a row the broker ended soon after CONNACK (3.1.1 take-over)
+        self.fatal_error: BrokerRefusedError | None = None  # why the broker will never accept this setup
+        self._refusal_logged: str | None = None
+        self._last_paho_error: str | None = None
         self.dropped_offline = 0  # QoS 0 sends dropped because the broker was not connected
         self._backoff = _Backoff()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -321,6 +468,11 @@ class ClientLoop:
     def call_soon(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the loop thread (e.g. a manual ack)."""
         self._outbox.put(fn)
+
+    def raise_if_refused(self) -> None:
+        """In the caller's thread: raise the broker's refusal of this client's TLS/credentials, if any."""
+        if self.fatal_error is not None:
+            raise self.fatal_error
 
     @property
     def alive(self) -> bool:
@@ -397,13 +549,19 @@ class ClientLoop:
     def _make_client(self) -> bool:
         """Build the client; with protocol "auto", first ask the broker which MQTT it speaks."""
         if self.protocol == "auto":
-            detected = detect_protocol(self.url)
+            try:
+                detected = detect_protocol(self.url)
+            except BrokerRefusedError as err:
+                self._refused(err)
+                return False
             if detected is None:
                 log.info("%s: broker %s unreachable; retrying", self.client_id, self.url)
                 self._backoff.failed()
                 return False
             self.protocol = detected
-        client = make_client(self.client_id, self.protocol, persistent=self.persistent, manual_ack=self.manual_ack)
+        client = make_client(self.client_id, self.protocol, persistent=self.persistent, manual_ack=self.manual_ack,
+                             security=self.url.security)
+        client.on_log = self._on_log
         if self.will is not None:
             client.will_set(self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain)
         client.on_connect = self._on_connect
@@ -424,6 +582,8 @@ class ClientLoop:
             return True
         if self._backoff.remaining() > 0:
             return False
+        self._last_paho_error = None
+        self._connecting = True  # before connect(): paho may report a dropped connection from inside it
         try:
             if not self._tried_once:
                 self._tried_once = True
@@ -431,10 +591,14 @@ class ClientLoop:
             else:
                 self.client.reconnect()
         except OSError as err:
+            self._connecting = False
+            refusal = connect_failed(str(self.url), self.url.host, self.url.port, self.url.security, err)
+            if refusal is not None:
+                self._refused(refusal)
+                return False
             log.info("%s: broker %s unreachable (%s)", self.client_id, self.url, err)
             self._backoff.failed()
             return False
-        self._connecting = True
         return True
 
     _connecting = False
@@ -480,13 +644,19 @@ class ClientLoop:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connecting = False
         if reason_code.is_failure:
+            refusal = refusal_error(str(self.url), reason_code)
+            if refusal is not None:
+                self._refused(refusal)
+                return
             log.warning("%s: broker %s refused the connection: %s", self.client_id, self.url, reason_code)
             self._backoff.failed()
             return
+        self._refusal_logged = None
         self._backoff.reset()
         self.connects += 1
         self._connected_at = time.monotonic()
         self.max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
+        self.topic_alias_maximum = getattr(properties, "TopicAliasMaximum", 0) if properties else 0
         for flt in self.subscriptions:
             client.subscribe(flt, qos=1)
         self.connected.set()
@@ -505,6 +675,8 @@ class ClientLoop:
         self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connecting and not self.fatal_error:  # closed before its CONNACK: a TLS or plaintext mistake?
+            self._diagnose_drop()
         self._connecting = False
         self._backoff.failed()
         if self.connected.is_set() and not self._stop.is_set():
@@ -525,6 +697,35 @@ class ClientLoop:
         else:
             return
         self.fatal = f"another process is connected as client id {self.client_id!r}: {why}"
+
+    def _on_log(self, client, userdata, level, text) -> None:
+        """Keep paho's last error line: a broker's TLS alert after the handshake is reported only there."""
+        if socket_error(level, text):
+            self._last_paho_error = text
+
+    def _diagnose_drop(self) -> None:
+        host, port = self.url.host, self.url.port
+        refusal = dropped_before_connack(str(self.url), host, port, self.url.security, self._last_paho_error)
+        if refusal is not None:
+            self._refused(refusal)
+
+    def _refused(self, err: BrokerRefusedError) -> None:
+        """The broker refuses this client's setup: fatal before the first connection, else logged and retried.
+
+        At start it is a configuration mistake, so the role exits with the error. Later (a revoked device, a
+        broker whose password file changed) the client logs the refusal once and retries every
+        ``refused_retry_s`` seconds, keeping its spool, until the broker accepts it again.
+        """
+        if self.connects == 0:
+            log.error("%s: %s", self.client_id, err)
+            self.fatal_error = err
+            self.fatal = err.problem
+            return
+        if self._refusal_logged != str(err):
+            log.error("%s: %s; retrying every %.0f s", self.client_id, err, self.refused_retry_s)
+            self._refusal_logged = str(err)
+        self._backoff.delay = max(self._backoff.delay, self.refused_retry_s)
+        self._backoff.failed()
 
     def _mark_disconnected(self, why: str) -> None:
         if self.connected.is_set():

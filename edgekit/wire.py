@@ -4,8 +4,11 @@ Device and server build their codec from the same bundle (``manifest["wire"]`` a
 ``wire/``), so what one encodes the other decodes bit-exactly::
 
     device:  int8 code ─► codec.encode ─► pack_frame(header, payload) ─► bytes ─► MQTT
+             (version 2, the default where the bundle allows it: pack_frame_v2)
     server:  bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► shape, scale and
              zero point, limits, codec id/param ─► codec.decode (bounded by raw_len) ─► Frame ─► dequantize
+             (first byte E0..EF: split_v2 ─► candidates by 1-byte reference ─► CRC seeded with each full
+             bundle id picks the bundle ─► fields, tag, quant, codec ─► codec.decode)
 
 Both can be built from plain values (bundle id, code shape, wire section, bundle directory, wire
 quantization), which is what ``from_bundle`` reads off a :class:`edgekit.bundle.Bundle` (manifest keys
@@ -16,30 +19,44 @@ rejection of a frame is a documented :class:`edgekit.frame.FrameError` subclass.
 
 from __future__ import annotations
 
+import math
 import secrets
 import struct
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.codecs.base import Codec, as_code
+from edgekit.bundle_files import read_bundle_file
+from edgekit.codecs.base import ArtifactReader, Codec, as_code
 from edgekit.codecs.registry import BY_ID, BY_NAME, build_codec, entry
 from edgekit.errors import BundleError, EdgekitError
 from edgekit.frame import (
+    FRAME_VERSIONS,
     HEADER_SIZE,
     MAX_ID,
+    V2_BYTE,
+    CrcMismatch,
     FrameTooLarge,
     Header,
+    HeaderV2,
     QuantMismatch,
     ShapeMismatch,
+    Unauthenticated,
     UnknownBundle,
     UnknownCodec,
     check_encodable,
+    check_fields_v2,
+    crc32c,
+    crc_matches_v2,
     dtype_code,
     pack_frame,
+    pack_frame_v2,
+    split_v2,
+    timestamp_ns_v2,
     unpack_header,
 )
 
@@ -110,7 +127,9 @@ class WireSpec:
     the wire quantization (scale, zero point) every frame's header must carry.
 
     ``wire_quant`` is None only for a spec made without a bundle (convert's codec fitting, codec tests):
-    then the header's scale and zero point are not compared with anything.
+    then the header's scale and zero point are not compared with anything. ``reader`` reads codec artifacts:
+    a loaded bundle's :meth:`~edgekit.bundle.Bundle.read` (hash-checked against the manifest); without one,
+    files under ``base_dir`` are read with the same path, type and size checks (no manifest to hash against).
     """
 
     bundle_id: str
@@ -118,6 +137,7 @@ class WireSpec:
     wire: dict[str, Any]
     base_dir: Path | None = None
     wire_quant: tuple[float, int] | None = None
+    reader: ArtifactReader | None = None
     prefix: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,12 +156,29 @@ class WireSpec:
             raise BundleError(f"bundle {self.bundle_id[:16]}: wire.limits needs positive integers "
                               "max_code_elements and max_payload_bytes", "re-create the bundle with edgekit convert")
 
+        versions = self.wire.get("frame_versions", [1])  # a bundle older than version 2 allows version 1 only
+        if not (isinstance(versions, list) and set(versions) & set(FRAME_VERSIONS)):
+            raise BundleError(f"bundle {self.bundle_id[:16]}: wire.frame_versions is {versions!r}; this edgekit "
+                              f"sends and reads frame versions {list(FRAME_VERSIONS)}",
+                              "update edgekit, or re-create the bundle with this edgekit's convert")
+
+    @property
+    def frame_versions(self) -> tuple[int, ...]:
+        """The frame versions the bundle allows that this edgekit speaks (``wire.frame_versions``; absent:
+        version 1 only, so a bundle made before version 2 keeps working with old and new receivers)."""
+        return tuple(v for v in FRAME_VERSIONS if v in self.wire.get("frame_versions", [1]))
+
+    @property
+    def full_id(self) -> bytes:
+        """The whole bundle id as bytes: a version-2 frame's CRC starts with it."""
+        return bytes.fromhex(self.bundle_id)
+
     @classmethod
     def from_bundle(cls, bundle: Any) -> WireSpec:
         """Read ``bundle_id``, ``code.shape``, ``wire``, ``code.wire_quant`` and ``path`` off a loaded Bundle."""
         quant = bundle.manifest["code"]["wire_quant"]
         return cls(bundle.bundle_id, tuple(bundle.code.shape), bundle.wire, Path(bundle.path),
-                   (quant["scale"], quant["zero_point"]))
+                   (quant["scale"], quant["zero_point"]), bundle.read)
 
     @property
     def max_code_bytes(self) -> int:
@@ -170,7 +207,7 @@ class WireSpec:
             raise BundleError(f"bundle {self.bundle_id[:16]} names codec {name!r}, which this edgekit does not know",
                               f"known: {', '.join(BY_NAME)}")
         try:
-            codec = build_codec(name, codecs[name], self.base_dir)
+            codec = build_codec(name, codecs[name], self._artifact_reader())
         except EdgekitError:  # already one line with its fix (a bad prior, a codec this device cannot run)
             raise
         except Exception as err:  # an unreadable file, or a dictionary libzstd refuses: the bundle, not a frame
@@ -183,6 +220,13 @@ class WireSpec:
         self._check_declared_mode(name, codecs[name], codec)
         self._probe(name, codec)
         return codec
+
+    def _artifact_reader(self) -> ArtifactReader | None:
+        """The bundle's checked reader, or the same checks under ``base_dir`` (None: no artifacts to read)."""
+        if self.reader is not None or self.base_dir is None:
+            return self.reader
+        base_dir = self.base_dir
+        return lambda rel: read_bundle_file(base_dir, rel)
 
     def _check_declared_mode(self, name: str, params: dict[str, Any], codec: Codec) -> None:
         """The ans prior file's ``mode`` decides; the manifest's ``mode`` is a copy and must agree with it."""
@@ -210,18 +254,26 @@ class WireEncoder:
 
     def __init__(self, bundle_id: str, code_shape: tuple[int, ...], wire: dict[str, Any],
                  base_dir: Path | str | None = None, codec: str | None = None,
-                 wire_quant: tuple[float, int] | None = None):
-        self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None, wire_quant)
+                 wire_quant: tuple[float, int] | None = None, reader: ArtifactReader | None = None,
+                 frame_version: int | None = None):
+        self.spec = WireSpec(bundle_id, code_shape, wire, Path(base_dir) if base_dir else None, wire_quant, reader)
+        self.frame_version = frame_version or max(self.spec.frame_versions)
+        if self.frame_version not in self.spec.frame_versions:
+            raise BundleError(f"bundle {bundle_id[:16]} does not allow frame version {self.frame_version}",
+                              f"use one of {list(self.spec.frame_versions)} (wire.frame_versions)")
         self.codec_name = codec or wire["default_codec"]
         self.codec = self.spec.build(self.codec_name)
         self._codec_id = entry(self.codec_name).codec_id
         self._dtype = dtype_code(np.int8)
+        #: frame bytes -> 16-byte tag (``edgekit.auth.seal``): when set, version-2 frames carry ``AUTH`` and it
+        self.sealer: Callable[[bytes], bytes] | None = None
 
     @classmethod
-    def from_bundle(cls, bundle: Any, codec: str | None = None) -> WireEncoder:
-        """The encoder for a loaded Bundle."""
+    def from_bundle(cls, bundle: Any, codec: str | None = None, frame_version: int | None = None) -> WireEncoder:
+        """The encoder for a loaded Bundle (frames of the newest version it allows, unless told)."""
         spec = WireSpec.from_bundle(bundle)
-        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant)
+        return cls(spec.bundle_id, spec.code_shape, spec.wire, spec.base_dir, codec, spec.wire_quant, spec.reader,
+                   frame_version)
 
     def encode(self, code_int8: np.ndarray, scale: float, zero_point: int, seq: int, boot_id: int,
                timestamp_ns: int) -> bytes:
@@ -246,6 +298,10 @@ class WireEncoder:
         payload = self.codec.encode(code)
         if len(payload) > self.spec.max_payload_bytes:
             raise ValueError(f"payload {len(payload)} bytes above the bundle limit {self.spec.max_payload_bytes}")
+        if self.frame_version == 2:
+            return self._pack_v2(payload, scale32, int(zero_point), seq, boot_id, timestamp_ns)
+        if self.sealer is not None:
+            raise ValueError("authenticated frames need frame version 2; this encoder makes version 1")
         header = Header(codec_id=self._codec_id, codec_param=self.codec.param, dtype=self._dtype,
                         shape=code.shape, bundle_prefix=self.spec.prefix, seq=seq, timestamp_ns=timestamp_ns,
                         boot_id=boot_id, scale=scale32, zero_point=int(zero_point), raw_len=code.size,
@@ -256,19 +312,30 @@ class WireEncoder:
             raise ValueError(f"frame field out of range (seq/boot_id/timestamp_ns): {err}") from None
 
 
+    def _pack_v2(self, payload: bytes, scale: float, zero_point: int, seq: int, boot_id: int,
+                 timestamp_ns: int) -> bytes:
+        """A version-2 frame: the scale and zero point travel only when no bundle quantization fixes them."""
+        quant = None if self.spec.wire_quant is not None else (scale, zero_point)
+        return pack_frame_v2(codec_id=self._codec_id, codec_param=self.codec.param, bundle_id=self.spec.full_id,
+                             boot_id=boot_id, seq=seq, timestamp_ns=timestamp_ns, payload=payload, quant=quant,
+                             tag_fn=self.sealer)
+
+
 class _Route:
     """A decoder's view of one bundle: its spec and the codecs it provides, built once."""
 
     def __init__(self, spec: WireSpec):
         self.spec = spec
         self.codecs = {name: spec.build(name) for name in spec.wire.get("codecs", {}) if name in BY_NAME}
+        self.crc_seed = crc32c(spec.full_id)  # a version-2 CRC starts with the full bundle id
 
 
 class WireDecoder:
     """Server side: frame bytes -> :class:`Frame`, routed by bundle-id prefix among the given bundles."""
 
-    def __init__(self, bundles: Iterable[Any] = ()):
+    def __init__(self, bundles: Iterable[Any] = (), verify_tag: Callable[[str, bytes, bytes], None] | None = None):
         self._routes: dict[bytes, _Route] = {}
+        self.verify_tag = verify_tag  # (bundle_id, signed bytes, tag) -> None or a FrameError (issue 11)
         for bundle in bundles:
             self.add(bundle if isinstance(bundle, WireSpec) else WireSpec.from_bundle(bundle))
 
@@ -286,9 +353,18 @@ class WireDecoder:
         specs = [r.spec for r in self._routes.values()]
         return max(s.max_payload_bytes for s in specs), max(s.max_code_bytes for s in specs)
 
-    def decode(self, data: bytes) -> Frame:
-        """Decode one frame; raises only :class:`edgekit.frame.FrameError` subclasses."""
+    def decode(self, data: bytes, now_ns: int | None = None,
+               verify_tag: Callable[[str, bytes, bytes], None] | None = None) -> Frame:
+        """Decode one frame of either version; raises only :class:`edgekit.frame.FrameError` subclasses.
+
+        ``now_ns`` (default: this host's clock) places a version-2 millisecond time field in time.
+        ``verify_tag`` checks this frame's tag instead of the decoder's own (a receiver binds it to the device
+        of the topic the frame came on, edgekit/auth.py).
+        """
         data = bytes(data)
+        if data[:1] and data[0] & 0xF0 == V2_BYTE & 0xF0:
+            return self._decode_v2(data, time.time_ns() if now_ns is None else now_ns,
+                                   verify_tag or self.verify_tag)
         header = unpack_header(data, *self._caps())
         route = self._route(header)
         codec, name = self._codec(route, header)
@@ -326,3 +402,53 @@ class WireDecoder:
             raise UnknownCodec(f"{row.name} param {header.codec_param}; this bundle's is {codec.param}")
         return codec, row.name
 
+    def _decode_v2(self, data: bytes, now_ns: int, verify_tag: Callable[[str, bytes, bytes], None] | None) -> Frame:
+        """Version 2, in the documented order: framing, route, size, CRC, fields, tag, quant, codec, payload."""
+        header = split_v2(data)
+        route = self._route_v2(data, header)
+        check_fields_v2(header)
+        timestamp_ns = timestamp_ns_v2(header, now_ns)  # check 9 too
+        if header.tag is not None:
+            if verify_tag is None:
+                raise Unauthenticated("the frame carries an authentication tag and this decoder has no key")
+            verify_tag(route.spec.bundle_id, data[:header.payload_end], header.tag)
+        spec = route.spec
+        scale, zero_point = self._quant_v2(spec, header)
+        codec, name = self._codec(route, header)
+        raw_len = math.prod(spec.code_shape) * CODE_DTYPE.itemsize
+        code = codec.decode(memoryview(data)[header.crc_offset + 4:header.payload_end], spec.code_shape, raw_len)
+        return Frame(bundle_id=spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
+                     timestamp_ns=timestamp_ns, code=code, scale=scale, zero_point=zero_point,
+                     codec=name, flags=header.flags, frame_bytes=len(data))
+
+    @staticmethod
+    def _quant_v2(spec: WireSpec, header: HeaderV2) -> tuple[float, int]:
+        """The frame's scale and zero point: the bundle's, or the frame's own (QUANT flag), which must agree."""
+        if header.scale is None:
+            if spec.wire_quant is None:
+                raise QuantMismatch(f"the frame carries no scale and zero point, and bundle {spec.bundle_id[:16]}"
+                                    " fixes none")
+            return spec.wire_quant
+        mismatch = spec.quant_mismatch(header.scale, header.zero_point)
+        if mismatch:
+            raise QuantMismatch(mismatch)
+        return header.scale, header.zero_point
+
+    def _route_v2(self, data: bytes, header: HeaderV2) -> _Route:
+        """The bundle whose reference and CRC match: the reference narrows, the CRC (seeded with the full
+        bundle id) decides, so bundles whose 1-byte references collide are told apart."""
+        ref = header.bundle_ref
+        candidates = [r for prefix, r in self._routes.items() if prefix.startswith(ref)]
+        if not candidates:
+            raise UnknownBundle(f"no loaded bundle has id prefix {ref.hex()}")
+        largest = max(r.spec.max_payload_bytes for r in candidates)
+        if header.payload_len > largest:
+            raise FrameTooLarge(f"payload {header.payload_len} bytes above the limit {largest} of the bundles "
+                                f"with reference {ref.hex()}")
+        for route in candidates:
+            if crc_matches_v2(data, header, route.crc_seed):
+                if header.payload_len > route.spec.max_payload_bytes:
+                    raise FrameTooLarge(f"payload {header.payload_len} bytes above bundle "
+                                        f"{route.spec.bundle_id[:16]}'s limit {route.spec.max_payload_bytes}")
+                return route
+        raise CrcMismatch(f"crc32c 0x{header.crc:08x} matches no loaded bundle with reference {ref.hex()}")

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.codecs.base import Codec, as_code
+from edgekit.codecs.base import ArtifactReader, Codec, as_code
 from edgekit.errors import BundleError, UsageError
 from edgekit.frame import CorruptPayload
 
@@ -110,11 +110,20 @@ class AnsPrior:
 
     @classmethod
     def load(cls, path: Path) -> AnsPrior:
-        """Read and validate ``path`` (JSON only: nothing executable is ever loaded from a bundle)."""
+        """Read and validate the prior file ``path`` outside a bundle (benchmarks, tests)."""
         try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as err:
+            data = Path(path).read_bytes()
+        except OSError as err:
             raise BundleError(f"cannot read ans prior {path}: {err}") from None
+        return cls.from_bytes(data, path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str | Path) -> AnsPrior:
+        """Parse and validate a prior document (JSON only: nothing executable is ever loaded from a bundle)."""
+        try:
+            doc = json.loads(data)
+        except ValueError as err:
+            raise BundleError(f"cannot read ans prior {name}: {err}") from None
         return cls.from_json(doc)
 
 
@@ -217,11 +226,11 @@ class AnsCodec(Codec):
         return int(self.prior.per_channel)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], base_dir: Path | None) -> AnsCodec:
+    def from_params(cls, params: dict[str, Any], read: ArtifactReader | None) -> AnsCodec:
         """``{"prior": "wire/ans_prior.json", "mode": ...}``, the path relative to the bundle."""
-        if base_dir is None or not params.get("prior"):
+        if read is None or not params.get("prior"):
             raise BundleError("the ans codec needs its prior file in the bundle", "re-run edgekit convert")
-        return cls(AnsPrior.load(Path(base_dir) / params["prior"]))
+        return cls(AnsPrior.from_bytes(read(params["prior"]), params["prior"]))
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """A per-channel prior needs one table per entry of the code's last axis."""

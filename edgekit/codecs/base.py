@@ -1,7 +1,9 @@
 """The one small interface every feature codec implements.
 
 A codec turns a contiguous int8 code into payload bytes and back. It is built from its manifest params
-(``from_params``) so the device and the server construct the very same codec from the same bundle::
+(``from_params``) so the device and the server construct the very same codec from the same bundle. Its
+artifacts (a dictionary, a prior) come as bytes from ``read``, the bundle's checked reader
+(:func:`edgekit.bundle_files.read_bundle_file`): a codec never opens a file itself::
 
     encode:  int8 ndarray ──► bytes                    (device)
     decode:  bytes, shape, limit ──► int8 ndarray      (server; ``limit`` bounds work and memory)
@@ -16,14 +18,17 @@ from __future__ import annotations
 
 import abc
 import math
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edgekit.frame import CorruptPayload
 
-__all__ = ["Codec", "as_code", "from_raw_bytes"]
+__all__ = ["Codec", "ArtifactReader", "as_code", "from_raw_bytes"]
+
+#: Reads a bundle file by its manifest path (``"wire/zstd.dict"``) after the path, type, size and hash checks.
+ArtifactReader = Callable[[str], bytes]
 
 
 class Codec(abc.ABC):
@@ -36,8 +41,8 @@ class Codec(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_params(cls, params: dict[str, Any], base_dir: Path | None) -> Codec:
-        """Build from the manifest's ``wire.codecs[name]``; artifact paths are relative to ``base_dir``."""
+    def from_params(cls, params: dict[str, Any], read: ArtifactReader | None) -> Codec:
+        """Build from the manifest's ``wire.codecs[name]``; artifacts (bundle paths) come from ``read``."""
 
     @abc.abstractmethod
     def encode(self, code: np.ndarray) -> bytes:

@@ -34,7 +34,7 @@ from edgekit.codecs.ans import AnsCodec, AnsPrior
 from edgekit.codecs.registry import entry
 from edgekit.codecs.zstd import DEFAULT_LEVEL, ZstdCodec
 from edgekit.errors import UsageError
-from edgekit.frame import HEADER_SIZE, VERSION
+from edgekit.frame import FRAME_VERSIONS, HEADER_SIZE
 
 __all__ = ["fit_codecs", "choose_codecs", "EncodeBudget", "limits_for", "order0_entropy_bits", "ZSTD_LEVELS",
            "DEFAULT_ENCODE_BUDGET_MS", "prior_from_pmf"]
@@ -110,7 +110,7 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     dictionary, zstd_report = _fit_zstd_dictionary(calib_sample, sample, out_dir)
     ans_params, ans_report, prior = _fit_ans(calib_sample, sample, out_dir, trained_prior)
     say(f"codecs: dictionary and ans prior fitted ({time.perf_counter() - started:.1f} s)")
-    base = {"frame_version": VERSION, "default_codec": "raw", "codecs": {"raw": {}, "ans": ans_params},
+    base = {"frame_versions": list(FRAME_VERSIONS), "default_codec": "raw", "codecs": {"raw": {}, "ans": ans_params},
             "limits": limits_for(calib.shape[1:])}
     candidates = [("raw", None, {}), *[("zstd", lv, {"level": lv, "dictionary": dictionary}) for lv in ZSTD_LEVELS],
                   ("ans", None, ans_params)]
@@ -280,7 +280,7 @@ def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> d
     from edgekit.wire import WireDecoder, WireEncoder, WireSpec  # wire builds on codecs: import late
 
     shape = codes.shape[1:]
-    enc = WireEncoder(_PLACEHOLDER_ID, shape, section, bundle_dir, codec=name)
+    enc = WireEncoder(_PLACEHOLDER_ID, shape, section, bundle_dir, codec=name, frame_version=1)  # 64-byte header
     dec = WireDecoder([WireSpec(_PLACEHOLDER_ID, shape, section, bundle_dir)])
     enc.encode(codes[0], 1.0, 0, seq=0, boot_id=1, timestamp_ns=0)  # warm-up: first-call allocations
     frames, encode_s, decode_s = [], [], []

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.codecs.base import Codec, as_code, from_raw_bytes
+from edgekit.codecs.base import ArtifactReader, Codec, as_code, from_raw_bytes
 
 __all__ = ["RawCodec"]
 
@@ -16,7 +15,7 @@ class RawCodec(Codec):
     """Payload = the code's bytes in C order; decode checks the length and copies."""
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], base_dir: Path | None) -> RawCodec:
+    def from_params(cls, params: dict[str, Any], read: ArtifactReader | None) -> RawCodec:
         """``raw`` takes no parameters."""
         return cls()
 

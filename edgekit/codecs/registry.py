@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from edgekit.codecs.base import Codec
+from edgekit.codecs.base import ArtifactReader, Codec
 from edgekit.errors import UsageError
 
 __all__ = ["CodecEntry", "CodecUnavailable", "CODECS", "BY_ID", "BY_NAME", "PREFERENCE", "entry", "build_codec",
@@ -36,6 +35,7 @@ class CodecEntry:
     module: str
     class_name: str
     requires: str = ""  # the pip requirement that provides the module's third-party import ("" when none)
+    artifacts: tuple[str, ...] = ()  # its manifest params that name bundle files (checked by Bundle.verify)
 
     @property
     def cls(self) -> type[Codec]:
@@ -53,8 +53,8 @@ class CodecEntry:
 
 CODECS: tuple[CodecEntry, ...] = (
     CodecEntry(0, "raw", "edgekit.codecs.raw", "RawCodec"),
-    CodecEntry(1, "zstd", "edgekit.codecs.zstd", "ZstdCodec", "zstandard"),
-    CodecEntry(2, "ans", "edgekit.codecs.ans", "AnsCodec"),  # constriction is optional: see ans.py
+    CodecEntry(1, "zstd", "edgekit.codecs.zstd", "ZstdCodec", "zstandard", artifacts=("dictionary",)),
+    CodecEntry(2, "ans", "edgekit.codecs.ans", "AnsCodec", artifacts=("prior",)),  # constriction: optional (ans.py)
 )
 
 BY_ID: dict[int, CodecEntry] = {e.codec_id: e for e in CODECS}
@@ -70,9 +70,9 @@ def entry(name: str) -> CodecEntry:
         raise ValueError(f"unknown codec {name!r}; known: {', '.join(BY_NAME)}") from None
 
 
-def build_codec(name: str, params: dict[str, Any], base_dir: Path | None) -> Codec:
-    """Construct codec ``name`` from its manifest params (artifact paths relative to ``base_dir``)."""
-    return entry(name).cls.from_params(params, base_dir)
+def build_codec(name: str, params: dict[str, Any], read: ArtifactReader | None) -> Codec:
+    """Construct codec ``name`` from its manifest params (artifacts read by bundle path through ``read``)."""
+    return entry(name).cls.from_params(params, read)
 
 
 def runnable(name: str) -> bool:

@@ -21,13 +21,12 @@ addressable for the whole frame. The decoder demands that window, so the rule do
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zstandard
 
-from edgekit.codecs.base import Codec, as_code, from_raw_bytes
+from edgekit.codecs.base import ArtifactReader, Codec, as_code, from_raw_bytes
 from edgekit.frame import CorruptPayload
 
 __all__ = ["ZstdCodec", "MAX_WINDOW_BYTES", "DEFAULT_LEVEL"]
@@ -57,14 +56,14 @@ class ZstdCodec(Codec):
         return 1 if self.dictionary else 0
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], base_dir: Path | None) -> ZstdCodec:
+    def from_params(cls, params: dict[str, Any], read: ArtifactReader | None) -> ZstdCodec:
         """``{"level": int, "dictionary": "wire/zstd.dict" | null}``."""
         rel = params.get("dictionary")
         dictionary = None
         if rel:
-            if base_dir is None:
+            if read is None:
                 raise ValueError("the zstd dictionary path needs the bundle directory")
-            dictionary = (Path(base_dir) / rel).read_bytes()
+            dictionary = read(rel)
         return cls(level=int(params.get("level", DEFAULT_LEVEL)), dictionary=dictionary)
 
     def encode(self, code: np.ndarray) -> bytes:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from edgekit.bundle_commands import trust_options, trust_policy
+from edgekit.mqtt_security import security_options
+
 __all__ = ["server_group"]
 
 
@@ -15,7 +18,9 @@ def server_group() -> None:
 @server_group.command("run")
 @click.option("--bundle", "bundles", required=True, multiple=True, type=click.Path(),
               help="Bundle folder; repeat to serve several model versions at once (routed by bundle id).")
-@click.option("--broker", default="mqtt://localhost:1883", show_default=True, help="Broker URL mqtt://HOST:PORT.")
+@click.option("--broker", default="mqtt://localhost:1883", show_default=True,
+              help="Broker URL mqtt://HOST:PORT or mqtts://[USER@]HOST:PORT (TLS; see docs/security.md).")
+@security_options
 @click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
               help="SQLite results file (shared safely by several receivers).")
 @click.option("--group", default=None,
@@ -34,6 +39,10 @@ def server_group() -> None:
 @click.option("--summary-every", type=float, default=10.0, show_default=True, help="Seconds between summary lines.")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Serve a bundle that failed its parity check at convert time (warned at start).")
+@click.option("--frame-keys", "keys", type=click.Path(file_okay=False), default=None,
+              help="Key store folder (edgekit keys add): check frame tags and the replay window, sign results.")
+@click.option("--require-auth", is_flag=True,
+              help="Dead-letter every frame without a valid tag (also from devices that have no key).")
 @click.option("--deadletter-rate", type=float, default=1.0, show_default=True,
               help="Dead letters stored and published per second per device (all are counted).")
 @click.option("--deadletter-keep", type=int, default=10_000, show_default=True,
@@ -41,9 +50,10 @@ def server_group() -> None:
 @click.option("--deadletter-keep-days", type=float, default=7.0, show_default=True,
               help="Dead-letter samples older than this are deleted.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
+@trust_options
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
-                summary_every, allow_failing_parity, deadletter_rate, deadletter_keep, deadletter_keep_days,
-                json_logs) -> None:
+                summary_every, allow_failing_parity, keys, require_auth, deadletter_rate, deadletter_keep,
+                deadletter_keep_days, json_logs, trust_keys, require_signature, **security) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -56,6 +66,9 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     Example:
       edgekit server run --bundle bundles/fmnist-v1 --broker mqtt://localhost:1883 --db results.sqlite
       edgekit server run --bundle bundles/v1 --bundle bundles/v2 --group rx --client-id rx-2 --json
+      EDGEKIT_MQTT_PASSWORD=... edgekit server run --bundle bundles/fmnist-v1 \\
+          --broker mqtts://edgekit-server@gw:8883 --ca pki/ca.crt
+      edgekit server run --bundle bundles/fmnist-v1 --frame-keys /etc/edgekit/keys --require-auth
     """
     import math
     import signal
@@ -64,7 +77,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
 
     from edgekit.errors import UsageError
     from edgekit.logs import setup_run_logging
-    from edgekit.mqtt import parse_broker_url
+    from edgekit.mqtt import resolve_broker
     from edgekit.server.deadletters import SampleRate
     from edgekit.server.receiver import Receiver, ReceiverConfig
     from edgekit.server.store import Retention
@@ -75,11 +88,13 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     if deadletter_rate < 0 or deadletter_keep < 0 or deadletter_keep_days < 0:
         raise UsageError("--deadletter-rate, --deadletter-keep and --deadletter-keep-days must be >= 0",
                          "e.g. --deadletter-rate 10 --deadletter-keep 10000 --deadletter-keep-days 7")
-    cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=parse_broker_url(broker), db=Path(db),
+    cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=resolve_broker(broker, **security), db=Path(db),
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
-                         deadletter_rate=SampleRate(deadletter_rate, burst=math.ceil(10 * deadletter_rate)),
+                         trust=trust_policy(trust_keys, require_signature),
+                         keys=Path(keys) if keys else None, require_auth=require_auth,
+                         deadletter_rate=SampleRate(deadletter_rate, burst=math.ceil(20 * deadletter_rate)),
                          deadletter_retention=Retention(deadletter_keep, deadletter_keep_days * 86400))
     receiver = Receiver(cfg)
     stop = threading.Event()

@@ -39,7 +39,7 @@ class SampleRate:
     """At most ``per_s`` dead-letter samples per second per device, after a first ``burst``."""
 
     per_s: float = 1.0
-    burst: int = 10
+    burst: int = 20
 
 
 class _Buckets:

@@ -31,16 +31,20 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import UsageError
-from edgekit.mqtt import BrokerUrl, ClientLoop, device_of, features_filter, publish_packet_size, publish_properties, topic
+from edgekit.mqtt import (BrokerUrl, ClientLoop, device_id_problem, device_of, features_filter, printable_id,
+                          publish_packet_size, publish_properties, topic)
 from edgekit.server.batcher import Batcher
 from edgekit.server.deadletters import DeadLetterSink, SampleRate
 from edgekit.server.store import DeadLetter, Result, ResultStore, Retention
 from edgekit.server.store_outage import StoreOutage, StoreUnavailable, describe
 from edgekit.server.stats import LatencyWindow
+from edgekit.signing import TrustPolicy
 
 __all__ = ["ReceiverConfig", "Receiver"]
 
 log = logging.getLogger(__name__)
+#: The device column of a dead letter whose topic carries no valid device id (the id itself is in its error).
+INVALID_DEVICE = "(invalid)"
 
 PACKET_MARGIN = 1024  # bytes above the largest frame PUBLISH we accept: properties a sender may add
 
@@ -59,6 +63,9 @@ class ReceiverConfig:
     topk: int = 3
     summary_every_s: float = 10.0
     allow_failing_parity: bool = False  # serve bundles whose convert-time parity check failed (warned)
+    trust: TrustPolicy | None = None  # the signers whose bundles are served (--trust-key, --require-signature)
+    keys: Path | None = None  # a key store (edgekit keys): check frame tags, sign results (edgekit/auth.py)
+    require_auth: bool = False  # dead-letter every frame without a valid tag, even from devices without a key
     deadletter_rate: SampleRate = SampleRate()  # dead letters sampled (stored, published) per device
     deadletter_retention: Retention = Retention()  # bound of the deadletters table
 
@@ -116,13 +123,15 @@ class Receiver:
     """Loads the bundles and runners, then serves until :meth:`stop`."""
 
     def __init__(self, cfg: ReceiverConfig):
+        from edgekit.auth import FrameAuthenticator
         from edgekit.bundle import Bundle
         from edgekit.runtime import open_server_runner
         from edgekit.selftest import check_parity, require_pass, server_selftest
         from edgekit.wire import WireDecoder
 
         self.cfg = cfg
-        self.bundles = [Bundle.load(p) for p in cfg.bundles]
+        keys = _key_store(cfg)  # a bad --frame-keys fails before the slow loading
+        self.bundles = [Bundle.load(p, trust=cfg.trust) for p in cfg.bundles]
         for bundle in self.bundles:
             check_parity(bundle, cfg.allow_failing_parity)
         self.decoder = WireDecoder(self.bundles)
@@ -132,6 +141,7 @@ class Receiver:
                           for b in self.bundles}
         self.client_id = cfg.client_id or f"edgekit-server-{socket.gethostname()}"
         self.store = ResultStore(cfg.db, receiver=self.client_id)
+        self.auth = FrameAuthenticator(keys, self.store, require=cfg.require_auth) if keys is not None else None
         self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)
         self.counters = ReceiverCounters()
         self.latency = LatencyWindow()
@@ -163,6 +173,7 @@ class Receiver:
         next_summary = time.monotonic() + self.cfg.summary_every_s
         try:
             while not stop.wait(0.2):
+                self.link.raise_if_refused()
                 if self.link.fatal:
                     raise UsageError(self.link.fatal, "give each receiver its own --client-id")
                 if time.monotonic() >= next_summary:
@@ -200,11 +211,17 @@ class Receiver:
         from edgekit.frame import FrameError
 
         received_ns = time.time_ns()
-        device = device_of(message.topic) or "unknown"
+        device = device_of(message.topic)
         self.counters.received += 1
         payload = bytes(message.payload)
+        problem = device_id_problem(device)
+        if problem is not None:
+            self._dead_letter_bad_id(message, device, problem, len(payload), received_ns)
+            return
         try:
-            frame = self.decoder.decode(payload)
+            frame = self.decoder.decode(payload, verify_tag=self.auth.tag_check(device) if self.auth else None)
+            if self.auth is not None:
+                self.auth.admit(device, frame)
         except FrameError as err:
             self._dead_letter(message, device, err.code, err.reason, len(payload), received_ns)
             return
@@ -220,6 +237,14 @@ class Receiver:
         if self._record_dead_letter(device, reason, error, nbytes, received_ns):
             self.link.publish_checked(topic(device, "deadletter"), self._dead_letter_body(
                 message.topic, reason, error, nbytes, received_ns), qos=1)
+        self.link.client.ack(message.mid, message.qos)
+
+    def _dead_letter_bad_id(self, message, device: str | None, problem: str, nbytes: int, received_ns: int) -> None:
+        """Dead-letter a frame whose topic has no valid device id (the agent's rule): recorded under
+        :data:`INVALID_DEVICE` with the id escaped and cut short, never published (no topic may carry that
+        id), then acked."""
+        self._record_dead_letter(INVALID_DEVICE, "bad-device-id", f"device id {printable_id(device or '')}: {problem}",
+                                 nbytes, received_ns)
         self.link.client.ack(message.mid, message.qos)
 
     def _record_dead_letter(self, device: str, reason: str, error: str, nbytes: int, received_ns: int) -> bool:
@@ -287,10 +312,13 @@ class Receiver:
 
     def _finish(self, item: _Item, result: Result, infer_ms: float, new: bool) -> None:
         """A stored (or duplicate) result: count it, publish it if new, and ack its frame."""
+        if self.auth is not None:
+            self.auth.stored(item.device, result.boot_id, result.seq)
         if new:
             self.counters.stored += 1
             self.latency.add((result.done_ns - result.capture_ns) / 1e6)
-            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms), qos=1)
+            key = self.auth.key(item.device) if self.auth is not None else None
+            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms, key), qos=1)
         else:
             self.counters.duplicates += 1
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
@@ -342,11 +370,26 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _result_json(r: Result, infer_ms: float) -> str:
-    return json.dumps({
+def _key_store(cfg: ReceiverConfig):
+    """The devices' keys when ``cfg.keys`` is given (else None: frames are taken unchecked, as before)."""
+    from edgekit.auth import KeyStore
+
+    if cfg.keys is None:
+        if cfg.require_auth:
+            raise UsageError("--require-auth needs the devices' keys", "pass --frame-keys DIR (see edgekit keys add)")
+        return None
+    return KeyStore(cfg.keys)
+
+
+def _result_json(r: Result, infer_ms: float, key: bytes | None = None) -> str:
+    """The result message; with the device's key it carries a ``mac`` the agent checks (edgekit/auth.py)."""
+    from edgekit.auth import sign_message
+
+    message = {
         "seq": r.seq, "boot_id": r.boot_id, "device": r.device, "bundle_id": r.bundle_id[:16],
         "topk": r.topk,
         "timings": {"capture_ns": r.capture_ns, "received_ns": r.received_ns, "done_ns": r.done_ns,
                     "queue_ms": round((r.done_ns - r.received_ns) / 1e6 - infer_ms, 3),
                     "infer_ms": round(infer_ms, 3), "batch_size": r.batch_size},
-    })
+    }
+    return json.dumps(message if key is None else sign_message(key, r.device, "results", message))

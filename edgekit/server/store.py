@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS deadletter_totals (
     count INTEGER NOT NULL,
     PRIMARY KEY (receiver, device, reason)
 );
+CREATE TABLE IF NOT EXISTS auth_boots (  -- boots opened by an authenticated frame (edgekit/auth.py)
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    first_seen_ns INTEGER NOT NULL,
+    PRIMARY KEY (boot_id, device)
+);
 CREATE TABLE IF NOT EXISTS counters (
     receiver TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -156,6 +162,29 @@ class ResultStore:
             self._db.executemany("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
                                  " (receiver, name) DO UPDATE SET value = excluded.value",
                                  [(self.receiver, k, int(v)) for k, v in values.items() if k != "duplicates"])
+
+    # ---- the replay window's memory (edgekit.auth.BootRecords): the results themselves, and the boots seen
+    def stored_seqs(self, device: str, boot_id: int, window: int) -> tuple[int, set[int]]:
+        """The highest stored seq of a boot (-1: none) and the stored seqs within ``window`` of it."""
+        with self._lock:
+            (top,) = self._db.execute("SELECT MAX(seq) FROM results WHERE device = ? AND boot_id = ?",
+                                      (device, boot_id)).fetchone()
+            if top is None:
+                return -1, set()
+            rows = self._db.execute("SELECT seq FROM results WHERE device = ? AND boot_id = ? AND seq > ?",
+                                    (device, boot_id, top - window)).fetchall()
+        return top, {seq for (seq,) in rows}
+
+    def add_boot(self, device: str, boot_id: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO auth_boots (device, boot_id, first_seen_ns) VALUES (?, ?, ?)",
+                             (device, boot_id, time.time_ns()))
+
+    def boot_devices(self, boot_id: int) -> list[str]:
+        """The devices that opened a boot with this id (normally one)."""
+        with self._lock:
+            rows = self._db.execute("SELECT device FROM auth_boots WHERE boot_id = ?", (boot_id,)).fetchall()
+        return [device for (device,) in rows]
 
     def count(self) -> int:
         with self._lock:

@@ -68,6 +68,7 @@ def test_report_fields(rpi_bundle):
         assert lat["float_over_int8"] > 0
     md = (rpi_bundle.bundle_path / "report.md").read_text()
     assert "PASSED" in md and "device/rpi/device_int8.tflite" in md
+    assert "## Target compilers" not in md  # CPU-only targets: no empty compiler section
 
 
 def test_wire_section_is_filled_and_reported_per_codec(rpi_bundle):

@@ -23,7 +23,7 @@ def test_parse_broker_url(url, expected):
     assert parse_broker_url(url) == expected
 
 
-@pytest.mark.parametrize("url", ["http://x:1883", "mqtt://x:notaport", "mqtt://", "mqtt://x:1883/path", "mqtts://x"])
+@pytest.mark.parametrize("url", ["http://x:1883", "mqtt://x:notaport", "mqtt://", "mqtt://x:1883/path", "ws://x"])
 def test_bad_broker_url_is_one_line_usage_error(url):
     with pytest.raises(UsageError) as info:
         parse_broker_url(url)

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from edgekit.frame import HEADER_SIZE, unpack_header
+from edgekit.frame import split_v2
 from edgekit.wire import WireDecoder
 
 FRAMES = 40
@@ -37,13 +37,13 @@ def run_agent(blocked: list[str], bundle, url: str, device: str, source, spool, 
 def frames_of(messages: list, device: str) -> list[bytes]:
     """The feature frames ``device`` published, in seq order."""
     frames = [payload for topic, payload, _ in messages if topic == f"edgekit/v1/{device}/features"]
-    return sorted(frames, key=lambda f: unpack_header(f, 1 << 20, 1 << 20).seq)
+    return sorted(frames, key=lambda f: split_v2(f).seq)  # convert's bundles allow frame version 2
 
 
 def without_boot_and_time(frame: bytes):
-    """The header with the per-run fields zeroed, and the payload."""
-    header = unpack_header(frame, 1 << 20, 1 << 20)
-    return dataclasses.replace(header, boot_id=0, timestamp_ns=0), frame[HEADER_SIZE:]
+    """The header with the per-run fields (and the CRC over them) zeroed, and the payload."""
+    header = split_v2(frame)
+    return dataclasses.replace(header, boot_id=0, time=0, crc=0), frame[header.crc_offset + 4:]
 
 
 def test_agent_streams_ans_without_constriction_bit_identical(bundle, stream, mosquitto, collector, tmp_path):
@@ -62,7 +62,7 @@ def test_agent_streams_ans_without_constriction_bit_identical(bundle, stream, mo
     fast, portable = runs["with-constriction"], runs["without-constriction"]
     assert len(fast) == len(portable) == FRAMES
     assert [without_boot_and_time(f) for f in portable] == [without_boot_and_time(f) for f in fast]
-    assert {unpack_header(f, 1 << 20, 1 << 20).codec_id for f in portable} == {2}  # ans
+    assert {split_v2(f).codec_id for f in portable} == {2}  # ans
     decoder = WireDecoder([Bundle.load(bundle)])
     for a, b in zip(fast, portable, strict=True):
         assert np.array_equal(decoder.decode(a).code, decoder.decode(b).code)

@@ -5,6 +5,8 @@ Every test counts rows in the results database exactly: all frames, once each.
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import sqlite3
 import time
@@ -12,6 +14,7 @@ import time
 import pytest
 
 from edgekit.demo import count_results, start_device, start_server
+from edgekit.frame import split_v2
 from pipeline_helpers import wait_until
 
 FRAMES = 200
@@ -79,7 +82,7 @@ def test_agent_sigkilled_with_spooled_frames_delivers_them_after_restart(bundle,
     first = roles.device(bundle, mosquitto.url, "cam-2", stream(FRAMES), "--fps", "0", spool=spool)
     assert wait_until(lambda: _spooled(spool) == FRAMES, 60)
     first.stop(signal.SIGKILL)
-    boot_ids = {bytes(p[32:36]) for (p,) in _rows(spool, "SELECT payload FROM frames")}
+    boot_ids = {split_v2(p).boot_id for (p,) in _rows(spool, "SELECT payload FROM frames")}  # version-2 frames
     assert len(boot_ids) == 1
     mosquitto.start()
     roles.server(bundle, mosquitto.url, db)
@@ -87,7 +90,7 @@ def test_agent_sigkilled_with_spooled_frames_delivers_them_after_restart(bundle,
     stats = second.final_json()
     assert stats["captured"] == 0 and stats["acknowledged"] == FRAMES and stats["queue_depth"] == 0
     assert wait_until(lambda: count_results(db) >= FRAMES, 30)
-    _exactly_once(db, "cam-2", int.from_bytes(boot_ids.pop(), "little"), FRAMES)
+    _exactly_once(db, "cam-2", boot_ids.pop(), FRAMES)
 
 
 def test_server_killed_while_device_sends_then_restarted_loses_nothing(bundle, stream, mosquitto, roles, tmp_path):
@@ -139,7 +142,7 @@ def test_malformed_payloads_are_dead_lettered_and_valid_frames_still_served(bund
     bad_crc = bytearray(good)
     bad_crc[-1] ^= 0xFF
     bad = ([bytes([0x00]) + rng.randbytes(99) for _ in range(5)]  # random bytes: bad magic
-           + [good[: rng.randrange(1, 64)] for _ in range(5)]  # truncated inside the header
+           + [good[: rng.randrange(1, 17)] for _ in range(5)]  # truncated inside the (version-2) header
            + [foreign] * 3 + [bytes(bad_crc)] * 2)
     device = roles.device(bundle, mosquitto.url, "cam-5", stream(FRAMES), "--fps", "200")
     url = parse_broker_url(mosquitto.url)
@@ -163,9 +166,15 @@ def test_malformed_payloads_are_dead_lettered_and_valid_frames_still_served(bund
         ["bad-magic"] * 5 + ["truncated"] * 5 + ["unknown-bundle"] * 3 + ["crc-mismatch"] * 2)
 
 
-def test_oversized_frames_refused_locally_without_reconnect_loop(bundle, stream, mosquitto_factory, roles):
-    broker = mosquitto_factory("max_packet_size 150")  # a raw frame: 64 header + 64 code bytes, + topic > 150
-    device = roles.device(bundle, broker.url, "cam-6", stream(20), "--fps", "0", "--codec", "raw", "--linger", "0")
+def test_oversized_frames_refused_locally_without_reconnect_loop(bundle, stream, mosquitto_factory, roles,
+                                                                  tmp_path):
+    broker = mosquitto_factory("max_packet_size 150")  # a raw v1 frame: 64 header + 64 code bytes, + topic > 150
+    v1_only = tmp_path / "v1-bundle"  # the bundle as made before frame version 2 (its manifest is not hashed)
+    shutil.copytree(bundle, v1_only)
+    manifest = json.loads((v1_only / "manifest.json").read_text())
+    manifest["wire"]["frame_versions"] = [1]
+    (v1_only / "manifest.json").write_text(json.dumps(manifest))
+    device = roles.device(v1_only, broker.url, "cam-6", stream(20), "--fps", "0", "--codec", "raw", "--linger", "0")
     stats = device.final_json()
     assert stats["captured"] == 20 and stats["refused_too_big"] == 20 and stats["acknowledged"] == 0
     assert stats["connects"] == 1 and stats["queue_depth"] == 0

@@ -1,5 +1,5 @@
 """What a real agent puts on a real Mosquitto, seen by an MQTT 5 subscriber: the Transport table of
-docs/wire-format.md (content type, ``bundle-id``), strict JSON heartbeats and logs; and the bundle checks
+docs/wire-format.md (content type, ``bundle-id`` on version-1 frames, none on version 2), strict JSON heartbeats and logs; and the bundle checks
 a role makes at start (wire quantization, codec artifacts) as one-line errors."""
 
 from __future__ import annotations
@@ -64,8 +64,29 @@ def _run_agent(bundle, stream, mosquitto, tmp_path, device_id: str, *extra: str)
     return strict_loads(out.decode().strip().splitlines()[-1]), device.log_text()
 
 
-def test_mqtt5_frames_carry_content_type_and_bundle_id_and_all_json_is_strict(bundle, stream, mosquitto,
-                                                                               tmp_path):
+def test_mqtt5_version_1_frames_carry_content_type_and_bundle_id(bundle, stream, mosquitto, tmp_path):
+    """A bundle that allows frame version 1 only (made before version 2): the Transport table's properties."""
+    root, manifest = _copy_bundle(bundle, tmp_path)
+    manifest["wire"]["frame_versions"] = [1]  # the manifest is not hashed: the bundle still loads
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest))
+    sub = PropertyCollector(mosquitto.url, "edgekit/v1/+/features")
+    try:
+        stats, _ = _run_agent(root, stream, mosquitto, tmp_path, "cam-1")
+    finally:
+        sub.close()
+    b = Bundle.load(root)
+    frames = sub.on("features")
+    assert stats["acknowledged"] == len(frames) == FRAMES
+    decoder = WireDecoder([b])
+    for payload, props in frames:
+        assert payload[:3] == b"EK\x01"
+        assert props.ContentType == CONTENT_TYPE == "application/vnd.edgekit.frame"
+        assert props.UserProperty == [(BUNDLE_ID_PROPERTY, b.bundle_id[:16])] == [("bundle-id", payload[8:16].hex())]
+        assert decoder.decode(payload).bundle_id == b.bundle_id
+
+
+def test_mqtt5_version_2_frames_travel_without_properties_and_all_json_is_strict(bundle, stream, mosquitto,
+                                                                                 tmp_path):
     sub = PropertyCollector(mosquitto.url, "edgekit/v1/+/+")
     try:
         stats, log = _run_agent(bundle, stream, mosquitto, tmp_path, "cam-5")
@@ -75,9 +96,8 @@ def test_mqtt5_frames_carry_content_type_and_bundle_id_and_all_json_is_strict(bu
     frames = sub.on("features")
     assert stats["acknowledged"] == len(frames) == FRAMES
     decoder = WireDecoder([b])
-    for payload, props in frames:
-        assert props.ContentType == CONTENT_TYPE == "application/vnd.edgekit.frame"
-        assert props.UserProperty == [(BUNDLE_ID_PROPERTY, b.bundle_id[:16])] == [("bundle-id", payload[8:16].hex())]
+    for payload, props in frames:  # convert's bundles allow version 2: the agent sends it
+        assert payload[0] == 0xE2 and not hasattr(props, "ContentType") and not hasattr(props, "UserProperty")
         assert decoder.decode(payload).bundle_id == b.bundle_id
     beats = [strict_loads(p) for p, _ in sub.on("heartbeat")]
     assert beats and all(beat["e2e_p50_ms"] is None for beat in beats)  # no server ran: nothing measured, null

@@ -18,9 +18,13 @@ import zstandard
 from wire_helpers import (
     EXAMPLE_BUNDLE_ID,
     EXAMPLE_CODE,
+    EXAMPLE_NOW_NS,
     EXAMPLE_PRIOR,
+    EXAMPLE_QUANT,
     EXAMPLE_WIRE,
+    as_v2,
     example_frames,
+    example_frames_v2,
     hexdump,
 )
 
@@ -88,10 +92,45 @@ def ans_decode_doc(payload: bytes, prior: dict, shape: tuple[int, ...], trace: l
     return np.array(values, dtype=np.int8).reshape(channels, per).T.reshape(shape)
 
 
-def decode_doc(frame: bytes, bundle_dir: Path, wire: dict) -> np.ndarray:
-    """A whole frame, by the document."""
-    head = parse(frame)
-    payload, shape = frame[64:], head["shape"]
+def parse_v2(frame: bytes, bundle_id: str, now_ns: int) -> dict:
+    """A version-2 header by the "Version 2" table, with the CRC (seeded by the full bundle id) checked."""
+    assert frame[0] == 0xE2 and frame[1] & 0xF0 == 0
+    flags, pos = frame[1], 4 + (7 if frame[1] & 0x08 else 0)
+    head = {"flags": flags, "codec_id": frame[2] & 15, "codec_param": frame[2] >> 4, "ref": frame[3:pos].hex(),
+            "boot_id": int.from_bytes(frame[pos:pos + 4], "little")}
+    pos, seq, shift = pos + 4, 0, 0
+    while True:
+        byte = frame[pos]
+        seq, shift, pos = seq | (byte & 0x7F) << shift, shift + 7, pos + 1
+        if byte < 0x80:
+            break
+    head["seq"] = seq
+    if flags & 0x02:
+        head["timestamp_ns"], pos = int.from_bytes(frame[pos:pos + 8], "little"), pos + 8
+    else:
+        ms, now = int.from_bytes(frame[pos:pos + 4], "little"), now_ns // 10**6
+        head["timestamp_ns"], pos = (now + (ms - now + 2**31) % 2**32 - 2**31) * 10**6, pos + 4
+    if flags & 0x04:
+        head["scale"], head["zero_point"] = struct.unpack_from("<fi", frame, pos)
+        pos += 8
+    end = len(frame) - (16 if flags & 0x01 else 0)
+    head["payload"] = frame[pos + 4:end]
+    crc = crc32c_doc(bytes.fromhex(bundle_id) + frame[:pos] + head["payload"])
+    assert crc == int.from_bytes(frame[pos:pos + 4], "little") and head["boot_id"] != 0
+    assert bundle_id.startswith(head["ref"])
+    return head
+
+
+def decode_doc(frame: bytes, bundle_dir: Path, wire: dict, shape: tuple[int, ...] | None = None,
+               bundle_id: str = "", now_ns: int = 0) -> np.ndarray:
+    """A whole frame of either version, by the document (version 2 takes the shape from the bundle)."""
+    if frame[0] == 0xE2:
+        head = parse_v2(frame, bundle_id, now_ns)
+        head["raw_len"] = int(np.prod(shape))
+        payload = head["payload"]
+    else:
+        head = parse(frame)
+        payload, shape = frame[64:], head["shape"]
     if head["codec_id"] == 0:
         return np.frombuffer(payload, np.int8).reshape(shape)
     if head["codec_id"] == 1:
@@ -122,12 +161,13 @@ def test_a_decoder_written_from_the_document_agrees(spec, spec16, codes, codes16
 
 
 def test_the_checks_table_lists_every_error_in_order():
+    from edgekit.auth import AUTH_ERROR_TYPES
     from edgekit.frame import ERROR_TYPES
 
     text = DOC.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "` | `" in line and line.endswith("` |")]
     listed = [line.split("|")[-2].strip(" `") for line in rows]
-    assert list(dict.fromkeys(listed)) == [cls.__name__ for cls in ERROR_TYPES]
+    assert list(dict.fromkeys(listed)) == [cls.__name__ for cls in ERROR_TYPES + AUTH_ERROR_TYPES]
 
 
 def test_the_document_names_the_manifest_keys_a_decoder_reads():
@@ -151,3 +191,30 @@ def test_worked_examples_in_the_document_are_current(tmp_path):
     for state, quantile, symbol in trace:
         assert f"| 0x{state:016x} | 0x{quantile:06x} | {symbol} |" in text
 
+
+
+@pytest.mark.parametrize("codec", ["raw", "zstd", "ans"])
+def test_a_decoder_written_from_the_document_agrees_on_version_2(spec, spec16, codes, codes16, codec):
+    for sp, data in ((as_v2(spec, (0.25, -7)), codes[6000:6040]), (as_v2(spec16, (0.25, -7)), codes16[6000:6040])):
+        enc = WireEncoder(sp.bundle_id, sp.code_shape, sp.wire, sp.base_dir, codec, sp.wire_quant)
+        for i, code in enumerate(data):
+            seq = i * 99_991  # varints of 1 to 3 bytes
+            frame = enc.encode(code, 0.25, -7, seq=seq, boot_id=3, timestamp_ns=EXAMPLE_NOW_NS + i)
+            assert np.array_equal(decode_doc(frame, sp.base_dir, sp.wire, sp.code_shape, sp.bundle_id,
+                                             EXAMPLE_NOW_NS), code)
+            head = parse_v2(frame, sp.bundle_id, EXAMPLE_NOW_NS)
+            assert (head["seq"], head["boot_id"], head["timestamp_ns"]) == (seq, 3, EXAMPLE_NOW_NS)
+
+
+def test_version_2_worked_examples_in_the_document_are_current(tmp_path):
+    text = DOC.read_text()
+    spec = WireSpec(EXAMPLE_BUNDLE_ID, (2, 2, 2), {**EXAMPLE_WIRE, "frame_versions": [1, 2]}, tmp_path,
+                    EXAMPLE_QUANT)
+    for codec, frame in example_frames_v2(tmp_path).items():
+        assert hexdump(frame) in text, f"the version-2 {codec} example in {DOC.name} is stale:\n{hexdump(frame)}"
+        assert np.array_equal(decode_doc(frame, tmp_path, EXAMPLE_WIRE, (2, 2, 2), EXAMPLE_BUNDLE_ID,
+                                         EXAMPLE_NOW_NS), EXAMPLE_CODE)
+        head = parse_v2(frame, EXAMPLE_BUNDLE_ID, EXAMPLE_NOW_NS)
+        assert head["timestamp_ns"] == 1_718_000_000_123_000_000
+        decoded = WireDecoder([spec]).decode(frame, now_ns=EXAMPLE_NOW_NS)
+        assert np.array_equal(decoded.code, EXAMPLE_CODE) and decoded.timestamp_ns == head["timestamp_ns"]

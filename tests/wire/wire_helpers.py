@@ -27,11 +27,20 @@ def codes_16(images: np.ndarray) -> np.ndarray:
 
 
 def make_spec(root: Path, calib: np.ndarray, heldout: np.ndarray, codec: str | None = None) -> WireSpec:
-    """A bundle directory holding only ``wire/``, fitted on ``calib``, and its WireSpec (random bundle id)."""
+    """A bundle directory holding only ``wire/``, fitted on ``calib``, and its WireSpec (random bundle id).
+
+    The spec allows frame version 1 only, so the version-1 tests see 64-byte headers; :func:`as_v2` widens it.
+    """
     section, report = fit_codecs(calib, heldout, root / "wire", codec=codec)
-    spec = WireSpec(secrets.token_hex(32), calib.shape[1:], section, root)
+    spec = WireSpec(secrets.token_hex(32), calib.shape[1:], {**section, "frame_versions": [1]}, root)
     spec.report = report  # type: ignore[attr-defined]
     return spec
+
+
+def as_v2(spec: WireSpec, quant: tuple[float, int] | None = None) -> WireSpec:
+    """The same bundle allowing frame versions 1 and 2 (as convert writes it), with a wire quantization."""
+    return WireSpec(spec.bundle_id, spec.code_shape, {**spec.wire, "frame_versions": [1, 2]}, spec.base_dir,
+                    quant or spec.wire_quant)
 
 
 def recrc(frame: bytes) -> bytes:
@@ -58,11 +67,45 @@ def _field_value(rng: np.random.Generator, fmt: str) -> int | float:
     return value - (1 << bits) if fmt == "<i" and value >= 1 << 31 else value
 
 
-def mutate(rng: np.random.Generator, frame: bytes, other: bytes) -> bytes:
-    """One random mutation of ``frame`` (``other`` is a second valid frame, for splicing)."""
+def recrc_v2(frame: bytes, full_id: bytes) -> bytes:
+    """A version-2 frame with its CRC recomputed for bundle ``full_id`` (unchanged if it does not split)."""
+    from edgekit.frame import FrameError, split_v2
+
+    try:
+        head = split_v2(frame)
+    except FrameError:
+        return frame
+    crc = crc32c(frame[head.crc_offset + 4:head.payload_end], crc32c(frame[:head.crc_offset], crc32c(full_id)))
+    return frame[:head.crc_offset] + crc.to_bytes(4, "little") + frame[head.crc_offset + 4:]
+
+
+def _mutate_v2_fields(rng: np.random.Generator, data: bytearray, other: bytes, kind: int) -> bytearray:
+    """Kinds 6-8 for a version-2 frame, which has no fixed offsets or length field: a header byte set to
+    an edge value, the payload replaced, or spliced after another frame's header."""
+    from edgekit.frame import FrameError, split_v2
+
+    try:
+        end = split_v2(bytes(data)).crc_offset + 4
+    except FrameError:
+        end = min(len(data), 17)
+    if kind == 6:
+        pos = int(rng.integers(end))
+        data[pos] = int(rng.choice([0, 1, 0x7F, 0x80, 0xFF, 0xE2, 0x0F, int(rng.integers(256))]))
+        return data
+    if kind == 7:
+        return data[:end] + bytearray(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes())
+    return data[:end] + bytearray(other[-int(rng.integers(1, len(other))):])
+
+
+def mutate(rng: np.random.Generator, frame: bytes, other: bytes, full_id: bytes | None = None) -> bytes:
+    """One random mutation of ``frame`` (``other`` is a second valid frame, for splicing; ``full_id`` the
+    bundle id a version-2 ``frame`` belongs to, for a valid CRC after the mutation)."""
     data = bytearray(frame)
     kind = int(rng.integers(9))
     pos = int(rng.integers(len(data)))
+    if full_id is not None and kind >= 6:
+        out = bytes(_mutate_v2_fields(rng, data, other, kind))
+        return recrc_v2(out, full_id) if rng.random() < 0.5 else out
     if kind == 0:  # one bit
         data[pos] ^= 1 << int(rng.integers(8))
     elif kind == 1:  # a few bits anywhere
@@ -87,27 +130,34 @@ def mutate(rng: np.random.Generator, frame: bytes, other: bytes) -> bytes:
         data = data[:HEADER_SIZE] + bytearray(payload)
         struct.pack_into("<I", data, 56, len(payload))
     else:  # header of one frame, payload of another
-        data = data[:HEADER_SIZE] + bytearray(other[HEADER_SIZE:])
-        struct.pack_into("<I", data, 56, len(other) - HEADER_SIZE)
+        tail = other[HEADER_SIZE:] if other[0] == 0x45 else other[17:]  # a version-2 frame: past its header
+        data = data[:HEADER_SIZE] + bytearray(tail)
+        struct.pack_into("<I", data, 56, len(tail))
     out = bytes(data)
+    if full_id is not None:
+        return recrc_v2(out, full_id) if rng.random() < 0.5 else out
     return recrc(out) if len(out) >= HEADER_SIZE and rng.random() < 0.5 else out
 
 
-def fuzz(decoder, frames: list[bytes], shapes: set[tuple[int, ...]], mutations: int, seed: int = 0) -> dict:
+def fuzz(decoder, frames: list[bytes], shapes: set[tuple[int, ...]], mutations: int, seed: int = 0,
+         ids: list[bytes | None] | None = None) -> dict:
     """Decode ``mutations`` mutated frames; count outcomes by error code. Anything else is re-raised.
 
     Half of the mutations get a valid CRC, so the checks behind the CRC (routing, fields, codecs) are
-    fuzzed too, not just the checksum.
+    fuzzed too, not just the checksum. ``ids[i]`` is the full bundle id of ``frames[i]`` when it is a
+    version-2 frame (its CRC starts with it), None for version 1.
     """
     from edgekit.frame import FrameError
 
+    ids = ids or [None] * len(frames)
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {}
     picks = rng.integers(0, len(frames), size=(mutations, 2))
+    now_ns = 1_760_000_000_000_000_000
     for a, b in picks:
-        data = mutate(rng, frames[a], frames[b])
+        data = mutate(rng, frames[a], frames[b], ids[a])
         try:
-            frame = decoder.decode(data)
+            frame = decoder.decode(data, now_ns=now_ns)
         except FrameError as err:
             if not err.reason:
                 raise AssertionError(f"{err.code} without a reason for {data.hex()}") from err
@@ -154,3 +204,21 @@ def example_frames(root: Path) -> dict[str, bytes]:
 def hexdump(data: bytes) -> str:
     """``xxd``-style: offset, 16 bytes in hex per line."""
     return "\n".join(f"{i:04x}: " + " ".join(f"{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16))
+
+
+EXAMPLE_QUANT = (0.05, -3)
+EXAMPLE_NOW_NS = 1_718_000_005_000_000_000  # the receiver's clock in the version-2 example: 5 s after capture
+
+
+def example_frames_v2(root: Path) -> dict[str, bytes]:
+    """The version-2 worked examples (raw and ans): the same code and fields, the quantization in the bundle."""
+    from edgekit.wire import WireEncoder
+
+    example_frames(root)  # writes the prior
+    wire = {**EXAMPLE_WIRE, "frame_versions": [1, 2]}
+    out = {}
+    for codec in ("raw", "ans"):
+        enc = WireEncoder(EXAMPLE_BUNDLE_ID, (2, 2, 2), wire, root, codec, EXAMPLE_QUANT)
+        fields = dict(EXAMPLE_FIELDS)
+        out[codec] = enc.encode(EXAMPLE_CODE, fields.pop("scale"), fields.pop("zero_point"), **fields)
+    return out

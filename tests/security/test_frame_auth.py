@@ -1,0 +1,134 @@
+"""Authenticated frames end to end: ``edgekit device run --frame-key`` → real Mosquitto → ``edgekit server run
+--frame-keys`` → SQLite, with an attacker on the same broker.
+
+Forged, altered, replayed, moved and untagged frames are each dead-lettered with their own reason while the
+genuine stream keeps flowing and is stored exactly once; forged results never reach the agent's counts.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from auth_helpers import flip_bit, recrc, strip_tag, wrong_tag
+from edgekit.auth import KeyStore, seal, sign_message, write_key_file
+from edgekit.demo import start_device, start_server
+from edgekit.frame import AUTH_FLAG, split_v2
+from edgekit.mqtt import make_client, parse_broker_url, topic
+from pipeline_helpers import wait_until
+
+FRAMES = 40
+TIME_BYTE = 9  # a byte of the time field of a version-2 frame with seq < 128
+
+
+def _rows(db, sql: str, *args):
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publish as an attacker who may write any topic of the broker (QoS 1, in order)."""
+    broker = parse_broker_url(url)
+    client = make_client("attacker", "5")
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        for name, payload in messages:
+            client.publish(name, payload, qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _frames(sink, device: str) -> list[bytes]:
+    return [payload for name, payload, _ in sink.messages if name == topic(device, "features")]
+
+
+def _forge(bundle, code, device: str, boot_id: int, seq: int) -> bytes:
+    """A well-formed frame tagged with a key the forger made up."""
+    from edgekit.bundle import Bundle
+    from edgekit.wire import WireEncoder
+
+    encoder = WireEncoder.from_bundle(Bundle.load(bundle))
+    encoder.sealer = seal(secrets.token_bytes(32), device)
+    return encoder.encode(code, *encoder.spec.wire_quant, seq=seq, boot_id=boot_id, timestamp_ns=time.time_ns())
+
+
+@pytest.fixture
+def provisioned(tmp_path):
+    """A key store with cam-a and cam-b, and their device key files."""
+    keys = KeyStore(tmp_path / "keys", create=True)
+    for device in ("cam-a", "cam-b"):
+        write_key_file(tmp_path / f"{device}.key", device, keys.add(device))
+    return keys
+
+
+def test_attacks_are_dead_lettered_with_their_reasons_while_genuine_frames_flow(bundle, stream, mosquitto,
+                                                                                 collector, provisioned, tmp_path):
+    from edgekit.bundle import Bundle
+    from edgekit.wire import WireDecoder
+
+    url, db = mosquitto.url, tmp_path / "r.sqlite"
+    sink = collector(url, "edgekit/v1/+/features")
+    roles = []
+
+    def device(name: str, *extra: str):
+        roles.append(start_device(bundle, url, "cam-a", stream(FRAMES), tmp_path / f"{name}.sqlite",
+                                  tmp_path / f"{name}.log", "--frame-key", str(tmp_path / "cam-a.key"), *extra))
+        return roles[-1]
+
+    try:
+        roles.append(start_server([bundle], url, db, tmp_path / "server.log", "--frame-keys",
+                                  str(provisioned.folder), "--max-wait-ms", "20"))
+        first = device("first", "--fps", "0").final_json()
+        assert first["results"] == FRAMES and first["forged_results"] == 0, first
+        genuine = _frames(sink, "cam-a")
+        assert len(genuine) == FRAMES and all(f[0] == 0xE2 and f[1] & AUTH_FLAG for f in genuine)
+        bundle_id = Bundle.load(bundle).bundle_id
+
+        second = device("second", "--fps", "20")  # about 2 s of frames while the attacks run
+        assert wait_until(lambda: len(_frames(sink, "cam-a")) > FRAMES)
+        live = split_v2(_frames(sink, "cam-a")[FRAMES])
+        code = WireDecoder([Bundle.load(bundle)]).decode(genuine[0], verify_tag=lambda *a: None).code
+        squat = [_forge(bundle, code, "cam-a", live.boot_id, live.seq + 10 + i) for i in range(3)]
+        forged_result = {"seq": live.seq, "boot_id": live.boot_id, "device": "cam-a", "topk": [["0", 1.0]],
+                         "timings": {"capture_ns": 1}}
+        _publish(url, [
+            (topic("cam-a", "features"), flip_bit(genuine[5], TIME_BYTE)),  # damaged: crc-mismatch
+            (topic("cam-a", "features"), recrc(flip_bit(genuine[5], TIME_BYTE), bundle_id)),  # altered: bad-tag
+            (topic("cam-a", "features"), wrong_tag(genuine[6])),  # bad-tag
+            *[(topic("cam-a", "features"), f) for f in squat],  # the live boot's upcoming seqs: bad-tag
+            (topic("cam-a", "features"), strip_tag(genuine[7], bundle_id)),  # missing-tag
+            (topic("cam-a", "features"), genuine[8]),  # replayed
+            (topic("cam-b", "features"), genuine[9]),  # wrong-device
+            (topic("cam-a", "features"), _forge(bundle, code, "cam-a", 0x0BAD0001, 0)),  # forged-boot
+            (topic("cam-c", "features"), _forge(bundle, code, "cam-c", 0x0BAD0002, 0)),  # unknown-key
+            (topic("cam-a", "results"), json.dumps(forged_result).encode()),
+            (topic("cam-a", "results"), json.dumps(sign_message(secrets.token_bytes(32), "cam-a", "results",
+                                                                forged_result)).encode()),
+        ])
+        stats = second.final_json()
+        expected = {"crc-mismatch": 1, "bad-tag": 5, "missing-tag": 1, "replayed": 1, "wrong-device": 1,
+                    "forged-boot": 1, "unknown-key": 1}
+        assert wait_until(lambda: _rows(db, "SELECT COUNT(*) FROM deadletters")[0][0] >= sum(expected.values()))
+    finally:
+        for role in roles:
+            role.stop(signal.SIGKILL)
+        for role in roles:
+            print(f"\n---- {' '.join(role.args[:2])} log ----\n{role.log_text()[-3000:]}")
+
+    assert dict(_rows(db, "SELECT reason, COUNT(*) FROM deadletters GROUP BY reason")) == expected
+    for boot_id in (first["boot_id"], stats["boot_id"]):  # every genuine frame stored, once
+        seqs = [s for (s,) in _rows(db, "SELECT seq FROM results WHERE device = 'cam-a' AND boot_id = ? "
+                                        "ORDER BY seq", boot_id)]
+        assert seqs == list(range(FRAMES))
+    assert _rows(db, "SELECT COUNT(*) FROM results")[0][0] == 2 * FRAMES
+    assert stats["results"] == FRAMES and stats["forged_results"] == 2, stats
