@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import select
 import socket
 import threading
 import time
@@ -49,6 +50,9 @@ TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter", "acks
 PROTOCOLS = ("auto", "5", "3.1.1")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a persistent MQTT 5 session outlives a week-long receiver outage
 RECEIVE_MAXIMUM = 1024  # QoS 1 messages the broker may have in flight to us (MQTT 5); 3.1.1 uses the broker's
+SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our client id
+SHORT_SESSION_S = 2.0  # a session the broker ends this soon after CONNACK may have been taken over ...
+TAKEN_OVER_AFTER = 5  # ... and this many in a row mean another process has our client id
 
 
 @dataclass(frozen=True)
@@ -280,7 +284,10 @@ def make_client(client_id: str, protocol: str, *, persistent: bool = False, manu
     return client
 
 
-def _connect_properties(protocol: str, persistent: bool, session_expiry_s: int = SESSION_EXPIRY_S):
+def _connect_properties(protocol: str, persistent: bool, session_expiry_s: int = SESSION_EXPIRY_S,
+                        max_incoming_packet: int | None = None):
+    """MQTT 5 CONNECT properties; ``max_incoming_packet`` asks the broker to drop (not forward) anything
+    larger, so an oversized publish never reaches this client's memory."""
     if protocol != "5":
         return None
     from paho.mqtt.packettypes import PacketTypes
@@ -290,6 +297,8 @@ def _connect_properties(protocol: str, persistent: bool, session_expiry_s: int =
     props.ReceiveMaximum = RECEIVE_MAXIMUM
     if persistent:
         props.SessionExpiryInterval = session_expiry_s
+    if max_incoming_packet:
+        props.MaximumPacketSize = max_incoming_packet
     return props
 
 
@@ -388,14 +397,21 @@ class ClientLoop:
 
     Subclasses (the device publisher, the server receiver) override the ``on_*`` hooks, which always run on
     this thread and may therefore call into ``self.client``.
+
+    One client id is one process: when another client takes our session (MQTT 5 reason 142, or
+    :data:`TAKEN_OVER_AFTER` sessions in a row that the broker ended within :data:`SHORT_SESSION_S`: MQTT
+    3.1.1 gives no reason, and Mosquitto 2.0 just closes the older connection in both versions), the loop
+    stops and sets :attr:`fatal` to a one-line message instead of taking the session back forever.
     """
 
     tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
     refused_retry_s = REFUSED_RETRY_S
+    read_burst = 256  # packets read per pass beyond paho's one (see _read_burst)
 
     def __init__(self, url: BrokerUrl, client_id: str, protocol: str, *, persistent: bool = False,
                  manual_ack: bool = False, will: _Will | None = None, subscriptions: tuple[str, ...] = (),
-                 name: str = "mqtt", session_expiry_s: int = SESSION_EXPIRY_S):
+                 name: str = "mqtt", session_expiry_s: int = SESSION_EXPIRY_S,
+                 max_incoming_packet: int | None = None):
         self.url = url
         self.session_expiry_s = session_expiry_s  # of a persistent MQTT 5 session
         self.client_id = client_id
@@ -404,13 +420,16 @@ class ClientLoop:
         self.subscriptions = subscriptions
         self.manual_ack = manual_ack
         self.will = will
+        self.max_incoming_packet = max_incoming_packet  # announced in CONNECT (MQTT 5): the broker drops larger
         self.client: "mqtt.Client | None" = None  # made once the protocol is known (see _make_client)
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # set once the broker has granted every subscription
         self.connects = 0
         self.max_packet_size: int | None = None
         self.topic_alias_maximum = 0  # the broker's, from its MQTT 5 CONNACK
-        self.fatal: str | None = None
+        self.fatal: str | None = None  # set when this client must stop (session taken over, setup refused): one line
+        self._connected_at = 0.0
+        self._short_sessions = 0  # sessions in a row the broker ended soon after CONNACK (3.1.1 take-over)
         self.fatal_error: BrokerRefusedError | None = None  # why the broker will never accept this setup
         self._refusal_logged: str | None = None
         self._last_paho_error: str | None = None
@@ -508,8 +527,26 @@ class ClientLoop:
             self._drain_outbox()
         self._call_hook(self.on_tick)
         rc = self.client.loop(timeout=self.tick_s)
+        if rc == 0:
+            rc = self._read_burst()
         if rc != 0 and self.connected.is_set():
             self._mark_disconnected(f"network loop: {_paho().error_string(rc)}")
+
+    def _read_burst(self) -> int:
+        """Read what is already waiting on the socket, up to :attr:`read_burst` packets.
+
+        paho's ``loop()`` reads one incoming packet per call (QoS 1 messages do not raise its count), so a
+        flood of small messages cost one whole pass each (select, outbox, tick) and real frames queued behind
+        it for seconds. A paho error code (0 when fine).
+        """
+        sock = self.client.socket()
+        for _ in range(self.read_burst):
+            if sock is None or not select.select([sock], [], [], 0)[0]:
+                return 0
+            rc = self.client.loop_read()
+            if rc != 0:
+                return rc
+        return 0
 
     def _call_hook(self, hook: Callable[..., Any], *args: Any) -> None:
         """Run a hook, logging its exception: raised inside paho's callbacks it would escape loop()."""
@@ -582,8 +619,9 @@ class ClientLoop:
             return {}
         mqtt = _paho()
         clean = False if self.persistent else mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        return {"clean_start": clean, "properties": _connect_properties(self.protocol, self.persistent,
-                                                                               self.session_expiry_s)}
+        return {"clean_start": clean,
+                "properties": _connect_properties(self.protocol, self.persistent, self.session_expiry_s,
+                                                  self.max_incoming_packet)}
 
     def _drain_outbox(self) -> None:
         while True:
@@ -626,6 +664,7 @@ class ClientLoop:
         self._refusal_logged = None
         self._backoff.reset()
         self.connects += 1
+        self._connected_at = time.monotonic()
         self.max_packet_size = getattr(properties, "MaximumPacketSize", None) if properties else None
         self.topic_alias_maximum = getattr(properties, "TopicAliasMaximum", 0) if properties else 0
         for flt in self.subscriptions:
@@ -650,9 +689,24 @@ class ClientLoop:
             self._diagnose_drop()
         self._connecting = False
         self._backoff.failed()
-        if getattr(reason_code, "value", 0) == 142:  # MQTT 5 "Session taken over": another client has our id
-            self.fatal = f"another client connected with the same client id {self.client_id!r}"
+        if self.connected.is_set() and not self._stop.is_set():
+            self._check_taken_over(getattr(reason_code, "value", 0))
+        if self.fatal:
+            self.connected.clear()  # no "reconnecting" line: the loop stops and its owner reports the error
         self._mark_disconnected(str(reason_code))
+
+    def _check_taken_over(self, reason: int) -> None:
+        """The broker ended our session: stop (set :attr:`fatal`) if another client took our client id."""
+        short = time.monotonic() - self._connected_at < SHORT_SESSION_S
+        self._short_sessions = self._short_sessions + 1 if short else 0
+        if reason == SESSION_TAKEN_OVER:
+            why = "the broker handed our session to it (MQTT 5 reason 142, session taken over)"
+        elif self._short_sessions >= TAKEN_OVER_AFTER:
+            why = (f"the broker closed our last {self._short_sessions} connections within {SHORT_SESSION_S:g} s "
+                   "of accepting them")
+        else:
+            return
+        self.fatal = f"another process is connected as client id {self.client_id!r}: {why}"
 
     def _on_log(self, client, userdata, level, text) -> None:
         """Keep paho's last error line: a broker's TLS alert after the handshake is reported only there."""

@@ -52,11 +52,18 @@ def server_group() -> None:
               help="Key store folder (edgekit keys add): check frame tags and the replay window, sign results.")
 @click.option("--require-auth", is_flag=True,
               help="Dead-letter every frame without a valid tag (also from devices that have no key).")
+@click.option("--deadletter-rate", type=float, default=1.0, show_default=True,
+              help="Dead letters stored and published per second per device (all are counted).")
+@click.option("--deadletter-keep", type=int, default=10_000, show_default=True,
+              help="Newest dead-letter samples kept in the database.")
+@click.option("--deadletter-keep-days", type=float, default=7.0, show_default=True,
+              help="Dead-letter samples older than this are deleted.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
                 summary_every, allow_failing_parity, ack_every_ms, gap_grace, session_expiry, keys, require_auth,
-                json_logs, trust_keys, require_signature, **security) -> None:
+                deadletter_rate, deadletter_keep, deadletter_keep_days, json_logs, trust_keys, require_signature,
+                **security) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -73,6 +80,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
           --broker mqtts://edgekit-server@gw:8883 --ca pki/ca.crt
       edgekit server run --bundle bundles/fmnist-v1 --frame-keys /etc/edgekit/keys --require-auth
     """
+    import math
     import signal
     import threading
     from pathlib import Path
@@ -80,18 +88,25 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     from edgekit.errors import UsageError
     from edgekit.logs import setup_run_logging
     from edgekit.mqtt import resolve_broker
+    from edgekit.server.deadletters import SampleRate
     from edgekit.server.receiver import Receiver, ReceiverConfig
+    from edgekit.server.store import Retention
 
     setup_run_logging(json_logs)
     if max_batch < 1 or max_wait_ms < 0:
         raise UsageError("--max-batch must be >= 1 and --max-wait-ms >= 0", "e.g. --max-batch 32 --max-wait-ms 5")
+    if deadletter_rate < 0 or deadletter_keep < 0 or deadletter_keep_days < 0:
+        raise UsageError("--deadletter-rate, --deadletter-keep and --deadletter-keep-days must be >= 0",
+                         "e.g. --deadletter-rate 10 --deadletter-keep 10000 --deadletter-keep-days 7")
     cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=resolve_broker(broker, **security), db=Path(db),
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
                          ack_every_s=ack_every_ms / 1e3, gap_grace_s=gap_grace, session_expiry_s=session_expiry,
                          trust=trust_policy(trust_keys, require_signature),
-                         keys=Path(keys) if keys else None, require_auth=require_auth)
+                         keys=Path(keys) if keys else None, require_auth=require_auth,
+                         deadletter_rate=SampleRate(deadletter_rate, burst=math.ceil(20 * deadletter_rate)),
+                         deadletter_retention=Retention(deadletter_keep, deadletter_keep_days * 86400))
     receiver = Receiver(cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

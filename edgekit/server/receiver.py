@@ -2,9 +2,12 @@
 
 ::
 
-    broker ─► link thread (paho, manual ack) ─► validate ─┬─ invalid ─► dead letter (MQTT + SQLite), ack
+    broker ─► link thread (paho, manual ack) ─► validate ─┬─ invalid ─► count, ack; a rate-limited sample is
+                                                          │            published and stored in batches (deadletters)
                                                           └─ valid ──► batcher ─► worker thread:
              ack ◄── link thread ◄── results published ◄── SQLite INSERT OR IGNORE ◄── ONNX Runtime (batched)
+                                                              │ database full/locked/read-only: retry with
+                                                              ▼ backoff, acking nothing (store_outage)
 
 A frame is acknowledged to the broker only after its result is committed (paho's ``manual_ack``), and the
 session is persistent, so a receiver that stops or crashes gets every unacknowledged frame again when it
@@ -14,7 +17,9 @@ the bundle id each frame carries.
 
 After the commit the frame is also confirmed to its device (``edgekit/v1/<id>/acks``, batched by
 :class:`~edgekit.acks.AckBatcher`), which only then deletes it from its spool; the :class:`Ledger` merges
-the devices' heartbeats and reports frames that went missing (docs/server.md, Delivery).
+the devices' heartbeats and reports frames that went missing (docs/server.md, Delivery). The CONNECT
+announces a Maximum Packet Size (MQTT 5) just above the largest frame the bundles accept, so the broker
+drops an oversized publish instead of handing it to us.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ import numpy as np
 from edgekit.acks import AckBatcher
 from edgekit.errors import UsageError
 from edgekit.mqtt import (SESSION_EXPIRY_S, BrokerUrl, ClientLoop, device_id_problem, device_of, features_filter,
-                          printable_id, topic)
+                          printable_id, publish_packet_size, publish_properties, topic)
 from edgekit.server.batcher import Batcher
+from edgekit.server.deadletters import DeadLetterSink, SampleRate
 from edgekit.server.ledger import Ledger
-from edgekit.server.store import DeadLetter, Result, ResultStore
+from edgekit.server.store import DeadLetter, Result, ResultStore, Retention
+from edgekit.server.store_outage import StoreOutage, StoreUnavailable, describe
 from edgekit.server.stats import LatencyWindow
 from edgekit.signing import TrustPolicy
 
@@ -45,6 +52,8 @@ __all__ = ["ReceiverConfig", "Receiver"]
 log = logging.getLogger(__name__)
 #: The device column of a dead letter whose topic carries no valid device id (the id itself is in its error).
 INVALID_DEVICE = "(invalid)"
+
+PACKET_MARGIN = 1024  # bytes above the largest frame PUBLISH we accept: properties a sender may add
 
 
 @dataclass
@@ -68,6 +77,8 @@ class ReceiverConfig:
     # 0: no confirmations at all (only the load benchmark's baseline: devices would keep re-sending)
     gap_grace_s: float = 300.0  # a hole in a device's seqs older than this is missing (alarm)
     session_expiry_s: int | None = None  # None: 7 days alone, GROUP_SESSION_EXPIRY_S in a --group
+    deadletter_rate: SampleRate = SampleRate()  # dead letters sampled (stored, published) per device
+    deadletter_retention: Retention = Retention()  # bound of the deadletters table
 
 
 GROUP_SESSION_EXPIRY_S = 10  # a dead group member's queued frames are re-sent by their devices after this
@@ -109,10 +120,10 @@ class ReceiverCounters:
 class _Link(ClientLoop):
     """The receiver's MQTT side: a persistent session, manual acks, frames handed to the receiver."""
 
-    def __init__(self, receiver: "Receiver", cfg: ReceiverConfig, client_id: str):
+    def __init__(self, receiver: "Receiver", cfg: ReceiverConfig, client_id: str, max_incoming_packet: int):
         expiry = cfg.session_expiry_s or (GROUP_SESSION_EXPIRY_S if cfg.group else SESSION_EXPIRY_S)
         super().__init__(cfg.broker, client_id, cfg.protocol, persistent=True, manual_ack=True,
-                         name="receiver-link", session_expiry_s=expiry)
+                         name="receiver-link", session_expiry_s=expiry, max_incoming_packet=max_incoming_packet)
         self.receiver = receiver
         self.cfg = cfg
 
@@ -161,12 +172,15 @@ class Receiver:
         self.latency = LatencyWindow()
         self.acks = AckBatcher(cfg.ack_every_s)
         self.ledger = Ledger(self.store, cfg.gap_grace_s)
-        self.link = _Link(self, cfg, self.client_id)
         self._stop = threading.Event()
+        self.deadletters = DeadLetterSink(self.store, cfg.deadletter_rate, cfg.deadletter_retention)
+        self.outage = StoreOutage(cfg.db, self._stop)
+        self.link = _Link(self, cfg, self.client_id, max_incoming_packet(self.bundles))
         self._worker = threading.Thread(target=self._work, name="receiver-worker", daemon=True)
 
     # ---- life cycle -------------------------------------------------------------------------------------
     def start(self) -> "Receiver":
+        self.deadletters.start()
         self._worker.start()
         self.ledger.start()
         self.link.start()
@@ -179,7 +193,8 @@ class Receiver:
         self.send_acks(force=True)
         self.ledger.stop()
         self.link.stop()
-        self.store.set_counters(self.counters.flat())
+        self.deadletters.stop()
+        self._save_counters()
         self.store.close()
 
     def serve(self, stop: threading.Event) -> None:
@@ -201,7 +216,15 @@ class Receiver:
     def log_summary(self) -> None:
         """Log the summary line and record the counters in the store (which must still be open)."""
         self._log_summary_line()
-        self.store.set_counters(self.counters.flat())
+        self._save_counters()
+
+    def _save_counters(self) -> None:
+        """Record the counters; a database that refuses writes costs this record, never the receiver."""
+        try:
+            self.store.set_counters(self.counters.flat())
+        except sqlite3.Error as err:
+            cause, fix = describe(err, self.cfg.db)
+            log.warning("counters not recorded: %s — %s", cause, fix)
 
     def _log_summary_line(self) -> None:
         """The summary line alone: safe after :meth:`stop` has closed the store."""
@@ -249,32 +272,29 @@ class Receiver:
         self.batcher.put(_Item(device, message.topic, frame, message.mid, message.qos, received_ns))
 
     def _dead_letter(self, message, device: str, reason: str, error: str, nbytes: int, received_ns: int) -> None:
-        """Dead-letter a frame on the link thread: recorded and published, then acked."""
-        self._record_dead_letter(device, message.topic, reason, error, nbytes, received_ns)
-        self.link.publish_checked(topic(device, "deadletter"), self._dead_letter_body(
-            message.topic, reason, error, nbytes, received_ns), qos=1)
+        """Dead-letter a frame on the link thread: counted and acked; published only when sampled."""
+        if self._record_dead_letter(device, reason, error, nbytes, received_ns):
+            self.link.publish_checked(topic(device, "deadletter"), self._dead_letter_body(
+                message.topic, reason, error, nbytes, received_ns), qos=1)
         self.link.client.ack(message.mid, message.qos)
 
     def _dead_letter_bad_id(self, message, device: str | None, problem: str, nbytes: int, received_ns: int) -> None:
         """Dead-letter a frame whose topic has no valid device id (the agent's rule): recorded under
         :data:`INVALID_DEVICE` with the id escaped and cut short, never published (no topic may carry that
         id), then acked."""
-        self._record_dead_letter(INVALID_DEVICE, printable_id(message.topic), "bad-device-id",
-                                 f"device id {printable_id(device or '')}: {problem}", nbytes, received_ns)
+        self._record_dead_letter(INVALID_DEVICE, "bad-device-id", f"device id {printable_id(device or '')}: {problem}",
+                                 nbytes, received_ns)
         self.link.client.ack(message.mid, message.qos)
 
-    def _record_dead_letter(self, device: str, topic_name: str, reason: str, error: str, nbytes: int,
-                            received_ns: int) -> None:
-        """Count and store a dead letter. A store failure is logged, not raised: it must not stop the thread
-        that called (the link thread would stop receiving), and the published dead letter still tells."""
+    def _record_dead_letter(self, device: str, reason: str, error: str, nbytes: int, received_ns: int) -> bool:
+        """Count a dead letter and hand it to the sink (no I/O here); True when it is sampled."""
         c = self.counters
         c.deadlettered += 1
         c.deadletter_reasons[reason] = c.deadletter_reasons.get(reason, 0) + 1
-        try:
-            self.store.dead_letter(DeadLetter(device, reason, error, nbytes, received_ns))
-        except sqlite3.Error:
-            log.exception("could not store the dead letter from %s (%s) on %s", device, reason, topic_name)
-        log.info("dead letter from %s: %s (%s)", device, reason, error)
+        sampled = self.deadletters.offer(DeadLetter(device, reason, error, nbytes, received_ns))
+        if sampled:
+            log.info("dead letter from %s: %s (%s)", device, reason, error)
+        return sampled
 
     def _dead_letter_body(self, topic_name: str, reason: str, error: str, nbytes: int, received_ns: int) -> str:
         return json.dumps({"reason": reason, "error": error, "bytes": nbytes, "received_ns": received_ns,
@@ -288,6 +308,9 @@ class Receiver:
                 continue
             try:
                 self._process(batch)
+            except StoreUnavailable as err:  # stopping: this batch and the queued frames stay unacked
+                log.warning("%s", err)
+                return
             except Exception:  # never die: the frames stay unacked and come back after a restart
                 log.exception("failed to process a batch of %d frames", len(batch))
 
@@ -299,10 +322,10 @@ class Receiver:
         for bundle_id, items in by_bundle.items():
             results.extend(self._infer(bundle_id, items))
         self.counters.batches += 1
-        try:
-            fresh = self.store.insert([r for _, r, _ in results])
-        except sqlite3.OperationalError:
-            raise  # the database itself fails (locked, full, I/O): every frame stays unacked, for redelivery
+        try:  # while the database itself fails (full, locked, read-only), this waits: nothing is acked
+            fresh = self.outage.run(lambda: self.store.insert([r for _, r, _ in results]))
+        except StoreUnavailable:
+            raise
         except Exception:
             log.warning("storing a batch of %d results failed; storing them one by one", len(results),
                         exc_info=True)
@@ -316,8 +339,8 @@ class Receiver:
         alone: such a frame would fail again on every redelivery, and would take its batch down with it."""
         for item, result, infer_ms in results:
             try:
-                (new,) = self.store.insert([result])
-            except sqlite3.OperationalError:
+                (new,) = self.outage.run(lambda: self.store.insert([result]))
+            except StoreUnavailable:
                 raise  # not this frame's fault: keep it and the rest unacked
             except Exception as err:
                 log.exception("cannot store the result of frame %d/%d from %s", result.boot_id, result.seq,
@@ -344,9 +367,9 @@ class Receiver:
     def _dead_letter_item(self, item: _Item, reason: str, error: str) -> None:
         """Dead-letter a decoded frame from the worker thread (publish and ack go through the link thread)."""
         nbytes = item.frame.frame_bytes
-        self._record_dead_letter(item.device, item.topic, reason, error, nbytes, item.received_ns)
-        self.link.send(topic(item.device, "deadletter"),
-                       self._dead_letter_body(item.topic, reason, error, nbytes, item.received_ns), qos=1)
+        if self._record_dead_letter(item.device, reason, error, nbytes, item.received_ns):
+            self.link.send(topic(item.device, "deadletter"),
+                           self._dead_letter_body(item.topic, reason, error, nbytes, item.received_ns), qos=1)
         self.acks.add(item.device, int(item.frame.boot_id), int(item.frame.seq))  # a re-send would fail again
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
 
@@ -367,6 +390,17 @@ class Receiver:
                                      topk[0][0], topk[0][1], topk, int(f.timestamp_ns), item.received_ns,
                                      done_ns, len(items)), infer_ms))
         return out
+
+
+def max_incoming_packet(bundles) -> int:
+    """The Maximum Packet Size to announce: the largest features PUBLISH any bundle accepts (header, biggest
+    payload, the longest device id's topic, MQTT 5 frame properties) plus :data:`PACKET_MARGIN`."""
+    from edgekit.frame import HEADER_SIZE
+    from edgekit.wire import WireSpec, mqtt5_properties
+
+    payload = max(WireSpec.from_bundle(b).max_payload_bytes for b in bundles)
+    props = publish_properties(*mqtt5_properties(bundles[0].bundle_id))
+    return publish_packet_size(topic("x" * 64, "features"), HEADER_SIZE + payload, "5", properties=props) + PACKET_MARGIN
 
 
 def _as_probabilities(outputs: np.ndarray) -> np.ndarray:

@@ -50,7 +50,8 @@ def summarize(db: str | Path) -> dict:
             devices.append({"device": device, "results": n, "boots": boots, **percentiles(lat)})
         all_lat = [r[0] / 1e6 for r in con.execute("SELECT done_ns - capture_ns FROM results")]
         batch = con.execute("SELECT AVG(batch_size) FROM results").fetchone()[0]
-        deadletters = dict(con.execute("SELECT reason, COUNT(*) FROM deadletters GROUP BY reason ORDER BY reason"))
+        deadletters = _deadletter_totals(con)
+        samples = con.execute("SELECT COUNT(*) FROM deadletters").fetchone()[0]
         counters: dict[str, dict[str, int]] = {}
         for receiver, name, value in con.execute("SELECT receiver, name, value FROM counters ORDER BY 1, 2"):
             counters.setdefault(receiver, {})[name] = value
@@ -61,7 +62,16 @@ def summarize(db: str | Path) -> dict:
         d.update(delivery.get(d["device"], {"stored": d["results"], "dropped": 0, "missing": 0, "pending": 0}))
     total = sum(d["results"] for d in devices)
     return {"devices": devices, "results": total, "mean_batch": batch or 0.0, "deadletters": deadletters,
-            "receivers": counters, **percentiles(all_lat)}
+            "deadletter_samples": samples, "receivers": counters, **percentiles(all_lat)}
+
+
+def _deadletter_totals(con: sqlite3.Connection) -> dict[str, int]:
+    """Dead letters by reason: every one counted (``deadletter_totals``), not just the sample rows kept; a
+    database written before the totals existed has only the rows."""
+    has_totals = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'deadletter_totals'").fetchone()
+    sql = ("SELECT reason, SUM(count) FROM deadletter_totals GROUP BY reason ORDER BY reason" if has_totals
+           else "SELECT reason, COUNT(*) FROM deadletters GROUP BY reason ORDER BY reason")
+    return dict(con.execute(sql))
 
 
 def _delivery(con: sqlite3.Connection) -> dict[str, dict[str, int]]:
@@ -98,7 +108,8 @@ def format_table(summary: dict) -> str:
                  f"{summary['p95_ms']:>8.1f} {summary['p99_ms']:>8.1f}")
     lines.append(f"mean batch size: {summary['mean_batch']:.1f}")
     dead = summary["deadletters"]
-    lines.append("dead letters: " + (", ".join(f"{k} {v}" for k, v in dead.items()) if dead else "none"))
+    lines.append("dead letters: " + (", ".join(f"{k} {v}" for k, v in dead.items()) if dead else "none")
+                 + (f" ({summary['deadletter_samples']} samples kept)" if dead else ""))
     for receiver, counters in summary["receivers"].items():
         lines.append(f"receiver {receiver}: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
     return "\n".join(lines)

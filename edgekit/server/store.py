@@ -3,7 +3,9 @@
 A result is keyed by ``(device, boot_id, seq)`` with a UNIQUE constraint and written with INSERT OR IGNORE,
 so a QoS 1 re-delivery, a re-send after an agent restart or a second receiver sharing the file never creates
 a second row. WAL mode and a busy timeout let several receivers (and ``edgekit server stats``) share one file.
-Dead letters and per-receiver counters live beside the results, so the database alone tells the story.
+Dead letters and per-receiver counters live beside the results, so the database alone tells the story:
+every dead letter is counted in ``deadletter_totals`` (per receiver, device and reason), and a bounded sample
+of them is kept in ``deadletters`` (see :class:`Retention` and edgekit.server.deadletters).
 
 Delivery accounting (docs/server.md, Every frame accounted for): per ``(device, boot_id)`` the seq ranges
 stored (merged in the same transaction as the results) and dropped by the device's policy (from its
@@ -23,7 +25,7 @@ from pathlib import Path
 from edgekit.errors import UsageError
 from edgekit.ranges import merge_range, to_ranges
 
-__all__ = ["Result", "DeadLetter", "ResultStore"]
+__all__ = ["Result", "DeadLetter", "Retention", "ResultStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -50,6 +52,14 @@ CREATE TABLE IF NOT EXISTS deadletters (
     nbytes INTEGER NOT NULL,
     received_ns INTEGER NOT NULL,
     receiver TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deadletters_by_time ON deadletters (received_ns);
+CREATE TABLE IF NOT EXISTS deadletter_totals (
+    receiver TEXT NOT NULL,
+    device TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (receiver, device, reason)
 );
 CREATE TABLE IF NOT EXISTS auth_boots (  -- boots opened by an authenticated frame (edgekit/auth.py)
     device TEXT NOT NULL,
@@ -117,6 +127,15 @@ class DeadLetter:
     received_ns: int
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How many dead-letter samples the ``deadletters`` table keeps: the newest ``max_rows``, none older than
+    ``max_age_s``. Junk must not fill the disk that results need; the totals keep counting regardless."""
+
+    max_rows: int = 10_000
+    max_age_s: float = 7 * 24 * 3600
+
+
 class ResultStore:
     """One SQLite file of results, dead letters and counters; safe to share between threads and processes."""
 
@@ -143,15 +162,32 @@ class ResultStore:
                 self._add_counter("duplicates", fresh.count(False))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return fresh
 
-    def dead_letter(self, letter: DeadLetter) -> None:
+    def dead_letters(self, samples: list[DeadLetter], totals: dict[tuple[str, str], int],
+                     retention: Retention) -> None:
+        """In one transaction: store dead-letter samples, add ``{(device, reason): n}`` to the totals, and
+        trim the samples to ``retention``."""
+        oldest_ns = time.time_ns() - int(retention.max_age_s * 1e9)
         with self._lock:
-            self._db.execute("INSERT INTO deadletters (device, reason, error, nbytes, received_ns, receiver)"
-                             " VALUES (?,?,?,?,?,?)", (letter.device, letter.reason, letter.error, letter.nbytes,
-                                                       letter.received_ns, self.receiver))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO deadletters (device, reason, error, nbytes, received_ns, receiver) VALUES (?,?,?,?,?,?)",
+                    [(d.device, d.reason, d.error, d.nbytes, d.received_ns, self.receiver) for d in samples])
+                self._db.executemany(
+                    "INSERT INTO deadletter_totals (receiver, device, reason, count) VALUES (?, ?, ?, ?) ON CONFLICT"
+                    " (receiver, device, reason) DO UPDATE SET count = count + excluded.count",
+                    [(self.receiver, device, reason, n) for (device, reason), n in totals.items()])
+                self._db.execute("DELETE FROM deadletters WHERE received_ns < ?", (oldest_ns,))
+                self._db.execute("DELETE FROM deadletters WHERE id <= (SELECT MAX(id) FROM deadletters) - ?",
+                                 (retention.max_rows,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
 
     def set_counters(self, values: dict[str, int]) -> None:
         """Record this receiver's running counters (for ``edgekit server stats``)."""
@@ -243,6 +279,12 @@ class ResultStore:
                 merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": "stored"},
                             first, last)
 
+    def _rollback(self) -> None:
+        """Roll back unless SQLite already has: after SQLITE_FULL (and some I/O errors) it ends the transaction
+        itself, and a ROLLBACK then fails with "no transaction is active", hiding the real error."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
     def _add_counter(self, name: str, delta: int) -> None:
         if delta:
             self._db.execute("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
@@ -260,7 +302,10 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite ends the transaction itself after SQLITE_FULL (see _rollback)
+            self.db.execute("ROLLBACK")
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -12,7 +12,7 @@ from edgekit.cli import main
 from edgekit.errors import UsageError
 from edgekit.server.batcher import Batcher
 from edgekit.server.stats import format_table, summarize
-from edgekit.server.store import DeadLetter, Result, ResultStore
+from edgekit.server.store import DeadLetter, Result, ResultStore, Retention
 
 
 def _result(device="d1", boot=1, seq=0, label="3"):
@@ -35,7 +35,8 @@ def test_duplicates_never_create_rows(tmp_path):
 def test_stats_table_from_the_database(tmp_path):
     store = ResultStore(tmp_path / "r.sqlite", receiver="rx-1")
     store.insert([_result(seq=i) for i in range(4)] + [_result(device="d2", seq=0)])
-    store.dead_letter(DeadLetter("d1", "crc-mismatch", "crc differs", 80, time.time_ns()))
+    store.dead_letters([DeadLetter("d1", "crc-mismatch", "crc differs", 80, time.time_ns())],
+                       {("d1", "crc-mismatch"): 1}, Retention())
     store.set_counters({"received": 6, "stored": 5})
     summary = summarize(tmp_path / "r.sqlite")
     assert summary["results"] == 5 and summary["deadletters"] == {"crc-mismatch": 1}
