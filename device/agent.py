@@ -234,8 +234,10 @@ class Agent:
             "acks": p.acks, "ack_bytes": p.ack_bytes,
             "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
-            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results, "forged_results": p.forged_results,
-            "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects, "uptime_s": round(time.monotonic() - self._started, 1),
+            "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
+            "forged_results": p.forged_results, "forged_acks": p.forged_acks,
+            "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects,
+            "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
             "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]: the server's gap accounting
         }

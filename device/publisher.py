@@ -59,6 +59,7 @@ class PublisherCounters:
     results: int = 0
     ignored_results: int = 0  # results messages that were not a JSON object
     forged_results: int = 0  # results without a valid mac, with a key configured (never acted on)
+    forged_acks: int = 0  # acks without a valid mac, with a key configured (never acted on)
 
 
 @dataclass
@@ -233,6 +234,12 @@ class Publisher(ClientLoop):
         self.counters.acks += 1
         self.counters.ack_bytes += len(payload)
         ack = parse_ack(payload)
+        if ack is not None and self.results_key is not None and not _signed(self.results_key, self.device_id, payload):
+            self.counters.forged_acks += 1
+            level = logging.WARNING if self.counters.forged_acks == 1 else logging.DEBUG
+            log.log(level, "%s: ignored an ack without a valid mac (%d so far)", self.device_id,
+                    self.counters.forged_acks)
+            return
         if ack is None:
             self.counters.ignored_acks += 1
             level = logging.WARNING if self.counters.ignored_acks == 1 else logging.DEBUG
@@ -274,3 +281,8 @@ class Publisher(ClientLoop):
 def _bundle_properties(bundle_prefix: str):
     """The MQTT 5 properties of a bundle's frames, built once per bundle instead of once per frame."""
     return publish_properties(*mqtt5_properties(bundle_prefix))
+
+
+def _signed(key: bytes, device_id: str, payload: bytes) -> bool:
+    """True when an ack (already parsed as well-formed JSON) carries its valid mac for this device."""
+    return verify_message(key, device_id, "acks", json.loads(payload))

@@ -52,6 +52,14 @@ def _frames(sink, device: str) -> list[bytes]:
     return [payload for name, payload, _ in sink.messages if name == topic(device, "features")]
 
 
+def _confirmations(acks, boot_id: int, seq: int) -> int:
+    """How many acks the receiver sent that confirm ``(boot_id, seq)``."""
+    from edgekit.acks import parse_ack
+
+    parsed = [parse_ack(payload) for _, payload, _ in acks.messages]
+    return sum(1 for ack in parsed if ack and ack[0] == boot_id and any(a <= seq <= b for a, b in ack[1]))
+
+
 def _forge(bundle, code, device: str, boot_id: int, seq: int) -> bytes:
     """A well-formed frame tagged with a key the forger made up."""
     from edgekit.bundle import Bundle
@@ -78,6 +86,7 @@ def test_attacks_are_dead_lettered_with_their_reasons_while_genuine_frames_flow(
 
     url, db = mosquitto.url, tmp_path / "r.sqlite"
     sink = collector(url, "edgekit/v1/+/features")
+    acks = collector(url, topic("cam-a", "acks"))
     roles = []
 
     def device(name: str, *extra: str):
@@ -111,11 +120,13 @@ def test_attacks_are_dead_lettered_with_their_reasons_while_genuine_frames_flow(
             (topic("cam-b", "features"), genuine[9]),  # wrong-device
             (topic("cam-a", "features"), _forge(bundle, code, "cam-a", 0x0BAD0001, 0)),  # forged-boot
             (topic("cam-c", "features"), _forge(bundle, code, "cam-c", 0x0BAD0002, 0)),  # unknown-key
+            (topic("cam-a", "acks"), json.dumps({"boot_id": live.boot_id, "ranges": [[0, 100]]}).encode()),
             (topic("cam-a", "results"), json.dumps(forged_result).encode()),
             (topic("cam-a", "results"), json.dumps(sign_message(secrets.token_bytes(32), "cam-a", "results",
                                                                 forged_result)).encode()),
         ])
         stats = second.final_json()
+        replay_confirmed = wait_until(lambda: _confirmations(acks, first["boot_id"], 8) >= 2)
         expected = {"crc-mismatch": 1, "bad-tag": 5, "missing-tag": 1, "replayed": 1, "wrong-device": 1,
                     "forged-boot": 1, "unknown-key": 1}
         assert wait_until(lambda: _rows(db, "SELECT COUNT(*) FROM deadletters")[0][0] >= sum(expected.values()))
@@ -131,4 +142,6 @@ def test_attacks_are_dead_lettered_with_their_reasons_while_genuine_frames_flow(
                                         "ORDER BY seq", boot_id)]
         assert seqs == list(range(FRAMES))
     assert _rows(db, "SELECT COUNT(*) FROM results")[0][0] == 2 * FRAMES
-    assert stats["results"] == FRAMES and stats["forged_results"] == 2, stats
+    assert stats["results"] == FRAMES and stats["forged_results"] == 2 and stats["forged_acks"] == 1, stats
+    # a replay of a stored frame is confirmed again: its device may have missed the first ack
+    assert replay_confirmed, _confirmations(acks, first["boot_id"], 8)
