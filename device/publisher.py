@@ -124,7 +124,8 @@ class Publisher(ClientLoop):
         """Largest payload allowed on ``topic_name``: the broker's packet limit and ours, whichever is lower."""
         limits = [self.max_frame_bytes] if self.max_frame_bytes else []
         if self.max_packet_size:
-            props = self._aliases.largest_properties(self._frame_properties(bytes(HEADER_SIZE)))  # v1: the largest
+            maximum = self.topic_alias_maximum if self.protocol == "5" else 0
+            props = self._aliases.largest_properties(self._frame_properties(bytes(HEADER_SIZE)), maximum)  # v1: largest
             overhead = publish_packet_size(topic_name, 0, self.protocol, properties=props)
             limits.append(self.max_packet_size - overhead)
         return min(limits) if limits else None

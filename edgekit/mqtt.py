@@ -219,10 +219,12 @@ class TopicAliases:
             return topic_name, properties
         return ("" if topic_name in self._named else topic_name), _with_alias(properties, alias)
 
-    def largest_properties(self, properties: "Properties | None") -> "Properties | None":
-        """The properties of a topic's first publish on a connection (name and alias): the largest packet,
-        which a size limit must allow for."""
-        return _with_alias(properties, 1) if self.maximum else properties
+    @staticmethod
+    def largest_properties(properties: "Properties | None", maximum: int) -> "Properties | None":
+        """The properties of a topic's first publish on a connection (name and alias) under the broker's
+        ``maximum``: the largest packet, which a size limit must allow for. ``maximum`` is passed in (the
+        CONNACK's) because a size limit may be asked before :meth:`reset` ran on the loop thread."""
+        return _with_alias(properties, 1) if maximum else properties
 
     def reset(self, maximum: int, client: "mqtt.Client") -> None:
         """A new connection (call it from on_connect): the broker knows no alias any more.
