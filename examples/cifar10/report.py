@@ -47,10 +47,11 @@ def table_markdown(results: dict) -> str:
     lines = [f"Teacher ResNet20, {results['test_images']:,} shuffled CIFAR-10 test images: top-1 "
              f"**{100 * teacher['top1']:.2f}%** (all {teacher['test_images_all']:,}: {100 * teacher['top1_all']:.2f}%); "
              f"split at `{results['split']}`.", "",
-             "| method | setting | bytes/image (mean) | p95 | top-1 | vs teacher (points) |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| method | setting | bytes/image (mean) | p95 | frame payload (mean) | top-1 | vs teacher (points) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        lines.append(f"| {r['method']} | {r['setting']} | {r['mean_bytes']:,.1f} | {r['p95_bytes']:,.0f} | "
+        payload = f"{r['mean_payload_bytes']:,.1f}" if "mean_payload_bytes" in r else ""
+        lines.append(f"| {r['method']} | {r['setting']} | {r['mean_bytes']:,.1f} | {r['p95_bytes']:,.0f} | {payload} | "
                      f"{100 * r['top1']:.2f}% | {100 * (r['top1'] - teacher['top1']):+.2f} |")
     acc = results["acceptance"]
     lines += ["", "Image bytes are the file alone; split bytes are whole frames (frame header included).", ""]
