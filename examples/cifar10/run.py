@@ -43,6 +43,7 @@ _TRAINED = dict(channels=8, downsample=True, epochs=2, kd_epochs=2, train_tail=T
 REENCODERS = [
     ("pca", "pca-k8", dict(method="pca", channels=8)),
     ("pca", "pca-k24", dict(method="pca", channels=24)),
+    ("entropic", "entropic-tail-b0.05", dict(method="entropic", beta=0.05, **_TRAINED)),
     ("entropic", "entropic-tail-b0.2", dict(method="entropic", beta=0.2, **_TRAINED)),
 ]
 QUICK_POINTS = ("pca-k8", "entropic-tail-b0.2")  # one per curve
