@@ -99,9 +99,6 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
 
     features = features_of(cut, x)
     teacher_out = batched(lambda b: np.asarray(cut.tail(b, training=False)))(features)
-    if options.train_tail and not options.kd_epochs:
-        raise UsageError("--train-tail fine-tunes the tail in the knowledge-distillation stage, but --kd-epochs is 0",
-                         "pass --kd-epochs N (e.g. 4) with --train-tail")
     arrays = [features, teacher_out] + ([labels.astype(np.int32)] if labels is not None else [])
     losses = _Losses(encoder, decoder, cut.tail, prior, options.beta, float(features.var()) or 1.0,
                      _pixels(tuple(cut.teacher.inputs[0].shape[1:])), _is_probability(teacher_out))

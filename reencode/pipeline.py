@@ -49,7 +49,7 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
     from edgekit.converters.sources import SourceFormat, detect_format
 
     output = Path(output)
-    _check_options(method, channels, target_agreement, output, force, resume, train_tail)
+    _check_options(method, channels, target_agreement, output, force, resume, train_tail, kd_epochs)
     fmt = detect_format(model)
     if fmt == SourceFormat.SAVEDMODEL:
         raise UsageError(f"{model} is a SavedModel, whose layers edgekit cannot cut into",
@@ -72,7 +72,7 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
 
 
 def _check_options(method: str, channels: int | None, target: float | None, output: Path, force: bool,
-                   resume: bool, train_tail: bool) -> None:
+                   resume: bool, train_tail: bool, kd_epochs: int) -> None:
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}", f"choose one of {', '.join(METHODS)}")
     if (channels is None) == (target is None) and method == "pca":
@@ -83,6 +83,9 @@ def _check_options(method: str, channels: int | None, target: float | None, outp
     if train_tail and method == "pca":
         raise UsageError("--train-tail needs a trained re-encoder; pca does not train",
                          "use --method distill or entropic with --kd-epochs N --train-tail")
+    if train_tail and method != "pca" and not kd_epochs:
+        raise UsageError("--train-tail fine-tunes the tail in the knowledge-distillation stage, but --kd-epochs is 0",
+                         "pass --kd-epochs N (e.g. 2) with --train-tail")
     if channels is not None and channels < 1:
         raise UsageError(f"--channels {channels} must be at least 1", "pass a positive K")
     if target is not None and not 0 < target <= 1:
