@@ -45,6 +45,7 @@ REENCODERS = [
     ("pca", "pca-k24", dict(method="pca", channels=24)),
     ("entropic", "entropic-tail-b0.05", dict(method="entropic", beta=0.05, **_TRAINED)),
     ("entropic", "entropic-tail-b0.2", dict(method="entropic", beta=0.2, **_TRAINED)),
+    ("entropic", "entropic-tail4-b0.05", dict(method="entropic", beta=0.05, **{**_TRAINED, "kd_epochs": 4})),
 ]
 QUICK_POINTS = ("pca-k8", "entropic-tail-b0.2")  # one per curve
 # The entropic code was trained for its learned prior: its bundle sends ans frames (--codec ans). The others
