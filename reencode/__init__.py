@@ -14,6 +14,7 @@ API (stable)::
                       beta=0.0,                    # entropic: weight of the rate (bits per input pixel)
                       downsample=False, hidden=None, batch_size=64, learning_rate=1e-3, seed=0,
                       resume=False,                # continue from OUT.ckpt.npz (same settings)
+                      train_tail=False,            # also fine-tune the teacher's tail in the KD stage
                       preprocessing=None,          # image folders: dict(size=..., scale=..., mean=..., std=...)
                       max_samples=None, progress=False, echo=print, force=False)
     result.output, result.metadata, result.history  # Path, dict (stored in the model), per-epoch dicts

@@ -24,6 +24,8 @@ __all__ = ["reencode_command"]
 @click.option("--epochs", type=click.IntRange(0), default=10, show_default=True, help="Head-distillation epochs.")
 @click.option("--kd-epochs", type=click.IntRange(0), default=0, show_default=True,
               help="Then epochs of distillation on the teacher's outputs (and labels, if DATA has them).")
+@click.option("--train-tail", is_flag=True,
+              help="Fine-tune the teacher's tail too in the --kd-epochs stage (labels + teacher's outputs).")
 @click.option("--beta", type=click.FloatRange(0), default=0.0, show_default=True,
               help="entropic: rate weight (per bit per input pixel); larger = fewer bytes.")
 @click.option("--downsample", is_flag=True, help="distill/entropic: stride-2 encoder (4x fewer code positions).")
@@ -39,7 +41,7 @@ __all__ = ["reencode_command"]
 @click.option("--mean", help="Subtract after scaling, per channel: e.g. 0.485,0.456,0.406.")
 @click.option("--std", help="Divide after subtracting the mean, per channel.")
 @click.option("--layout", type=click.Choice(["nhwc", "nchw"]), help="Model input layout (default guessed).")
-def reencode_command(model, split, method, data, output, channels, target_agreement, epochs, kd_epochs, beta,
+def reencode_command(model, split, method, data, output, channels, target_agreement, epochs, kd_epochs, train_tail, beta,
                      downsample, hidden, batch_size, learning_rate, seed, resume, max_samples, force, image_size,
                      scale, mean, std, layout):
     """Insert a re-encoder named `code` into MODEL at --split, ready for `edgekit convert --split code`.
@@ -60,7 +62,7 @@ def reencode_command(model, split, method, data, output, channels, target_agreem
     result = reencode(model=model, split=split, method=method, data=data, output=output, channels=channels,
                       target_agreement=target_agreement, epochs=epochs, kd_epochs=kd_epochs, beta=beta,
                       downsample=downsample, hidden=hidden, batch_size=batch_size, learning_rate=learning_rate,
-                      seed=seed, resume=resume, preprocessing={k: v for k, v in pre.items() if v is not None} or None,
+                      seed=seed, resume=resume, train_tail=train_tail, preprocessing={k: v for k, v in pre.items() if v is not None} or None,
                       max_samples=max_samples, progress=sys.stderr.isatty(), echo=lambda line: click.echo(line, err=True),
                       force=force)
     settings = result.metadata["settings"]

@@ -6,7 +6,8 @@ its head never changes and each epoch only runs the re-encoder (and the tail for
     pca       fit_pca(features) ─► Conv 1×1 ``code`` (K components) ─► Conv 1×1 back-projection + mean
     distill   conv encoder ─► ``code`` ─► conv decoder; stage 1: normalised MSE to the teacher's features
               (head distillation, no labels); stage 2 (``kd_epochs``): cross-entropy to the teacher's
-              output distribution, plus to the labels when given
+              output distribution, plus to the labels when given; ``train_tail`` fine-tunes the teacher's
+              tail too in stage 2 (at 0.1× the learning rate)
     entropic  as distill, the code an ``IntegerCode`` (noise / rounding) with a learned ``LogisticPrior``;
               loss = distortion + beta * rate, rate in bits per input pixel (as learned image codecs count)
 """
@@ -42,6 +43,7 @@ class TrainOptions:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 0
+    train_tail: bool = False
 
 
 @dataclass
@@ -106,9 +108,18 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
     settings = {**vars(options), "hidden": hidden, "feature_channels": shape[-1], "labels": labels is not None,
                 "samples": len(x)}
     state = [v for layer in (*encoder, *decoder, *([prior] if prior else [])) for v in layer.variables]
-    history = train(stages, arrays, state, options.batch_size, options.seed, checkpoint_path(output), settings,
-                    resume, progress, echo, fast=prior.trainable_variables if prior else ())
+    tail = _unfreeze(cut.tail) if options.train_tail else []
+    history = train(stages, arrays, state + tail, options.batch_size, options.seed, checkpoint_path(output),
+                    settings, resume, progress, echo, fast=prior.trainable_variables if prior else (), slow=tail)
     return Trained(model, settings, history, prior.to_metadata() if prior else None)
+
+
+def _unfreeze(tail) -> list:
+    """The tail's weights made trainable (its batch-norm statistics stay the teacher's: the losses call it with
+    ``training=False``). Fine-tuning the tail on the task's own images, with labels and the teacher's logits,
+    lets the student beat a teacher trained on other pixels (Entropic Student's recipe), which buys rate."""
+    tail.trainable = True
+    return list(tail.trainable_variables)
 
 
 def _pixels(input_shape: tuple[int, ...]) -> int:

@@ -41,14 +41,15 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
              channels: int | None = None, target_agreement: float | None = None, labels: np.ndarray | None = None,
              epochs: int = 10, kd_epochs: int = 0, beta: float = 0.0, downsample: bool = False,
              hidden: int | None = None, batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
-             resume: bool = False, preprocessing: Preprocessing | dict[str, Any] | None = None,
+             resume: bool = False, train_tail: bool = False,
+             preprocessing: Preprocessing | dict[str, Any] | None = None,
              max_samples: int | None = None, progress: bool = False,
              echo: Callable[[str], None] | None = None, force: bool = False) -> ReencodeResult:
     """Insert a re-encoder into ``model`` at ``split``; see ``docs/reencode.md`` and the package docstring."""
     from edgekit.converters.sources import SourceFormat, detect_format
 
     output = Path(output)
-    _check_options(method, channels, target_agreement, output, force, resume)
+    _check_options(method, channels, target_agreement, output, force, resume, train_tail, kd_epochs)
     fmt = detect_format(model)
     if fmt == SourceFormat.SAVEDMODEL:
         raise UsageError(f"{model} is a SavedModel, whose layers edgekit cannot cut into",
@@ -66,12 +67,12 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
     return _reencode_keras(Path(model), split, method, data, output, channels, target_agreement, labels,
                            TrainOptions(channels=channels or 0, epochs=epochs, kd_epochs=kd_epochs, beta=beta,
                                         downsample=downsample, hidden=hidden, batch_size=batch_size,
-                                        learning_rate=learning_rate, seed=seed),
+                                        learning_rate=learning_rate, seed=seed, train_tail=train_tail),
                            resume, preprocessing, max_samples, progress, echo)
 
 
 def _check_options(method: str, channels: int | None, target: float | None, output: Path, force: bool,
-                   resume: bool) -> None:
+                   resume: bool, train_tail: bool, kd_epochs: int) -> None:
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}", f"choose one of {', '.join(METHODS)}")
     if (channels is None) == (target is None) and method == "pca":
@@ -79,6 +80,12 @@ def _check_options(method: str, channels: int | None, target: float | None, outp
                          "pass --channels 8, or --target-agreement 0.99")
     if method != "pca" and (channels is None or target is not None):
         raise UsageError(f"{method} needs --channels K (--target-agreement is for pca)", "pass --channels 8")
+    if train_tail and method == "pca":
+        raise UsageError("--train-tail needs a trained re-encoder; pca does not train",
+                         "use --method distill or entropic with --kd-epochs N --train-tail")
+    if train_tail and method != "pca" and not kd_epochs:
+        raise UsageError("--train-tail fine-tunes the tail in the knowledge-distillation stage, but --kd-epochs is 0",
+                         "pass --kd-epochs N (e.g. 2) with --train-tail")
     if channels is not None and channels < 1:
         raise UsageError(f"--channels {channels} must be at least 1", "pass a positive K")
     if target is not None and not 0 < target <= 1:

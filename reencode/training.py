@@ -24,6 +24,7 @@ from edgekit.errors import UsageError
 __all__ = ["Stage", "train", "checkpoint_path"]
 
 LossFn = Callable[..., tuple[Any, dict[str, Any]]]
+_SCALES = (1.0, 10.0, 0.1)  # learning-rate scale of the normal, fast and slow variables
 
 
 @dataclass
@@ -45,17 +46,19 @@ def checkpoint_path(output: str | Path) -> Path:
 
 def train(stages: Sequence[Stage], arrays: Sequence[np.ndarray], state: Sequence[Any], batch_size: int, seed: int,
           checkpoint: Path, settings: dict[str, Any], resume: bool = False, progress: bool = False,
-          echo: Callable[[str], None] | None = None, fast: Sequence[Any] = ()) -> list[dict[str, Any]]:
+          echo: Callable[[str], None] | None = None, fast: Sequence[Any] = (),
+          slow: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """Run ``stages`` over mini-batches of ``arrays`` (same length N); ``state`` are every variable to
     checkpoint (trainable ones and e.g. noise generator states). ``fast`` variables (a prior's few
-    parameters, which must keep up with the encoder) learn at 10× the rate. Returns the per-epoch history."""
+    parameters, which must keep up with the encoder) learn at 10× the rate, ``slow`` ones (a pretrained
+    tail being fine-tuned, which must not forget what it knows) at 0.1×. Returns the per-epoch history."""
     import keras
     import tensorflow as tf
     from tqdm import tqdm
 
-    fast_ids = {id(v) for v in fast}
-    groups = [[v for v in state if v.trainable and id(v) not in fast_ids], [v for v in state if id(v) in fast_ids]]
-    optimizers = [[keras.optimizers.Adam(s.learning_rate * scale) for scale in (1, 10)] for s in stages]
+    special = {id(v) for v in (*fast, *slow)}
+    groups = [[v for v in state if v.trainable and id(v) not in special], list(fast), list(slow)]
+    optimizers = [[keras.optimizers.Adam(s.learning_rate * scale) for scale in _SCALES] for s in stages]
     for pair in optimizers:
         for optimizer, group in zip(pair, groups):
             optimizer.build(group)
@@ -89,16 +92,15 @@ def train(stages: Sequence[Stage], arrays: Sequence[np.ndarray], state: Sequence
 
 
 def _step_function(loss_fn: LossFn, groups: list[list[Any]], optimizers: list[Any], tf: Any) -> Callable[..., dict]:
-    split = len(groups[0])
+    bounds = np.cumsum([0] + [len(g) for g in groups])
 
     @tf.function(reduce_retracing=True)
     def step(*batch):
         with tf.GradientTape() as tape:
             loss, metrics = loss_fn(*batch)
-        grads = tape.gradient(loss, groups[0] + groups[1])
-        for part, group, optimizer in ((grads[:split], groups[0], optimizers[0]),
-                                       (grads[split:], groups[1], optimizers[1])):
-            pairs = [(g, v) for g, v in zip(part, group) if g is not None]
+        grads = tape.gradient(loss, [v for group in groups for v in group])
+        for i, (group, optimizer) in enumerate(zip(groups, optimizers)):
+            pairs = [(g, v) for g, v in zip(grads[bounds[i]:bounds[i + 1]], group) if g is not None]
             if pairs:
                 optimizer.apply_gradients(pairs)
         return {"loss": loss, **metrics}

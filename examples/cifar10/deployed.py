@@ -28,15 +28,17 @@ def evaluate_bundle(bundle_path: str | Path, x: np.ndarray, y: np.ndarray, targe
     device = open_device_runner(model.path)
     server = open_server_runner(bundle.server_model.path)
     encoder, decoder = WireEncoder.from_bundle(bundle), WireDecoder([bundle])
-    sizes, predictions = [], []
+    sizes, payloads, predictions = [], [], []
     for start in range(0, len(x), batch):
         codes = device.run(x[start:start + batch])
         frames = [encoder.encode(code, *device.code_quant, seq=start + i, boot_id=1, timestamp_ns=0)
                   for i, code in enumerate(codes)]
         sizes += [len(f) for f in frames]
+        payloads += [len(encoder.codec.encode(code)) for code in codes]  # the frame without its header
         received = np.stack([decoder.decode(f).dequantize() for f in frames])
         predictions.append(server.run(received).reshape(len(frames), -1).argmax(axis=1))
     sizes_arr = np.array(sizes)
     return {"codec": encoder.codec_name, "top1": float(np.mean(np.concatenate(predictions) == y)),
             "mean_bytes": float(sizes_arr.mean()), "p95_bytes": float(np.percentile(sizes_arr, 95)),
+            "mean_payload_bytes": float(np.mean(payloads)),
             "frames": len(sizes), "code_shape": list(bundle.code.shape), "bundle_id": bundle.bundle_id}

@@ -32,10 +32,11 @@ def confirm_through_mosquitto(bundle: Path, x: np.ndarray, y: np.ndarray, work: 
     np.savez(source, x=x)
     broker = MosquittoBroker(workdir=work / "broker").start()
     try:
-        server = start_server([bundle], broker.url, db, work / "server.log")
+        # convert's 99% agreement bar is for shipping; the benchmark measures whatever each point deploys
+        server = start_server([bundle], broker.url, db, work / "server.log", "--allow-failing-parity")
         try:
             device = start_device(bundle, broker.url, "bench-01", source, work / "spool.sqlite", work / "device.log",
-                                  "--fps", "0", "--linger", "30")
+                                  "--fps", "0", "--linger", "30", "--allow-failing-parity")
             stats = device.final_json(timeout)
             deadline = time.monotonic() + 60
             while count_results(db) < len(x) and time.monotonic() < deadline:

@@ -47,13 +47,14 @@ def table_markdown(results: dict) -> str:
     lines = [f"Teacher ResNet20, {results['test_images']:,} shuffled CIFAR-10 test images: top-1 "
              f"**{100 * teacher['top1']:.2f}%** (all {teacher['test_images_all']:,}: {100 * teacher['top1_all']:.2f}%); "
              f"split at `{results['split']}`.", "",
-             "| method | setting | bytes/image (mean) | p95 | top-1 | vs teacher (points) |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| method | setting | bytes/image (mean) | p95 | frame payload (mean) | top-1 | vs teacher (points) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        lines.append(f"| {r['method']} | {r['setting']} | {r['mean_bytes']:,.1f} | {r['p95_bytes']:,.0f} | "
+        payload = f"{r['mean_payload_bytes']:,.1f}" if "mean_payload_bytes" in r else ""
+        lines.append(f"| {r['method']} | {r['setting']} | {r['mean_bytes']:,.1f} | {r['p95_bytes']:,.0f} | {payload} | "
                      f"{100 * r['top1']:.2f}% | {100 * (r['top1'] - teacher['top1']):+.2f} |")
     acc = results["acceptance"]
-    lines += ["", "Image bytes are the file alone; split bytes are whole frames (64-byte header included).", ""]
+    lines += ["", "Image bytes are the file alone; split bytes are whole frames (frame header included).", ""]
     if acc["best"] and acc["image"]:
         lines.append(f"**Acceptance (≤ 1 point below the teacher, top-1 ≥ {100 * acc['bar_top1']:.2f}%):** best "
                      f"re-encoder {acc['best']['setting']} {acc['best']['mean_bytes']:.1f} B/frame "
@@ -76,8 +77,18 @@ def table_markdown(results: dict) -> str:
         lines.append(f"PCA (no training) within the bar: {pca['setting']} {pca['mean_bytes']:.1f} B "
                      f"({_ratio_words(acc['image']['mean_bytes'] / pca['mean_bytes'])} than that upload).")
     lines += ["", _device_table(results), "", _e2e_table(results), "",
-              "Wall time on this machine (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()), ""]
+              "Wall time on this machine (s): " + ", ".join(f"{k} {v}" for k, v in results["timings_s"].items()),
+              "", "CPU time, user + sys of the run and its children (s): "
+              + ", ".join(f"{k} {v}" for k, v in results.get("cpu_s", {}).items()), "", _training_line(results), ""]
     return "\n".join(lines)
+
+
+def _training_line(results: dict) -> str:
+    """What training the re-encoders cost (kept beside each model, so a ``--reuse`` run still reports it)."""
+    costs = {name: c for name, c in results.get("training", {}).items() if c}
+    if not costs:
+        return "Training: none in this run (pca fits in seconds)."
+    return "Training (wall / CPU s): " + ", ".join(f"{n} {c['wall_s']} / {c['cpu_s']}" for n, c in costs.items())
 
 
 def _ratio_words(ratio: float) -> str:
@@ -136,7 +147,7 @@ def plot(results: dict, path: Path) -> None:
         ax.axhline(top1, color="k", lw=0.8, ls="--", label=f"teacher {top1:.2f}%")
         ax.axhline(top1 - _DROP_POINTS, color="grey", lw=0.8, ls=":", label="teacher − 1 point")
         ax.set_xscale("log")
-        ax.set_xlabel("bytes per image sent (log; frames include the 64-byte header)")
+        ax.set_xlabel("bytes per image sent (log; frames include their header)")
         ax.grid(True, which="both", alpha=0.3)
         if zoom:
             ax.set_ylim(top1 - 6, top1 + 2)

@@ -22,7 +22,10 @@ def preprocess(x_uint8: np.ndarray) -> np.ndarray:
 
 
 def load_teacher(path: str | Path):
+    """The teacher, or a re-encoded model (the entropic code layer is registered with Keras first)."""
     import keras
+
+    from edgekit.reencode import layers  # noqa: F401 - registers IntegerCode
 
     return keras.saving.load_model(path, compile=False)
 

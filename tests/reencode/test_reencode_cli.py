@@ -27,6 +27,8 @@ def test_pca_from_the_command_line(run_cli, teacher, tmp_path):
     (["--method", "pca", "--channels", "4", "--split", "logits"], "split 'logits' is the model's input or output"),
     (["--method", "pca", "--channels", "4", "-o", "{tmp}/x.onnx"], "a Keras model re-encodes to a .keras file"),
     (["--method", "distill", "--channels", "4", "--resume"], "--resume given but there is no checkpoint"),
+    (["--method", "pca", "--channels", "4", "--train-tail"], "--train-tail needs a trained re-encoder"),
+    (["--method", "distill", "--channels", "4", "--train-tail"], "--train-tail fine-tunes the tail in the knowledge"),
     (["--method", "pca", "--channels", "4", "--data", "{tmp}/missing.npz"], "data {tmp}/missing.npz not found"),
 ])
 def test_mistakes_are_one_line_errors(run_cli, teacher, tmp_path, args, message):
