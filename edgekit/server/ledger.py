@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 
@@ -112,5 +113,7 @@ class Ledger:
         while not self._stop.wait(self.check_every_s):
             try:
                 self.check()
+            except sqlite3.OperationalError as err:  # full, locked, read-only: the receiver's store_outage line says
+                log.debug("delivery accounting waits for the database: %s", err)
             except Exception:  # never die: the next check redoes the work from the database
                 log.exception("delivery accounting failed; retrying in %.0f s", self.check_every_s)
