@@ -21,7 +21,6 @@ import time
 
 from edgekit.acks import valid_range
 from edgekit.ranges import size, subtract, union
-from edgekit.server.store_outage import describe
 
 __all__ = ["Ledger", "parse_drops", "find_gaps"]
 
@@ -78,7 +77,6 @@ class Ledger:
         self._lock = threading.Lock()
         self._heartbeats: dict[str, bytes] = {}  # the latest per device: each carries the recent drops
         self._stop = threading.Event()
-        self._outage: str | None = None  # the database's problem last logged, so it is said once
         self._thread = threading.Thread(target=self._run, name="receiver-ledger", daemon=True)
 
     def start(self) -> None:
@@ -115,11 +113,7 @@ class Ledger:
         while not self._stop.wait(self.check_every_s):
             try:
                 self.check()
-                self._outage = None
-            except sqlite3.OperationalError as err:  # full, read-only, locked: the database's fault, said once
-                cause, fix = describe(err, self.store.path)
-                if cause != self._outage:
-                    log.warning("delivery accounting paused: %s — %s", cause, fix)
-                self._outage = cause
+            except sqlite3.OperationalError as err:  # full, locked, read-only: the receiver's store_outage line says
+                log.debug("delivery accounting waits for the database: %s", err)
             except Exception:  # never die: the next check redoes the work from the database
                 log.exception("delivery accounting failed; retrying in %.0f s", self.check_every_s)
