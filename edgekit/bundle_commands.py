@@ -143,6 +143,7 @@ def keygen_command(folder: str, name: str) -> None:
 
     Keep the private key on the machine that signs (never in a bundle, on a device or on the server); copy
     the public key to devices and servers and pass it with --trust-key. Existing files are never overwritten.
+    (The per-device keys that authenticate frames are another thing: edgekit keys.)
 
     \b
     Example:

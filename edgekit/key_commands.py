@@ -14,7 +14,10 @@ __all__ = ["keys_group"]
 
 @click.group("keys")
 def keys_group() -> None:
-    """Per-device keys that authenticate frames and results (HMAC-SHA256, docs/wire-format.md)."""
+    """Per-device keys that authenticate frames and results (HMAC-SHA256, docs/wire-format.md).
+
+    Not the bundle-signing key pair: that is edgekit keygen / edgekit sign (docs/bundle.md, Trust).
+    """
 
 
 @keys_group.command("add")
