@@ -38,7 +38,8 @@ TARGETS = ["rpi", "ethos-u55-128"]
 
 # (curve, point name, edgekit reencode options). Trained points use the stride-2 encoder (an 8×8×K code) and
 # fine-tune the teacher's tail in the KD stage with labels (--train-tail), on a seeded 10,000-image subset of
-# the 50,000 training JPEGs: what fits the one-hour budget on 2 shared cores (docs/results.md, "How long").
+# the 50,000 training JPEGs (the first session's budget) or on all of them; every training together fits the
+# one-hour budget on 2 cores by CPU time (docs/results.md, "How long").
 _TRAINED = dict(channels=8, downsample=True, epochs=2, kd_epochs=2, train_tail=True, max_samples=10000)
 # The same recipe on all 50,000 training images: 1 epoch of head distillation, 3 of KD (≈ 5× and 7.5× the
 # steps of the 10,000-image points' 2 + 2).
