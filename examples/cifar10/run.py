@@ -52,6 +52,7 @@ REENCODERS = [
     ("entropic", "entropic-tail4-b0.05", dict(method="entropic", beta=0.05, **{**_TRAINED, "kd_epochs": 4})),
     ("entropic", "entropic-50k-b0.1", dict(method="entropic", beta=0.1, **_ALL_IMAGES)),
     ("entropic", "entropic-50k-b0.15", dict(method="entropic", beta=0.15, **_ALL_IMAGES)),
+    ("entropic", "entropic-50k-b0.35", dict(method="entropic", beta=0.35, **_ALL_IMAGES)),
 ]
 QUICK_POINTS = ("pca-k8", "entropic-tail-b0.2")  # one per curve
 # The entropic code was trained for its learned prior: its bundle sends ans frames (--codec ans). The others
