@@ -141,8 +141,7 @@ class Agent:
         next_beat = time.monotonic()
         try:
             for x in self._paced(stop):
-                self.publisher.raise_if_refused()
-                self._check_identity()
+                self.publisher.raise_if_fatal()
                 self._capture(x)
                 if time.monotonic() >= next_beat:
                     self.heartbeat()
@@ -194,19 +193,12 @@ class Agent:
         for the receiver's confirmations and the results. Frames still unconfirmed stay in the spool: the
         next start sends them again (docs/device.md, Delivery)."""
         while not stop.is_set() and self.spool.depth > 0 and not self.publisher.handed_over():
-            self.publisher.raise_if_refused()
-            self._check_identity()
+            self.publisher.raise_if_fatal()
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
         while not stop.is_set() and time.monotonic() < deadline and \
                 (self.spool.depth > 0 or self.results_this_boot < self.counters.spooled):
             stop.wait(0.05)
-
-    def _check_identity(self) -> None:
-        """Stop with one line when another agent took this device's MQTT session (its publisher stopped)."""
-        if self.publisher.fatal:
-            raise UsageError(self.publisher.fatal, f"give each device its own --device-id (or stop the other "
-                                                   f"agent running as {self.cfg.device_id})")
 
     # ---- reporting --------------------------------------------------------------------------------------
     def _on_result(self, result: dict) -> None:

@@ -74,6 +74,10 @@ class _Unconfirmed:
 class Publisher(ClientLoop):
     """Sends spooled frames with QoS 1, keeps a retained online/offline status, receives results."""
 
+    @property
+    def identity_fix(self) -> str:
+        return f"give each device its own --device-id (or stop the other agent running as {self.device_id})"
+
     def __init__(self, spool: Spool, url: BrokerUrl, device_id: str, protocol: str, *, boot_id: int = 0,
                  window: int = 64, max_frame_bytes: int | None = None,
                  on_result: Callable[[dict], None] | None = None, client_id: str | None = None,
@@ -125,9 +129,7 @@ class Publisher(ClientLoop):
         limits = [self.max_frame_bytes] if self.max_frame_bytes else []
         if self.max_packet_size:
             maximum = self.topic_alias_maximum if self.protocol == "5" else 0
-            props = self._aliases.largest_properties(self._frame_properties(bytes(HEADER_SIZE)), maximum)  # v1: largest
-            overhead = publish_packet_size(topic_name, 0, self.protocol, properties=props)
-            limits.append(self.max_packet_size - overhead)
+            limits.append(self.max_packet_size - _packet_overhead(topic_name, self.protocol, maximum))
         return min(limits) if limits else None
 
     def _frame_properties(self, frame: bytes):
@@ -276,6 +278,15 @@ class Publisher(ClientLoop):
         return {**asdict(self.counters), "inflight": self.inflight, "unconfirmed": self.unconfirmed,
                 "connected": self.connected.is_set(),
                 "connects": self.connects, "dropped_offline": self.dropped_offline}
+
+
+@functools.lru_cache(maxsize=16)
+def _packet_overhead(topic_name: str, protocol: str, alias_maximum: int) -> int:
+    """PUBLISH bytes around a frame on ``topic_name`` at most (v1's properties, and the alias of a topic's first
+    publish): computed once per topic and broker setting, not once per frame."""
+    v1 = _bundle_properties(frame_bundle_prefix(bytes(HEADER_SIZE)).hex()) if protocol == "5" else None
+    props = TopicAliases.largest_properties(v1, alias_maximum)
+    return publish_packet_size(topic_name, 0, protocol, properties=props)
 
 
 @functools.lru_cache(maxsize=16)

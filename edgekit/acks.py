@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Callable
 
 from edgekit.ranges import to_ranges
 
@@ -31,8 +32,10 @@ def valid_range(boot_id, first, last) -> bool:
         and 0 <= first <= last <= MAX_SEQ
 
 
-def encode_ack(boot_id: int, ranges: list[tuple[int, int]]) -> bytes:
-    return json.dumps({"boot_id": boot_id, "ranges": [list(r) for r in ranges]}, separators=(",", ":")).encode()
+def encode_ack(boot_id: int, ranges: list[tuple[int, int]], seal: Callable[[dict], dict] | None = None) -> bytes:
+    """The ack's JSON; ``seal`` may add fields first (the receiver's ``mac`` for a device with a frame key)."""
+    message = {"boot_id": boot_id, "ranges": [list(r) for r in ranges]}
+    return json.dumps(seal(message) if seal else message, separators=(",", ":")).encode()
 
 
 def parse_ack(payload: bytes) -> tuple[int, list[tuple[int, int]]] | None:
@@ -70,12 +73,15 @@ class AckBatcher:
             self._pending.setdefault((device, boot_id), []).append(seq)
             self._count += 1
 
-    def take_due(self, force: bool = False) -> list[tuple[str, bytes]]:
+    def take_due(self, force: bool = False,
+                 sealer: Callable[[str], Callable[[dict], dict] | None] | None = None) -> list[tuple[str, bytes]]:
         """``(device, payload)`` of every pending ack once the oldest has waited ``every_s`` or
-        ``max_frames`` are pending (or ``force``); else nothing."""
+        ``max_frames`` are pending (or ``force``); else nothing. ``sealer(device)`` gives that device's
+        ``seal`` for :func:`encode_ack`, if any."""
         with self._lock:
             if not self._count or not (force or self._count >= self.max_frames
                                        or time.monotonic() - self._since >= self.every_s):
                 return []
             pending, self._pending, self._count = self._pending, {}, 0
-        return [(device, encode_ack(boot_id, to_ranges(seqs))) for (device, boot_id), seqs in pending.items()]
+        return [(device, encode_ack(boot_id, to_ranges(seqs), sealer(device) if sealer else None))
+                for (device, boot_id), seqs in pending.items()]

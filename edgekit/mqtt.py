@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote, urlsplit
 
-from edgekit.errors import BrokerRefusedError, UsageError
+from edgekit.errors import BrokerRefusedError, EdgekitError, UsageError
 from edgekit.mqtt_security import (BrokerSecurity, apply_security, connect_failed, dropped_before_connack,
                                    refusal_error, resolve_security, socket_error)
 
@@ -403,8 +403,11 @@ class ClientLoop:
     One client id is one process: when another client takes our session (MQTT 5 reason 142, or
     :data:`TAKEN_OVER_AFTER` sessions in a row that the broker ended within :data:`SHORT_SESSION_S`: MQTT
     3.1.1 gives no reason, and Mosquitto 2.0 just closes the older connection in both versions), the loop
-    stops and sets :attr:`fatal` to a one-line message instead of taking the session back forever.
+    stops and sets :attr:`fatal_error` (with the subclass's :attr:`identity_fix`) instead of taking the session
+    back forever.
     """
+
+    identity_fix = "give each client its own client id"
 
     tick_s = 0.005  # how long one network-loop pass may block: bounds the outbox's added latency
     refused_retry_s = REFUSED_RETRY_S
@@ -429,10 +432,9 @@ class ClientLoop:
         self.connects = 0
         self.max_packet_size: int | None = None
         self.topic_alias_maximum = 0  # the broker's, from its MQTT 5 CONNACK
-        self.fatal: str | None = None  # set when this client must stop (session taken over, setup refused): one line
         self._connected_at = 0.0
         self._short_sessions = 0  # sessions in a row the broker ended soon after CONNACK (3.1.1 take-over)
-        self.fatal_error: BrokerRefusedError | None = None  # why the broker will never accept this setup
+        self.fatal_error: EdgekitError | None = None  # why this client stopped: setup refused, session taken over
         self._refusal_logged: str | None = None
         self._last_paho_error: str | None = None
         self.dropped_offline = 0  # QoS 0 sends dropped because the broker was not connected
@@ -480,10 +482,15 @@ class ClientLoop:
         """Run ``fn`` on the loop thread (e.g. a manual ack)."""
         self._outbox.put(fn)
 
-    def raise_if_refused(self) -> None:
-        """In the caller's thread: raise the broker's refusal of this client's TLS/credentials, if any."""
+    def raise_if_fatal(self) -> None:
+        """In the caller's thread: raise why this client stopped for good (a refused setup, a taken session)."""
         if self.fatal_error is not None:
             raise self.fatal_error
+
+    @property
+    def fatal(self) -> str | None:
+        """The one-line problem of :attr:`fatal_error`, if any."""
+        return self.fatal_error.problem if self.fatal_error is not None else None
 
     @property
     def alive(self) -> bool:
@@ -708,7 +715,8 @@ class ClientLoop:
                    "of accepting them")
         else:
             return
-        self.fatal = f"another process is connected as client id {self.client_id!r}: {why}"
+        self.fatal_error = UsageError(f"another process is connected as client id {self.client_id!r}: {why}",
+                                      self.identity_fix)
 
     def _on_log(self, client, userdata, level, text) -> None:
         """Keep paho's last error line: a broker's TLS alert after the handshake is reported only there."""
@@ -731,7 +739,6 @@ class ClientLoop:
         if self.connects == 0:
             log.error("%s: %s", self.client_id, err)
             self.fatal_error = err
-            self.fatal = err.problem
             return
         if self._refusal_logged != str(err):
             log.error("%s: %s; retrying every %.0f s", self.client_id, err, self.refused_retry_s)

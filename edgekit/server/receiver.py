@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.acks import AckBatcher
+from edgekit.auth import FrameAuthenticator, KeyStore, Replayed, sign_message
 from edgekit.errors import UsageError
 from edgekit.mqtt import (SESSION_EXPIRY_S, BrokerUrl, ClientLoop, device_id_problem, device_of, features_filter,
                           printable_id, publish_packet_size, publish_properties, topic)
@@ -120,6 +121,8 @@ class ReceiverCounters:
 class _Link(ClientLoop):
     """The receiver's MQTT side: a persistent session, manual acks, frames handed to the receiver."""
 
+    identity_fix = "give each receiver its own --client-id"
+
     def __init__(self, receiver: "Receiver", cfg: ReceiverConfig, client_id: str, max_incoming_packet: int):
         expiry = cfg.session_expiry_s or (GROUP_SESSION_EXPIRY_S if cfg.group else SESSION_EXPIRY_S)
         super().__init__(cfg.broker, client_id, cfg.protocol, persistent=True, manual_ack=True,
@@ -148,7 +151,6 @@ class Receiver:
     """Loads the bundles and runners, then serves until :meth:`stop`."""
 
     def __init__(self, cfg: ReceiverConfig):
-        from edgekit.auth import FrameAuthenticator
         from edgekit.bundle import Bundle
         from edgekit.runtime import open_server_runner
         from edgekit.selftest import check_parity, require_pass, server_selftest
@@ -203,9 +205,7 @@ class Receiver:
         next_summary = time.monotonic() + self.cfg.summary_every_s
         try:
             while not stop.wait(0.2):
-                self.link.raise_if_refused()
-                if self.link.fatal:
-                    raise UsageError(self.link.fatal, "give each receiver its own --client-id")
+                self.link.raise_if_fatal()
                 if time.monotonic() >= next_summary:
                     next_summary += self.cfg.summary_every_s
                     self.log_summary()
@@ -238,17 +238,18 @@ class Receiver:
     # ---- link thread ------------------------------------------------------------------------------------
     def send_acks(self, force: bool = False) -> None:
         """Confirm the stored frames to their devices once a batch is due (link thread, or at stop)."""
-        for device, payload in self.acks.take_due(force):
-            key = self.auth.key(device) if self.auth is not None else None
-            if key is not None:  # the device deletes frames on an ack: a forged one must not pass
-                from edgekit.auth import sign_message
-
-                payload = json.dumps(sign_message(key, device, "acks", json.loads(payload))).encode()
+        for device, payload in self.acks.take_due(force, self._ack_sealer):
             self.link.send(topic(device, "acks"), payload, qos=1)
+
+    def _ack_sealer(self, device: str):
+        """Signs a device's acks when it has a frame key: it deletes frames on an ack, a forged one must not pass."""
+        key = self.auth.key(device) if self.auth is not None else None
+        if key is None:
+            return None
+        return lambda message: sign_message(key, device, "acks", message)
 
     def on_message(self, message) -> None:
         """Validate one frame; never raises (a bad payload must not stop the receiver)."""
-        from edgekit.auth import Replayed
         from edgekit.frame import FrameError
 
         received_ns = time.time_ns()
@@ -423,8 +424,6 @@ def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 def _key_store(cfg: ReceiverConfig):
     """The devices' keys when ``cfg.keys`` is given (else None: frames are taken unchecked, as before)."""
-    from edgekit.auth import KeyStore
-
     if cfg.keys is None:
         if cfg.require_auth:
             raise UsageError("--require-auth needs the devices' keys", "pass --frame-keys DIR (see edgekit keys add)")
@@ -434,8 +433,6 @@ def _key_store(cfg: ReceiverConfig):
 
 def _result_json(r: Result, infer_ms: float, key: bytes | None = None) -> str:
     """The result message; with the device's key it carries a ``mac`` the agent checks (edgekit/auth.py)."""
-    from edgekit.auth import sign_message
-
     message = {
         "seq": r.seq, "boot_id": r.boot_id, "device": r.device, "bundle_id": r.bundle_id[:16],
         "topk": r.topk,

@@ -150,20 +150,14 @@ class ResultStore:
         sql = ("INSERT OR IGNORE INTO results (device, boot_id, seq, bundle_id, label_index, label, score, topk,"
                " capture_ns, received_ns, done_ns, batch_size, receiver) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
         fresh = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for r in results:
-                    cur = self._db.execute(sql, (r.device, r.boot_id, r.seq, r.bundle_id, r.label_index, r.label,
-                                                 r.score, json.dumps(r.topk), r.capture_ns, r.received_ns,
-                                                 r.done_ns, r.batch_size, self.receiver))
-                    fresh.append(cur.rowcount == 1)
-                self._merge_stored([r for r, new in zip(results, fresh) if new])
-                self._add_counter("duplicates", fresh.count(False))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        with self._lock, self._transaction():
+            for r in results:
+                cur = self._db.execute(sql, (r.device, r.boot_id, r.seq, r.bundle_id, r.label_index, r.label,
+                                             r.score, json.dumps(r.topk), r.capture_ns, r.received_ns,
+                                             r.done_ns, r.batch_size, self.receiver))
+                fresh.append(cur.rowcount == 1)
+            self._merge_stored([r for r, new in zip(results, fresh) if new])
+            self._add_counter("duplicates", fresh.count(False))
         return fresh
 
     def dead_letters(self, samples: list[DeadLetter], totals: dict[tuple[str, str], int],
@@ -171,23 +165,17 @@ class ResultStore:
         """In one transaction: store dead-letter samples, add ``{(device, reason): n}`` to the totals, and
         trim the samples to ``retention``."""
         oldest_ns = time.time_ns() - int(retention.max_age_s * 1e9)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT INTO deadletters (device, reason, error, nbytes, received_ns, receiver) VALUES (?,?,?,?,?,?)",
-                    [(d.device, d.reason, d.error, d.nbytes, d.received_ns, self.receiver) for d in samples])
-                self._db.executemany(
-                    "INSERT INTO deadletter_totals (receiver, device, reason, count) VALUES (?, ?, ?, ?) ON CONFLICT"
-                    " (receiver, device, reason) DO UPDATE SET count = count + excluded.count",
-                    [(self.receiver, device, reason, n) for (device, reason), n in totals.items()])
-                self._db.execute("DELETE FROM deadletters WHERE received_ns < ?", (oldest_ns,))
-                self._db.execute("DELETE FROM deadletters WHERE id <= (SELECT MAX(id) FROM deadletters) - ?",
-                                 (retention.max_rows,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT INTO deadletters (device, reason, error, nbytes, received_ns, receiver) VALUES (?,?,?,?,?,?)",
+                [(d.device, d.reason, d.error, d.nbytes, d.received_ns, self.receiver) for d in samples])
+            self._db.executemany(
+                "INSERT INTO deadletter_totals (receiver, device, reason, count) VALUES (?, ?, ?, ?) ON CONFLICT"
+                " (receiver, device, reason) DO UPDATE SET count = count + excluded.count",
+                [(self.receiver, device, reason, n) for (device, reason), n in totals.items()])
+            self._db.execute("DELETE FROM deadletters WHERE received_ns < ?", (oldest_ns,))
+            self._db.execute("DELETE FROM deadletters WHERE id <= (SELECT MAX(id) FROM deadletters) - ?",
+                             (retention.max_rows,))
 
     def set_counters(self, values: dict[str, int]) -> None:
         """Record this receiver's running counters (for ``edgekit server stats``)."""
@@ -279,12 +267,6 @@ class ResultStore:
                 merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": "stored"},
                             first, last)
 
-    def _rollback(self) -> None:
-        """Roll back unless SQLite already has: after SQLITE_FULL (and some I/O errors) it ends the transaction
-        itself, and a ROLLBACK then fails with "no transaction is active", hiding the real error."""
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-
     def _add_counter(self, name: str, delta: int) -> None:
         if delta:
             self._db.execute("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
@@ -293,7 +275,9 @@ class ResultStore:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` when the block raises."""
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; when the block or the COMMIT raises, ``ROLLBACK`` unless SQLite already
+    ended the transaction itself (it does after SQLITE_FULL and some I/O errors, and a ROLLBACK then fails with
+    "no transaction is active", hiding the real error)."""
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
@@ -302,10 +286,12 @@ class _Transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not exc_type:
-            self.db.execute("COMMIT")
-        elif self.db.in_transaction:  # SQLite ends the transaction itself after SQLITE_FULL (see _rollback)
-            self.db.execute("ROLLBACK")
+        try:
+            if not exc_type:
+                self.db.execute("COMMIT")
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -6,6 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from pipeline_helpers import db_rows
 from edgekit.device.agent import Agent, AgentConfig
 from edgekit.mqtt import parse_broker_url
 from edgekit.server.receiver import Receiver, ReceiverConfig
@@ -47,13 +48,11 @@ def start_receiver(bundle: Path, url: str, db: Path, client_id: str = "rx-d", **
 
 
 def rows(db: Path, sql: str, *args) -> list:
-    con = sqlite3.connect(db, timeout=10)
+    """:func:`db_rows`, or [] while the receiver has not created the table yet."""
     try:
-        return con.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # the table does not exist yet
+        return db_rows(db, sql, *args)
+    except sqlite3.OperationalError:
         return []
-    finally:
-        con.close()
 
 
 def seqs(db: Path, device: str, boot_id: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Callable
 
@@ -22,3 +23,12 @@ def start_publisher(spool, broker, **kw) -> Publisher:
     pub = Publisher(spool, parse_broker_url(broker.url), "dev-1", "5", **kw)
     pub.start()
     return pub
+
+
+def db_rows(db, sql: str, *args) -> list:
+    """Rows of ``sql`` read from the results database ``db`` in a connection of its own (as a user would)."""
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()

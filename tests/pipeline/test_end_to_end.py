@@ -15,29 +15,22 @@ import pytest
 
 from edgekit.demo import count_results, start_device, start_server
 from edgekit.frame import split_v2
-from pipeline_helpers import wait_until
+from pipeline_helpers import db_rows, wait_until
 
 FRAMES = 200
 
-
-def _rows(db, sql: str, *args):
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def _spooled(spool) -> int:
     """Frames in a device's spool; 0 while the agent has created the file but not yet its table."""
     try:
-        return _rows(spool, "SELECT COUNT(*) FROM frames")[0][0] if spool.exists() else 0
+        return db_rows(spool, "SELECT COUNT(*) FROM frames")[0][0] if spool.exists() else 0
     except sqlite3.OperationalError:
         return 0
 
 
 def _exactly_once(db, device: str, boot_id: int, n: int) -> None:
-    seqs = [s for (s,) in _rows(db, "SELECT seq FROM results WHERE device = ? AND boot_id = ? ORDER BY seq",
+    seqs = [s for (s,) in db_rows(db, "SELECT seq FROM results WHERE device = ? AND boot_id = ? ORDER BY seq",
                                 device, boot_id)]
     assert seqs == list(range(n))
 
@@ -82,7 +75,7 @@ def test_agent_sigkilled_with_spooled_frames_delivers_them_after_restart(bundle,
     first = roles.device(bundle, mosquitto.url, "cam-2", stream(FRAMES), "--fps", "0", spool=spool)
     assert wait_until(lambda: _spooled(spool) == FRAMES, 60)
     first.stop(signal.SIGKILL)
-    boot_ids = {split_v2(p).boot_id for (p,) in _rows(spool, "SELECT payload FROM frames")}  # version-2 frames
+    boot_ids = {split_v2(p).boot_id for (p,) in db_rows(spool, "SELECT payload FROM frames")}  # version-2 frames
     assert len(boot_ids) == 1
     mosquitto.start()
     roles.server(bundle, mosquitto.url, db)
@@ -116,7 +109,7 @@ def test_two_receivers_share_the_load_without_duplicates(bundle, stream, mosquit
     assert wait_until(lambda: count_results(db) >= 2 * FRAMES, 30)
     for device, boot in boots.items():
         _exactly_once(db, device, boot, FRAMES)
-    per_receiver = dict(_rows(db, "SELECT receiver, COUNT(*) FROM results GROUP BY receiver"))
+    per_receiver = dict(db_rows(db, "SELECT receiver, COUNT(*) FROM results GROUP BY receiver"))
     assert set(per_receiver) == {"rx-a", "rx-b"} and sum(per_receiver.values()) == 2 * FRAMES
 
 
@@ -159,7 +152,7 @@ def test_malformed_payloads_are_dead_lettered_and_valid_frames_still_served(bund
     stats = device.final_json()
     assert wait_until(lambda: count_results(db) >= FRAMES, 30)
     _exactly_once(db, "cam-5", stats["boot_id"], FRAMES)
-    reasons = dict(_rows(db, "SELECT reason, COUNT(*) FROM deadletters WHERE device = 'cam-x' GROUP BY reason"))
+    reasons = dict(db_rows(db, "SELECT reason, COUNT(*) FROM deadletters WHERE device = 'cam-x' GROUP BY reason"))
     assert reasons == {"bad-magic": 5, "truncated": 5, "unknown-bundle": 3, "crc-mismatch": 2}
     got = letters.wait_for(len(bad))
     assert sorted(json.loads(p)["reason"] for _, p, _ in got) == sorted(

@@ -13,8 +13,8 @@ from edgekit.mqtt import parse_broker_url
 from edgekit.server.deadletters import DeadLetterSink, SampleRate
 from edgekit.server.receiver import Receiver, ReceiverConfig
 from edgekit.server.store import DeadLetter, ResultStore, Retention
-from pipeline_helpers import wait_until
-from test_receiver_robustness import _frames, _publish, _rows
+from pipeline_helpers import db_rows, wait_until
+from test_receiver_robustness import _frames, _publish
 
 NO_LIMIT = "PRAGMA max_page_count = 1073741823"
 
@@ -74,7 +74,7 @@ def test_a_database_that_refuses_writes_holds_acks_then_stores_everything(fault,
             assert wait_until(lambda: "writable again" in caplog.text)
     finally:
         receiver.stop()
-    assert [s for (s,) in _rows(db, "SELECT seq FROM results ORDER BY seq")] == list(range(100))
+    assert [s for (s,) in db_rows(db, "SELECT seq FROM results ORDER BY seq")] == list(range(100))
     outage_lines = [r for r in caplog.records if r.name == "edgekit.server.store_outage" and cause in r.getMessage()]
     assert len(outage_lines) == 1 and "not acknowledging" in outage_lines[0].getMessage()
     assert "cannot rollback" not in caplog.text
@@ -96,10 +96,10 @@ def test_frames_not_stored_when_the_receiver_stops_come_back_after_a_restart(bun
     assert "stay unacknowledged" in caplog.text and not [r for r in caplog.records if r.exc_info]
     again = _receiver(bundle, mosquitto, db)
     try:
-        assert wait_until(lambda: len(_rows(db, "SELECT seq FROM results")) == 100, 30)
+        assert wait_until(lambda: len(db_rows(db, "SELECT seq FROM results")) == 100, 30)
     finally:
         again.stop()
-    assert [s for (s,) in _rows(db, "SELECT seq FROM results ORDER BY seq")] == list(range(100))
+    assert [s for (s,) in db_rows(db, "SELECT seq FROM results ORDER BY seq")] == list(range(100))
 
 
 def test_dead_letters_are_all_counted_but_sampled_per_device(tmp_path):
@@ -111,8 +111,8 @@ def test_dead_letters_are_all_counted_but_sampled_per_device(tmp_path):
     store.close()
     assert sampled.count(True) == 10 and sink.not_sampled == 190
     db = tmp_path / "r.sqlite"
-    assert _rows(db, "SELECT device, COUNT(*) FROM deadletters GROUP BY device") == [("a", 5), ("b", 5)]
-    assert _rows(db, "SELECT device, count FROM deadletter_totals ORDER BY device") == [("a", 100), ("b", 100)]
+    assert db_rows(db, "SELECT device, COUNT(*) FROM deadletters GROUP BY device") == [("a", 5), ("b", 5)]
+    assert db_rows(db, "SELECT device, count FROM deadletter_totals ORDER BY device") == [("a", 100), ("b", 100)]
 
 
 def test_dead_letter_retention_bounds_rows_and_age(tmp_path):
@@ -124,6 +124,6 @@ def test_dead_letter_retention_bounds_rows_and_age(tmp_path):
         store.dead_letters(letters, {("d", "truncated"): 30}, retention)
     store.close()
     db = tmp_path / "r.sqlite"
-    (rows, oldest), = _rows(db, "SELECT COUNT(*), MIN(received_ns) FROM deadletters")
+    (rows, oldest), = db_rows(db, "SELECT COUNT(*), MIN(received_ns) FROM deadletters")
     assert rows == 45 and oldest >= now  # the newest 50, minus the 5 written already too old
-    assert _rows(db, "SELECT count FROM deadletter_totals") == [(300,)]
+    assert db_rows(db, "SELECT count FROM deadletter_totals") == [(300,)]

@@ -20,8 +20,7 @@ from edgekit.demo import start_device
 from edgekit.device.spool import Spool
 from edgekit.mqtt import parse_broker_url, topic
 from edgekit.server.receiver import Receiver, ReceiverConfig
-from pipeline_helpers import start_publisher, wait_until
-from test_receiver_robustness import _rows
+from pipeline_helpers import db_rows, start_publisher, wait_until
 
 FPS = 50
 JUNK = 20_000
@@ -85,7 +84,7 @@ def _receiver(bundle, mosquitto, db) -> Receiver:
 
 
 def _p95_ms(db, start_ns: int, end_ns: int) -> float:
-    lat = _rows(db, f"SELECT (done_ns - capture_ns) / 1e6 FROM results WHERE capture_ns >= {start_ns} AND "
+    lat = db_rows(db, f"SELECT (done_ns - capture_ns) / 1e6 FROM results WHERE capture_ns >= {start_ns} AND "
                     f"capture_ns < {end_ns}")
     assert len(lat) >= 100
     return float(np.percentile([v for (v,) in lat], 95))
@@ -118,10 +117,10 @@ def test_a_junk_flood_is_all_dead_lettered_without_slowing_a_real_device(bundle,
     # behind the junk at the broker. See docs/server.md, Faults.
     print(f"device p95 end-to-end: quiet {quiet:.1f} ms, during {JUNK} junk messages {junk:.1f} ms")
     assert stats["captured"] == frames and stats["dropped"] == 0
-    assert [s for (s,) in _rows(db, "SELECT seq FROM results WHERE device = 'dev-1' ORDER BY seq")] == \
+    assert [s for (s,) in db_rows(db, "SELECT seq FROM results WHERE device = 'dev-1' ORDER BY seq")] == \
         list(range(frames))
-    assert _rows(db, "SELECT SUM(count) FROM deadletter_totals") == [(JUNK,)]
-    samples = _rows(db, "SELECT device, COUNT(*) FROM deadletters GROUP BY device")
+    assert db_rows(db, "SELECT SUM(count) FROM deadletter_totals") == [(JUNK,)]
+    samples = db_rows(db, "SELECT device, COUNT(*) FROM deadletters GROUP BY device")
     assert len(samples) == 10 and all(n <= 20 + 1 * (junk_s + 30) for _, n in samples)  # burst + rate × time
 
 

@@ -12,17 +12,10 @@ import pytest
 
 from edgekit.mqtt import make_client, parse_broker_url, topic
 from edgekit.server.receiver import Receiver, ReceiverConfig
-from pipeline_helpers import wait_until
+from pipeline_helpers import db_rows, wait_until
 
 POISON_SEQ = 3
 
-
-def _rows(db, sql: str):
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture
@@ -82,8 +75,8 @@ def test_a_result_the_store_refuses_is_dead_lettered_alone_and_acked(bundle, mos
     _publish(mosquitto.url, _frames(bundle, 6))
     db = tmp_path / "r.sqlite"
     assert wait_until(lambda: receiver.counters.stored == 5 and receiver.counters.deadlettered == 1)
-    assert [s for (s,) in _rows(db, "SELECT seq FROM results ORDER BY seq")] == [0, 1, 2, 4, 5]
-    assert wait_until(lambda: _rows(db, "SELECT device, reason FROM deadletters") == [("cam-r", "store-failed")])
+    assert [s for (s,) in db_rows(db, "SELECT seq FROM results ORDER BY seq")] == [0, 1, 2, 4, 5]
+    assert wait_until(lambda: db_rows(db, "SELECT device, reason FROM deadletters") == [("cam-r", "store-failed")])
     receiver.stop()
 
     again = receivers()  # same session: an unacked frame would come back now (counters continue: 6 so far)
@@ -120,4 +113,4 @@ def test_serve_ends_with_a_summary_not_a_closed_database_error(bundle, mosquitto
     with caplog.at_level(logging.WARNING, logger="edgekit.server.receiver"):
         receiver.serve(stop)  # raised ProgrammingError: Cannot operate on a closed database
     assert "summary:" in caplog.text
-    assert _rows(tmp_path / "r.sqlite", "SELECT name FROM counters WHERE receiver = 'rx-serve' AND name = 'received'")
+    assert db_rows(tmp_path / "r.sqlite", "SELECT name FROM counters WHERE receiver = 'rx-serve' AND name = 'received'")

@@ -9,7 +9,6 @@ the ACL are tested in tests/security/test_tls.py.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ import pytest
 from edgekit.broker import MosquittoBroker, find_mosquitto
 from edgekit.certs import issue_client
 from edgekit.demo import count_results, start_device, start_server
+from pipeline_helpers import db_rows
 from edgekit.secure_broker import DEFAULT_SERVER_USER, SecureBroker
 
 FRAMES = 60
@@ -71,9 +71,7 @@ def test_devices_stream_over_tls_with_their_own_credentials(client_certs, bundle
         stats = {s["device"]: s for s in (role.final_json() for role in roles[1:])}
         for device, s in stats.items():
             assert s["acknowledged"] == FRAMES and s["results"] == FRAMES, s
-            con = sqlite3.connect(db)
-            seqs = [r for (r,) in con.execute("SELECT seq FROM results WHERE device = ? ORDER BY seq", (device,))]
-            con.close()
+            seqs = [r for (r,) in db_rows(db, "SELECT seq FROM results WHERE device = ? ORDER BY seq", device)]
             assert seqs == list(range(FRAMES))
         assert count_results(db) == 2 * FRAMES
 

@@ -7,12 +7,11 @@ while a genuine device's frames are stored.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import numpy as np
 import pytest
-from pipeline_helpers import wait_until
+from pipeline_helpers import db_rows, wait_until
 
 from edgekit.errors import UsageError
 from edgekit.mqtt import TOPIC_ROOT, check_device_id, device_id_problem, make_client, parse_broker_url, printable_id
@@ -55,13 +54,6 @@ def _frames(bundle, n: int, boot_id: int) -> list[bytes]:
                            boot_id=boot_id, timestamp_ns=time.time_ns()) for i in range(n)]
 
 
-def _rows(db, sql: str):
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
 
 def test_bad_ids_are_dead_lettered_and_a_genuine_device_is_stored(bundle, mosquitto, collector, tmp_path):
     db = tmp_path / "r.sqlite"
@@ -90,8 +82,8 @@ def test_bad_ids_are_dead_lettered_and_a_genuine_device_is_stored(bundle, mosqui
         receiver.stop()
 
     assert receiver.counters.deadletter_reasons == {"bad-device-id": len(REACHES_RECEIVER)}
-    assert _rows(db, "SELECT device, seq FROM results ORDER BY seq") == [("cam-ok", i) for i in range(4)]
-    dead = _rows(db, "SELECT device, reason, error FROM deadletters")
+    assert db_rows(db, "SELECT device, seq FROM results ORDER BY seq") == [("cam-ok", i) for i in range(4)]
+    dead = db_rows(db, "SELECT device, reason, error FROM deadletters")
     assert len(dead) == len(REACHES_RECEIVER)
     assert {(device, reason) for device, reason, _ in dead} == {(INVALID_DEVICE, "bad-device-id")}
     errors = [error for _, _, error in dead]

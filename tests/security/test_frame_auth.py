@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 import signal
-import sqlite3
 import time
 
 import pytest
@@ -20,18 +19,11 @@ from edgekit.auth import KeyStore, seal, sign_message, write_key_file
 from edgekit.demo import start_device, start_server
 from edgekit.frame import AUTH_FLAG, split_v2
 from edgekit.mqtt import make_client, parse_broker_url, topic
-from pipeline_helpers import wait_until
+from pipeline_helpers import db_rows, wait_until
 
 FRAMES = 40
 TIME_BYTE = 9  # a byte of the time field of a version-2 frame with seq < 128
 
-
-def _rows(db, sql: str, *args):
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 def _publish(url: str, messages: list[tuple[str, bytes]]) -> None:
@@ -129,19 +121,19 @@ def test_attacks_are_dead_lettered_with_their_reasons_while_genuine_frames_flow(
         replay_confirmed = wait_until(lambda: _confirmations(acks, first["boot_id"], 8) >= 2)
         expected = {"crc-mismatch": 1, "bad-tag": 5, "missing-tag": 1, "replayed": 1, "wrong-device": 1,
                     "forged-boot": 1, "unknown-key": 1}
-        assert wait_until(lambda: _rows(db, "SELECT COUNT(*) FROM deadletters")[0][0] >= sum(expected.values()))
+        assert wait_until(lambda: db_rows(db, "SELECT COUNT(*) FROM deadletters")[0][0] >= sum(expected.values()))
     finally:
         for role in roles:
             role.stop(signal.SIGKILL)
         for role in roles:
             print(f"\n---- {' '.join(role.args[:2])} log ----\n{role.log_text()[-3000:]}")
 
-    assert dict(_rows(db, "SELECT reason, COUNT(*) FROM deadletters GROUP BY reason")) == expected
+    assert dict(db_rows(db, "SELECT reason, COUNT(*) FROM deadletters GROUP BY reason")) == expected
     for boot_id in (first["boot_id"], stats["boot_id"]):  # every genuine frame stored, once
-        seqs = [s for (s,) in _rows(db, "SELECT seq FROM results WHERE device = 'cam-a' AND boot_id = ? "
+        seqs = [s for (s,) in db_rows(db, "SELECT seq FROM results WHERE device = 'cam-a' AND boot_id = ? "
                                         "ORDER BY seq", boot_id)]
         assert seqs == list(range(FRAMES))
-    assert _rows(db, "SELECT COUNT(*) FROM results")[0][0] == 2 * FRAMES
+    assert db_rows(db, "SELECT COUNT(*) FROM results")[0][0] == 2 * FRAMES
     assert stats["results"] == FRAMES and stats["forged_results"] == 2 and stats["forged_acks"] == 1, stats
     # a replay of a stored frame is confirmed again: its device may have missed the first ack
     assert replay_confirmed, _confirmations(acks, first["boot_id"], 8)
