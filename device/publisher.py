@@ -88,7 +88,8 @@ class Publisher(ClientLoop):
         self.status_topic = topic(device_id, "status")
         offline = json.dumps({"state": "offline", "device": device_id, "boot_id": boot_id}).encode()
         super().__init__(url, client_id or f"edgekit-device-{device_id}", protocol,
-                         will=_Will(self.status_topic, offline), subscriptions=(topic(device_id, "results"), topic(device_id, "acks")),
+                         will=_Will(self.status_topic, offline),
+                         subscriptions=(topic(device_id, "results"), topic(device_id, "acks"), self.status_topic),
                          name=f"publisher-{device_id}")
         self.spool = spool
         self.boot_id = boot_id
@@ -143,11 +144,15 @@ class Publisher(ClientLoop):
     def on_connected(self, session_present: bool) -> None:
         if self.protocol == "5":
             self._aliases.reset(self.topic_alias_maximum, self.client)
+        self._publish_online()
+
+    def _publish_online(self) -> None:
         online = {"state": "online", "device": self.device_id, "boot_id": self.boot_id, "since": time.time(),
                   **self.status}
         self.publish_checked(self.status_topic, json.dumps(online), qos=1, retain=True)
 
     def on_stopping(self) -> None:
+        self.client.unsubscribe(self.status_topic)  # before: our own offline is no news to us
         self.publish_checked(self.status_topic, self._offline, qos=1, retain=True)
 
     def on_tick(self) -> None:
@@ -218,6 +223,9 @@ class Publisher(ClientLoop):
         if message.topic.endswith("/acks"):
             self._on_ack(message.payload)
             return
+        if message.topic == self.status_topic:
+            self._on_status(message.payload)
+            return
         try:
             result = json.loads(message.payload)
         except ValueError:
@@ -231,6 +239,22 @@ class Publisher(ClientLoop):
         self.counters.results += 1
         if self.on_result is not None:
             self.on_result(result)
+
+    def _on_status(self, payload: bytes) -> None:
+        """Another boot's "offline" (its will, or its clean stop) replaced our retained "online": say it again.
+
+        A duplicate agent pushed out by this one, or an old boot whose dead connection the broker notices only
+        now, has its will published after our "online"; the retained status would then read offline while
+        this agent runs. Reacting only to other boots' "offline" cannot start a loop between two agents.
+        """
+        try:
+            status = json.loads(payload)
+        except ValueError:
+            return
+        if isinstance(status, dict) and status.get("state") == "offline" and status.get("boot_id") != self.boot_id:
+            log.info("%s: boot %s reported offline on our status topic; restating online", self.device_id,
+                     status.get("boot_id"))
+            self._publish_online()
 
     def _on_ack(self, payload: bytes) -> None:
         """A receiver stored these frames: delete them from the spool (docs/device.md, Delivery)."""

@@ -445,6 +445,7 @@ class ClientLoop:
         self._refusal_logged: str | None = None
         self._last_paho_error: str | None = None
         self.dropped_offline = 0  # QoS 0 sends dropped because the broker was not connected
+        self._last_publish: "mqtt.MQTTMessageInfo | None" = None  # awaited at shutdown (see _shutdown)
         self._backoff = _Backoff()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -482,7 +483,7 @@ class ClientLoop:
             log.error("%s: not publishing %d bytes on %s: over the broker's maximum packet size %d",
                       self.client_id, size, topic_name, self.max_packet_size)
             return False
-        self.client.publish(topic_name, data, qos=qos, retain=retain)
+        self._last_publish = self.client.publish(topic_name, data, qos=qos, retain=retain)
         return True
 
     def call_soon(self, fn: Callable[[], Any]) -> None:
@@ -656,7 +657,7 @@ class ClientLoop:
                 self.on_stopping()
                 self._drain_outbox()
                 deadline = time.monotonic() + 1.0
-                while self.client.want_write() and time.monotonic() < deadline:
+                while (self.client.want_write() or not self._last_acked()) and time.monotonic() < deadline:
                     self.client.loop(timeout=0.02)
                 self.connected.clear()
                 self.client.disconnect()
@@ -667,6 +668,15 @@ class ClientLoop:
             sock = self.client.socket()
             if sock is not None:
                 sock.close()
+
+    def _last_acked(self) -> bool:
+        """Whether the broker acknowledged our last publish, and so (it answers in order) everything before it.
+
+        paho closes the socket right after writing DISCONNECT: an ack still unread then turns the close into a
+        TCP reset, the broker loses the DISCONNECT and publishes the will beside our clean offline status.
+        """
+        last = self._last_publish
+        return last is None or last.rc != 0 or last.is_published()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connecting = False

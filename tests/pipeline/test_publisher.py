@@ -89,6 +89,7 @@ def test_status_is_retained_online_then_offline(mosquitto, collector, tmp_path):
     assert json.loads(payload)["state"] == "online" and retained
     pub.stop()
     states = [json.loads(p)["state"] for _, p, _ in late.wait_for(2)]
+    print(late.messages)
     assert states == ["online", "offline"]
 
 
@@ -108,3 +109,27 @@ def test_size_limit_is_exact_at_the_broker_boundary(mosquitto_factory, collector
         assert (pub.counters.acknowledged, pub.counters.refused_too_big, pub.connects) == (1, 1, 1)
     finally:
         pub.stop()
+
+
+def test_a_late_offline_of_another_boot_does_not_leave_the_status_offline(mosquitto, collector, tmp_path):
+    """A will published after our "online" (a pushed-out duplicate, a dead old connection noticed late) would
+    leave the retained status reading offline while this agent runs: it restates online."""
+    import json
+
+    from edgekit.mqtt import make_client
+
+    pub = start_publisher(Spool(tmp_path / "spool.sqlite"), mosquitto, boot_id=7)
+    assert pub.connected.wait(5) and pub.subscribed.wait(5)
+    stale = make_client("stale-will", "5")
+    stale.connect(mosquitto.host, mosquitto.port)
+    stale.loop_start()
+    stale.publish(topic("dev-1", "status"), json.dumps({"state": "offline", "device": "dev-1", "boot_id": 9}),
+                  qos=1, retain=True).wait_for_publish(5)
+    stale.disconnect()
+    stale.loop_stop()
+    time.sleep(0.5)
+    late = collector(mosquitto.url, topic("dev-1", "status"))
+    (_, payload, retained), = late.wait_for(1)
+    status = json.loads(payload)
+    assert retained and (status["state"], status["boot_id"]) == ("online", 7), status
+    pub.stop()

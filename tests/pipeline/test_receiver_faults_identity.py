@@ -3,13 +3,14 @@ one line and a non-zero exit, instead of both taking the MQTT session from each 
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
 
 from edgekit.demo import RoleProcess, start_device, start_server
-from edgekit.mqtt import TAKEN_OVER_AFTER, parse_broker_url
+from edgekit.mqtt import TAKEN_OVER_AFTER, parse_broker_url, topic
 from edgekit.server.receiver import Receiver, ReceiverConfig
 from pipeline_helpers import wait_until
 
@@ -55,7 +56,8 @@ def test_two_receivers_with_one_client_id_one_stops_with_one_line(bundle, mosqui
     assert _connects(mosquitto.log_text(), "rx-dup") <= 2 * TAKEN_OVER_AFTER + 2  # not hundreds
 
 
-def test_two_agents_with_one_device_id_one_stops_with_one_line(bundle, stream, mosquitto, processes, tmp_path):
+def test_two_agents_with_one_device_id_one_stops_with_one_line(bundle, stream, mosquitto, processes, collector,
+                                                              tmp_path):
     for i in range(2):
         processes.append(start_device(bundle, mosquitto.url, "cam-dup", stream(50), tmp_path / f"spool{i}.sqlite",
                                       tmp_path / f"agent{i}.log", "--fps", "20", "--loop"))
@@ -66,6 +68,9 @@ def test_two_agents_with_one_device_id_one_stops_with_one_line(bundle, stream, m
     time.sleep(2.0)
     assert survivor.process.poll() is None
     assert _connects(mosquitto.log_text(), "edgekit-device-cam-dup") <= 2 * TAKEN_OVER_AFTER + 2
+    # the retained status is the survivor's "online", though the pushed-out agent's will came after it
+    (_, payload, retained), = collector(mosquitto.url, topic("cam-dup", "status")).wait_for(1)
+    assert retained and json.loads(payload)["state"] == "online", payload
 
 
 def test_mqtt311_reconnect_loop_is_recognised_as_a_taken_over_client_id(bundle, mosquitto, tmp_path):
