@@ -231,7 +231,9 @@ class Agent:
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects,
             "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
-            "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]: the server's gap accounting
+            # the server's gap accounting; settled first, so a drop in between is in drops, not a false gap
+            "settled": self.spool.settled(self.features, self.boot_id, self.counters.captured),
+            "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]
         }
 
     def heartbeat(self) -> None:

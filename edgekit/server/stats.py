@@ -60,6 +60,9 @@ def summarize(db: str | Path) -> dict:
         con.close()
     for d in devices:
         d.update(delivery.get(d["device"], {"stored": d["results"], "dropped": 0, "missing": 0, "pending": 0}))
+    listed = {d["device"] for d in devices}
+    devices += [{"device": device, "results": 0, "boots": 0, **percentiles([]), **counts}  # all its frames lost
+                for device, counts in sorted(delivery.items()) if device not in listed]
     total = sum(d["results"] for d in devices)
     return {"devices": devices, "results": total, "mean_batch": batch or 0.0, "deadletters": deadletters,
             "deadletter_samples": samples, "receivers": counters, **percentiles(all_lat)}
@@ -90,10 +93,9 @@ def _delivery(con: sqlite3.Connection) -> dict[str, dict[str, int]]:
         row = out.setdefault(device, {"stored": 0, "dropped": 0, "missing": 0, "pending": 0})
         row["stored"] += size(stored)
         row["dropped"] += size(subtract(union(kinds.get("dropped", [])), stored))
-    for device, alarmed, frames in con.execute("SELECT device, alarmed, SUM(last - first + 1) FROM gaps "
-                                               "GROUP BY device, alarmed"):
+    for device, alarmed, first, last in con.execute("SELECT device, alarmed, first, last FROM gaps"):
         row = out.setdefault(device, {"stored": 0, "dropped": 0, "missing": 0, "pending": 0})
-        row["missing" if alarmed else "pending"] += frames
+        row["missing" if alarmed else "pending"] += last - first + 1  # in Python: no 64-bit overflow
     return out
 
 
