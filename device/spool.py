@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS boots (          -- per boot, a seq no frame of it ha
 );
 """
 
+# Per remembered boot of a topic, newest first: its smallest spooled seq (the frames_seq index: one lookup),
+# else its next seq.
+_SETTLED = """
+SELECT boot_id, COALESCE((SELECT MIN(seq) FROM frames WHERE frames.boot_id = boots.boot_id), next_seq)
+FROM boots WHERE topic = ? ORDER BY rowid DESC LIMIT ?
+"""
+
 # Boots still in a spool's frames (an agent that stopped, crashed or predates the ``boots`` table): every
 # seq up to the highest spooled one was assigned, so max + 1 is a safe next seq to remember.
 _BOOTS_FROM_FRAMES = """
@@ -218,9 +225,7 @@ class Spool:
             except sqlite3.OperationalError as err:  # a full disk: report what is already remembered
                 if not _disk_full(err):
                     raise
-            rows = self._db.execute(
-                "SELECT boot_id, COALESCE((SELECT MIN(seq) FROM frames WHERE frames.boot_id = boots.boot_id), "
-                "next_seq) FROM boots WHERE topic = ? ORDER BY rowid DESC", (topic,)).fetchall()
+            rows = self._db.execute(_SETTLED, (topic, REPORTED_BOOTS)).fetchall()
         return [list(r) for r in rows]
 
     def expire(self, now: float | None = None) -> int:
