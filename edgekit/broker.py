@@ -168,6 +168,7 @@ class MosquittoBroker(_BrokerProcess):
             autosave_interval 1
             max_inflight_messages 1000
             max_queued_messages 100000
+            set_tcp_nodelay true
             log_dest stdout
             log_type error
             log_type warning

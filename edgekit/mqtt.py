@@ -358,6 +358,13 @@ def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
     return result.get("ok", False)
 
 
+def _no_delay(sock) -> None:
+    """Turn Nagle's algorithm off (paho leaves it on): a small PUBLISH or ack would otherwise wait for the
+    previous one's TCP ACK, which the peer delays up to 40 ms. The broker's side: ``set_tcp_nodelay true``."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class _Backoff:
     """Exponential delay before the next connection attempt, reset only by an accepted CONNACK.
 
@@ -579,7 +586,6 @@ class ClientLoop:
             self.protocol = detected
         client = make_client(self.client_id, self.protocol, persistent=self.persistent, manual_ack=self.manual_ack,
                              security=self.url.security)
-        client.on_log = self._on_log
         if self.will is not None:
             client.will_set(self.will.topic, self.will.payload, qos=self.will.qos, retain=self.will.retain)
         client.on_connect = self._on_connect
@@ -601,6 +607,7 @@ class ClientLoop:
         if self._backoff.remaining() > 0:
             return False
         self._last_paho_error = None
+        self.client.on_log = self._on_log  # only until the CONNACK (see _on_log)
         self._connecting = True  # before connect(): paho may report a dropped connection from inside it
         try:
             if not self._tried_once:
@@ -608,6 +615,7 @@ class ClientLoop:
                 self.client.connect(self.url.host, self.url.port, keepalive=30, **self._connect_options())
             else:
                 self.client.reconnect()
+            _no_delay(self.client.socket())
         except OSError as err:
             self._connecting = False
             refusal = connect_failed(str(self.url), self.url.host, self.url.port, self.url.security, err)
@@ -671,6 +679,7 @@ class ClientLoop:
             self._backoff.failed()
             return
         self._refusal_logged = None
+        client.on_log = None  # set again before the next connect: it costs every packet a formatted line
         self._backoff.reset()
         self.connects += 1
         self._connected_at = time.monotonic()
@@ -719,7 +728,11 @@ class ClientLoop:
                                       self.identity_fix)
 
     def _on_log(self, client, userdata, level, text) -> None:
-        """Keep paho's last error line: a broker's TLS alert after the handshake is reported only there."""
+        """Keep paho's last error line: a broker's TLS alert after the handshake is reported only there.
+
+        Attached only while a connection is set up: with a log hook, paho formats a line for every packet
+        (properties included), a third of the link thread's time per message in a flood of small ones.
+        """
         if socket_error(level, text):
             self._last_paho_error = text
 
