@@ -65,12 +65,17 @@ def parse_settled(payload: bytes) -> list[tuple[int, int]]:
 
 def find_gaps(ranges: dict, old: dict, now: float, grace_s: float) -> dict:
     """The holes of each boot (see the module docstring) as ``(first, last, since, alarmed)``; ``ranges``
-    come merged and sorted per kind, as :meth:`~edgekit.server.store.ResultStore.update_gaps` gives them. A hole keeps
-    the earliest ``since`` of the old holes it overlaps (a hole partly filled late stays as old) and their
-    alarm (reported once); it is alarmed when older than ``grace_s``."""
+    come merged and sorted per kind, as :meth:`~edgekit.server.store.ResultStore.update_gaps` gives them.
+    Settled marks count only for a device this database stored frames of (in any boot): every receiver
+    hears every device's heartbeats, and a device served by another receiver with another database has
+    settled frames that are simply not here. A hole keeps the earliest ``since`` of the old holes it
+    overlaps (a hole partly filled late stays as old) and their alarm (reported once); it is alarmed when
+    older than ``grace_s``."""
     gaps = {}
+    known = {device for (device, _), kinds in ranges.items() if kinds.get("stored")}
     for key, kinds in ranges.items():
-        horizon = max((kinds[kind][-1][1] for kind in ("stored", "settled") if kinds.get(kind)), default=None)
+        reach = ("stored", "settled") if key[0] in known else ("stored",)
+        horizon = max((kinds[kind][-1][1] for kind in reach if kinds.get(kind)), default=None)
         if horizon is None:
             continue
         explained = union(kinds.get("stored", []) + kinds.get("dropped", []))

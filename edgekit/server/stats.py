@@ -60,9 +60,6 @@ def summarize(db: str | Path) -> dict:
         con.close()
     for d in devices:
         d.update(delivery.get(d["device"], {"stored": d["results"], "dropped": 0, "missing": 0, "pending": 0}))
-    listed = {d["device"] for d in devices}
-    devices += [{"device": device, "results": 0, "boots": 0, **percentiles([]), **counts}  # all its frames lost
-                for device, counts in sorted(delivery.items()) if device not in listed]
     total = sum(d["results"] for d in devices)
     return {"devices": devices, "results": total, "mean_batch": batch or 0.0, "deadletters": deadletters,
             "deadletter_samples": samples, "receivers": counters, **percentiles(all_lat)}

@@ -11,7 +11,7 @@ import pytest
 from edgekit.device.spool import _SETTLED, REPORTED_BOOTS, Spool
 from edgekit.server.ledger import MAX_SETTLED_BOOTS, find_gaps, parse_settled
 from edgekit.server.stats import format_table, summarize
-from edgekit.server.store import ResultStore
+from edgekit.server.store import Result, ResultStore
 
 T = "edgekit/v1/cam-s/features"
 
@@ -120,14 +120,23 @@ def test_gaps_reach_up_to_the_settled_mark(tmp_path):
     assert gaps(stored=[(0, 9)], settled=[(0, 14)]) == [(10, 14, 0.0, 0)]  # the lost tail of a boot
     assert gaps(stored=[(0, 9)], settled=[(0, 14)], dropped=[(12, 14)]) == [(10, 11, 0.0, 0)]
     assert gaps(stored=[(0, 9)], settled=[(0, 4)]) == []  # the rest is still in the device's spool
-    assert gaps(settled=[(0, 4)]) == [(0, 4, 0.0, 0)]  # nothing of the boot ever stored
     assert gaps(settled=[(0, 4)], dropped=[(0, 4)]) == gaps(dropped=[(0, 4)]) == []
 
 
-def test_stats_count_a_lost_tail_and_a_device_with_nothing_stored(tmp_path):
+def test_a_boot_with_nothing_stored_counts_for_a_device_this_database_knows():
+    ranges = {("known", 1): {"stored": [(0, 9)]}, ("known", 2): {"settled": [(0, 4)]},
+              ("elsewhere", 3): {"settled": [(0, 4)], "dropped": [(0, 1)]}}  # served by another receiver and DB
+    assert find_gaps(ranges, {}, now=0.0, grace_s=5.0) == {("known", 2): [(0, 4, 0.0, 0)]}
+
+
+def _results(device: str, boot_id: int, seqs) -> list[Result]:
+    return [Result(device, boot_id, seq, "b" * 64, 0, "zero", 0.9, [("zero", 0.9)], 1, 2, 3, 1) for seq in seqs]
+
+
+def test_stats_count_a_lost_tail(tmp_path):
     db = tmp_path / "r.sqlite"
     store = ResultStore(db)
-    store._db.execute("INSERT INTO seq_ranges VALUES ('cam-a', 1, 'stored', 0, 9)")
+    store.insert(_results("cam-a", 1, range(10)) + _results("cam-b", 1, range(10)))
     store.add_settled("cam-a", [(1, 15)])
     store.add_settled("cam-a", [(1, 12)])  # an older heartbeat arriving late changes nothing
     store.add_settled("cam-b", [(2, 2**63 - 1), (3, 2**63 - 1)])  # huge (forged) marks: counted, no overflow
@@ -139,6 +148,6 @@ def test_stats_count_a_lost_tail_and_a_device_with_nothing_stored(tmp_path):
         assert con.execute("SELECT first, last FROM seq_ranges WHERE kind = 'settled' AND device = 'cam-a'"
                            ).fetchall() == [(0, 14)]
     a, b = summarize(db)["devices"]
-    assert (a["device"], a["results"], a["stored"], a["missing"]) == ("cam-a", 0, 10, 5)
-    assert (b["device"], b["stored"], b["missing"]) == ("cam-b", 0, 2**64 - 2)
-    assert "cam-b" in format_table(summarize(db))
+    assert (a["device"], a["results"], a["stored"], a["missing"]) == ("cam-a", 10, 10, 5)
+    assert (b["device"], b["results"], b["missing"]) == ("cam-b", 10, 2**64 - 2)
+    assert format_table(summarize(db)).splitlines()[1].split()[-2:] == ["0", "5"]  # dropped, missing
