@@ -130,6 +130,7 @@ class Agent:
         self.latency = LatencyWindow()
         self.results_this_boot = 0
         self._started = time.monotonic()
+        self._next_beat = self._started
         log.info("agent %s: bundle %s, %s via %s, source %s, boot %08x, spool %s (%d frames waiting)",
                  cfg.device_id, self.bundle.bundle_id[:12], model.path.name, self.runner.runtime,
                  self.source.description, self.boot_id, self.spool.path, self.spool.depth)
@@ -138,14 +139,11 @@ class Agent:
     def run(self, stop: threading.Event) -> dict:
         """Stream the source until it ends (then drain the spool and wait for results) or ``stop`` is set."""
         self.publisher.start()
-        next_beat = time.monotonic()
         try:
             for x in self._paced(stop):
                 self.publisher.raise_if_fatal()
                 self._capture(x)
-                if time.monotonic() >= next_beat:
-                    self.heartbeat()
-                    next_beat = time.monotonic() + self.cfg.heartbeat_s
+                self._heartbeat_when_due()
             self._drain(stop)
         finally:
             self.heartbeat()
@@ -194,10 +192,12 @@ class Agent:
         next start sends them again (docs/device.md, Delivery)."""
         while not stop.is_set() and self.spool.depth > 0 and not self.publisher.handed_over():
             self.publisher.raise_if_fatal()
+            self._heartbeat_when_due()
             stop.wait(0.05)
         deadline = time.monotonic() + self.cfg.linger_s
         while not stop.is_set() and time.monotonic() < deadline and \
                 (self.spool.depth > 0 or self.results_this_boot < self.counters.spooled):
+            self._heartbeat_when_due()
             stop.wait(0.05)
 
     # ---- reporting --------------------------------------------------------------------------------------
@@ -231,8 +231,16 @@ class Agent:
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects,
             "uptime_s": round(time.monotonic() - self._started, 1),
             **{f"e2e_{k}": round(v, 2) if math.isfinite(v) else None for k, v in self.latency.percentiles().items()},
-            "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]: the server's gap accounting
+            # the server's gap accounting; settled first, so a drop in between is in drops, not a false gap
+            "settled": self.spool.settled(self.features, self.boot_id, self.counters.captured),
+            "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]
         }
+
+    def _heartbeat_when_due(self) -> None:
+        """Heartbeat every ``heartbeat_s``, also while draining: the receivers see drops and settled marks."""
+        if time.monotonic() >= self._next_beat:
+            self.heartbeat()
+            self._next_beat = time.monotonic() + self.cfg.heartbeat_s
 
     def heartbeat(self) -> None:
         stats = self.stats()

@@ -12,7 +12,9 @@ nothing within the bounds. When the spool is full (its byte bound, or the disk o
 decides: ``drop-oldest`` (default: the freshest data matters most) deletes the oldest frames,
 ``drop-newest`` refuses the new one. Frames older than ``max_age_s`` expire. Every loss is counted, and the
 seq numbers lost are kept as ranges per boot (the ``drops`` table), which the heartbeat reports so the
-server can tell a policy drop from a frame lost on the way. One agent per spool: a lock file beside it.
+server can tell a policy drop from a frame lost on the way. The heartbeat also reports, per boot, the seq
+below which every frame has left the spool (:meth:`Spool.settled`), so the server can see a loss after the
+last frame it stored. One agent per spool: a lock file beside it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("drop-oldest", "drop-newest")
 REPORTED_DROP_RANGES = 200  # the most recent drop ranges a heartbeat carries
+REPORTED_BOOTS = 8  # the boots a heartbeat's settled marks cover (the newest); the spool remembers no more
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -51,6 +54,28 @@ CREATE TABLE IF NOT EXISTS drops (          -- seq ranges lost by policy, per bo
     last INTEGER NOT NULL,
     PRIMARY KEY (boot_id, reason, first)
 );
+CREATE TABLE IF NOT EXISTS boots (          -- per boot, a seq no frame of it had reached yet: its frames
+    boot_id INTEGER NOT NULL,               -- below that are settled once none is left in the spool
+    topic TEXT NOT NULL,                    -- its frames' topic: the device it reports for
+    next_seq INTEGER NOT NULL,
+    PRIMARY KEY (boot_id, topic)
+);
+"""
+
+# Per remembered boot of a topic, newest first: its smallest spooled seq (the frames_seq index: one lookup),
+# else its next seq.
+_SETTLED = """
+SELECT boot_id, COALESCE((SELECT MIN(seq) FROM frames WHERE frames.boot_id = boots.boot_id), next_seq)
+FROM boots WHERE topic = ? ORDER BY rowid DESC LIMIT ?
+"""
+
+# Boots still in a spool's frames (an agent that stopped, crashed or predates the ``boots`` table): every
+# seq up to the highest spooled one was assigned, so max + 1 is a safe next seq to remember.
+_BOOTS_FROM_FRAMES = """
+INSERT INTO boots (boot_id, topic, next_seq)
+SELECT boot_id, (SELECT topic FROM frames AS f WHERE f.boot_id = frames.boot_id LIMIT 1), MAX(seq) + 1
+FROM frames WHERE seq IS NOT NULL GROUP BY boot_id
+ON CONFLICT (boot_id, topic) DO UPDATE SET next_seq = MAX(next_seq, excluded.next_seq)
 """
 
 
@@ -184,6 +209,25 @@ class Spool:
             pending = [[b, s, s, r] for b, s, r in self._unrecorded]
         return [list(r) for r in rows] + pending
 
+    def settled(self, topic: str, boot_id: int, next_seq: int) -> list[list[int]]:
+        """``[boot_id, settled_below]`` for the current boot (``next_seq``: the seq it assigns next) and the
+        other recent boots of ``topic``, newest first: every frame of the boot below ``settled_below`` has
+        left the spool (confirmed by a receiver, or dropped and in :meth:`drop_ranges`). That is the
+        boot's smallest spooled seq, or its next seq when none is left. The current boot's next seq is
+        remembered first, so an agent started later reports how this boot ended. One index lookup per boot."""
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO boots (boot_id, topic, next_seq) VALUES (?, ?, ?) ON CONFLICT "
+                                 "(boot_id, topic) DO UPDATE SET next_seq = MAX(next_seq, excluded.next_seq)",
+                                 (boot_id, topic, next_seq))
+                self._db.execute("DELETE FROM boots WHERE rowid NOT IN (SELECT rowid FROM boots ORDER BY rowid DESC "
+                                 "LIMIT ?)", (REPORTED_BOOTS,))
+            except sqlite3.OperationalError as err:  # a full disk: report what is already remembered
+                if not _disk_full(err):
+                    raise
+            rows = self._db.execute(_SETTLED, (topic, REPORTED_BOOTS)).fetchall()
+        return [list(r) for r in rows]
+
     def expire(self, now: float | None = None) -> int:
         """Delete frames older than ``max_age_s``; how many."""
         with self._lock:
@@ -290,6 +334,16 @@ def _disk_full(err: sqlite3.OperationalError) -> bool:
     return "full" in str(err)
 
 
+def _remember_spooled_boots(db: sqlite3.Connection) -> None:
+    """Record the boots in the spool's frames (:data:`_BOOTS_FROM_FRAMES`); a full disk must not stop an
+    agent from starting and draining, so then they are reported from what was remembered before."""
+    try:
+        db.execute(_BOOTS_FROM_FRAMES)
+    except sqlite3.OperationalError as err:
+        if not _disk_full(err):
+            raise
+
+
 def _lock_spool(path: Path):
     """Hold an exclusive lock on ``<spool>.lock`` for this process's lifetime: two agents draining one spool
     would send every frame twice and fight over its rows."""
@@ -325,7 +379,8 @@ def _open(path: Path) -> tuple[sqlite3.Connection, int, int]:
         for column in ("boot_id", "seq"):  # a spool written before receiver-confirmed delivery
             if column not in columns:
                 db.execute(f"ALTER TABLE frames ADD COLUMN {column} INTEGER")
-        db.execute("CREATE INDEX IF NOT EXISTS frames_seq ON frames (boot_id, seq)")
+        db.execute("CREATE INDEX IF NOT EXISTS frames_seq ON frames (boot_id, seq)")  # confirm(), settled()
+        _remember_spooled_boots(db)
         count, total = db.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM frames").fetchone()
         return db, count, total
     except (OSError, sqlite3.DatabaseError) as err:

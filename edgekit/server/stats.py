@@ -90,10 +90,9 @@ def _delivery(con: sqlite3.Connection) -> dict[str, dict[str, int]]:
         row = out.setdefault(device, {"stored": 0, "dropped": 0, "missing": 0, "pending": 0})
         row["stored"] += size(stored)
         row["dropped"] += size(subtract(union(kinds.get("dropped", [])), stored))
-    for device, alarmed, frames in con.execute("SELECT device, alarmed, SUM(last - first + 1) FROM gaps "
-                                               "GROUP BY device, alarmed"):
+    for device, alarmed, first, last in con.execute("SELECT device, alarmed, first, last FROM gaps"):
         row = out.setdefault(device, {"stored": 0, "dropped": 0, "missing": 0, "pending": 0})
-        row["missing" if alarmed else "pending"] += frames
+        row["missing" if alarmed else "pending"] += last - first + 1  # in Python: no 64-bit overflow
     return out
 
 

@@ -8,9 +8,9 @@ every dead letter is counted in ``deadletter_totals`` (per receiver, device and 
 of them is kept in ``deadletters`` (see :class:`Retention` and edgekit.server.deadletters).
 
 Delivery accounting (docs/server.md, Every frame accounted for): per ``(device, boot_id)`` the seq ranges
-stored (merged in the same transaction as the results) and dropped by the device's policy (from its
-heartbeats) live in ``seq_ranges``; the holes between them in ``gaps``, with when each was first seen and
-whether it has been reported missing.
+stored (merged in the same transaction as the results), dropped by the device's policy and settled (no
+longer in the device's spool; both from its heartbeats) live in ``seq_ranges``; the holes in ``gaps``, with
+when each was first seen and whether it has been reported missing.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS seq_ranges (
     device TEXT NOT NULL,
     boot_id INTEGER NOT NULL,
-    kind TEXT NOT NULL,           -- 'stored', or 'dropped' by the device's policy (its heartbeat says)
+    kind TEXT NOT NULL,           -- 'stored'; from the device's heartbeats: 'dropped' by its policy, or
+                                  -- 'settled' (0..below-1: those frames have left its spool)
     first INTEGER NOT NULL,       -- inclusive seq range, merged with its neighbours
     last INTEGER NOT NULL,
     PRIMARY KEY (device, boot_id, kind, first)
@@ -191,10 +192,17 @@ class ResultStore:
 
     def add_dropped(self, device: str, drops: list[tuple[int, int, int]]) -> None:
         """Merge ``(boot_id, first, last)`` ranges a device reported dropped by its policy."""
+        self._add_reported(device, "dropped", drops)
+
+    def add_settled(self, device: str, settled: list[tuple[int, int]]) -> None:
+        """Merge ``(boot_id, below)`` marks a device reported: every frame of the boot below ``below`` has
+        left its spool (kind ``settled``, the range ``0..below-1``)."""
+        self._add_reported(device, "settled", [(boot_id, 0, below - 1) for boot_id, below in settled])
+
+    def _add_reported(self, device: str, kind: str, ranges: list[tuple[int, int, int]]) -> None:
         with self._lock, self._transaction():
-            for boot_id, first, last in drops:
-                merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": "dropped"},
-                            first, last)
+            for boot_id, first, last in ranges:
+                merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": kind}, first, last)
 
     def update_gaps(self, find_gaps) -> list[tuple[str, int, int, int]]:
         """Recompute the gaps in one transaction (several receivers may share the file):
