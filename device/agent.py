@@ -24,7 +24,7 @@ from edgekit.device.publisher import Publisher
 from edgekit.device.spool import Spool
 from edgekit.errors import BundleError, UsageError
 from edgekit.logs import strict_json
-from edgekit.mqtt import BrokerUrl, topic
+from edgekit.mqtt import HEARTBEAT_MAX_BYTES, BrokerUrl, topic
 from edgekit.server.stats import LatencyWindow
 from edgekit.signing import TrustPolicy
 
@@ -244,7 +244,17 @@ class Agent:
 
     def heartbeat(self) -> None:
         stats = self.stats()
-        self.publisher.send(topic(self.cfg.device_id, "heartbeat"), strict_json(stats), qos=0)
+        self.publisher.send(topic(self.cfg.device_id, "heartbeat"), heartbeat_payload(stats), qos=0)
         log.info("heartbeat: captured %d, sent %d, acked %d, confirmed %d, queue %d, dropped %d, results %d",
                  stats["captured"], stats["sent"], stats["acknowledged"], stats["confirmed"], stats["queue_depth"],
                  stats["dropped"], stats["results"], extra={"event": "heartbeat", **stats})
+
+
+def heartbeat_payload(stats: dict) -> str:
+    """The heartbeat's JSON within :data:`~edgekit.mqtt.HEARTBEAT_MAX_BYTES`, keeping the newest drop ranges
+    (the older ones were in earlier heartbeats): receivers' brokers drop a larger one unseen."""
+    payload = strict_json(stats)
+    while len(payload) > HEARTBEAT_MAX_BYTES and stats["drops"]:
+        stats["drops"] = stats["drops"][: len(stats["drops"]) // 2]
+        payload = strict_json(stats)
+    return payload

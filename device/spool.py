@@ -202,12 +202,13 @@ class Spool:
             self._note_drops([(boot_id, seq)], reason)
 
     def drop_ranges(self, limit: int = REPORTED_DROP_RANGES) -> list[list]:
-        """The most recently merged drop ranges, ``[boot_id, first, last, reason]`` (for the heartbeat)."""
+        """The ``limit`` most recently merged drop ranges, newest first, ``[boot_id, first, last, reason]`` (for
+        the heartbeat); drops not yet written (the disk was full) come first, one frame each."""
         with self._lock:
             rows = self._db.execute("SELECT boot_id, first, last, reason FROM drops ORDER BY rowid DESC LIMIT ?",
                                     (limit,)).fetchall()
-            pending = [[b, s, s, r] for b, s, r in self._unrecorded]
-        return [list(r) for r in rows] + pending
+            pending = [[b, s, s, r] for b, s, r in reversed(self._unrecorded[-limit:])]
+        return (pending + [list(r) for r in rows])[:limit]
 
     def settled(self, topic: str, boot_id: int, next_seq: int) -> list[list[int]]:
         """``[boot_id, settled_below]`` for the current boot (``next_seq``: the seq it assigns next) and the

@@ -47,6 +47,9 @@ DEFAULT_TLS_PORT = 8883
 REFUSED_RETRY_S = 10.0  # a client refused after it once connected (e.g. revoked) retries this often
 TOPIC_ROOT = "edgekit/v1"
 TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter", "acks")
+#: The largest heartbeat payload: the agent trims its drop list to fit, and receivers announce a Maximum
+#: Packet Size that lets it through (a heartbeat the broker dropped would hide the device's drops).
+HEARTBEAT_MAX_BYTES = 16 * 1024
 PROTOCOLS = ("auto", "5", "3.1.1")
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a persistent MQTT 5 session outlives a week-long receiver outage
 RECEIVE_MAXIMUM = 1024  # QoS 1 messages the broker may have in flight to us (MQTT 5); 3.1.1 uses the broker's

@@ -38,8 +38,8 @@ import numpy as np
 from edgekit.acks import AckBatcher
 from edgekit.auth import FrameAuthenticator, KeyStore, Replayed, sign_message
 from edgekit.errors import UsageError
-from edgekit.mqtt import (SESSION_EXPIRY_S, BrokerUrl, ClientLoop, device_id_problem, device_of, features_filter,
-                          printable_id, publish_packet_size, publish_properties, topic)
+from edgekit.mqtt import (HEARTBEAT_MAX_BYTES, SESSION_EXPIRY_S, BrokerUrl, ClientLoop, device_id_problem, device_of,
+                          features_filter, printable_id, publish_packet_size, publish_properties, topic)
 from edgekit.server.batcher import Batcher
 from edgekit.server.deadletters import DeadLetterSink, SampleRate
 from edgekit.server.ledger import Ledger
@@ -403,14 +403,17 @@ class Receiver:
 
 
 def max_incoming_packet(bundles) -> int:
-    """The Maximum Packet Size to announce: the largest features PUBLISH any bundle accepts (header, biggest
-    payload, the longest device id's topic, MQTT 5 frame properties) plus :data:`PACKET_MARGIN`."""
+    """The Maximum Packet Size to announce: the largest PUBLISH we take, plus :data:`PACKET_MARGIN`. That is
+    the largest features PUBLISH any bundle accepts (header, biggest payload, the longest device id's topic,
+    MQTT 5 frame properties), or a heartbeat of :data:`HEARTBEAT_MAX_BYTES` if larger."""
     from edgekit.frame import HEADER_SIZE
     from edgekit.wire import WireSpec, mqtt5_properties
 
     payload = max(WireSpec.from_bundle(b).max_payload_bytes for b in bundles)
     props = publish_properties(*mqtt5_properties(bundles[0].bundle_id))
-    return publish_packet_size(topic("x" * 64, "features"), HEADER_SIZE + payload, "5", properties=props) + PACKET_MARGIN
+    frame = publish_packet_size(topic("x" * 64, "features"), HEADER_SIZE + payload, "5", properties=props)
+    heartbeat = publish_packet_size(topic("x" * 64, "heartbeat"), HEARTBEAT_MAX_BYTES, "5", qos=0)
+    return max(frame, heartbeat) + PACKET_MARGIN
 
 
 def _as_probabilities(outputs: np.ndarray) -> np.ndarray:

@@ -116,3 +116,35 @@ def test_a_spool_not_yet_confirmed_raises_no_alarm(bundle, stream, mosquitto, tm
     assert _alarms(caplog) == []
     device = summarize(db)["devices"][0]
     assert (device["stored"], device["dropped"], device["missing"], device["pending"]) == (len(kept), kept[0], 0, 0)
+
+
+def test_a_heartbeat_with_many_drop_ranges_gets_through_the_receivers_packet_limit(bundle, stream, mosquitto,
+                                                                                     tmp_path):
+    """200 drop ranges make a heartbeat of ~5 KB, far over the 1.5 KB a frame of this bundle needs: the
+    Maximum Packet Size the receiver announces must still let it through, or those drops read as missing."""
+    from edgekit.device.spool import Spool
+
+    db, spool_path = tmp_path / "r.sqlite", tmp_path / "spool.sqlite"
+    spool = Spool(spool_path)
+    for seq in range(0, 400, 2):  # not adjacent: 200 ranges
+        spool.record_drop(1, seq, "too-big")
+    spool.close()
+    receiver = start_receiver(bundle, mosquitto.url, db)
+    agent = RunningAgent(bundle, mosquitto.url, spool_path, stream(5), heartbeat_s=0.1).start()
+    try:
+        assert wait_until(lambda: rows(db, "SELECT COUNT(*) FROM seq_ranges WHERE kind = 'dropped' AND boot_id = 1")
+                          == [(200,)], 20)
+    finally:
+        agent.finish()
+        receiver.stop()
+
+
+def test_a_heartbeat_keeps_the_newest_drop_ranges_that_fit():
+    from edgekit.device.agent import heartbeat_payload
+    from edgekit.mqtt import HEARTBEAT_MAX_BYTES
+
+    drops = [[1, seq, seq, "broker: quota exceeded"] for seq in range(0, 4000, 2)]  # newest first
+    payload = heartbeat_payload({"captured": 7, "drops": drops})
+    sent = json.loads(payload)
+    assert len(payload) <= HEARTBEAT_MAX_BYTES and sent["captured"] == 7
+    assert 100 < len(sent["drops"]) < len(drops) and sent["drops"] == drops[:len(sent["drops"])]
