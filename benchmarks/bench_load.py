@@ -40,7 +40,7 @@ import numpy as np
 from edgekit.broker import local_broker
 from edgekit.demo import count_results, start_server
 from edgekit.acks import parse_ack
-from edgekit.mqtt import make_client, parse_broker_url, topic
+from edgekit.mqtt import make_client, no_delay, parse_broker_url, topic
 
 
 def build_bundle(work: Path) -> Path:
@@ -81,6 +81,7 @@ class Fleet:
         for device in self.devices:
             client = make_client(f"bench-{device}", "5", security=self.security_for(device, broker))
             client.connect(broker.host, broker.port)
+            no_delay(client.socket())  # as the agent does: a PUBACK for an ack must not hold the next frame
             self.clients.append(client)
         for _ in range(50):
             for c in self.clients:

@@ -361,7 +361,7 @@ def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
     return result.get("ok", False)
 
 
-def _no_delay(sock) -> None:
+def no_delay(sock) -> None:
     """Turn Nagle's algorithm off (paho leaves it on): a small PUBLISH or ack would otherwise wait for the
     previous one's TCP ACK, which the peer delays up to 40 ms. The broker's side: ``set_tcp_nodelay true``."""
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -619,7 +619,7 @@ class ClientLoop:
                 self.client.connect(self.url.host, self.url.port, keepalive=30, **self._connect_options())
             else:
                 self.client.reconnect()
-            _no_delay(self.client.socket())
+            no_delay(self.client.socket())
         except OSError as err:
             self._connecting = False
             refusal = connect_failed(str(self.url), self.url.host, self.url.port, self.url.security, err)
