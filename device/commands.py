@@ -115,7 +115,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 @click.option("--target", default=None, help="Device model target in the bundle (default: the first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def selftest_command(bundle, runtime, threads, target, as_json) -> None:
+@trust_options
+def selftest_command(bundle, runtime, threads, target, as_json, trust_keys, require_signature) -> None:
     """Check that this device computes the bundle's golden codes, as the agent does at start.
 
     Runs the golden inputs stored by edgekit convert through the device model and runtime the agent would
@@ -127,6 +128,7 @@ def selftest_command(bundle, runtime, threads, target, as_json) -> None:
     Example:
       edgekit device selftest --bundle bundles/fmnist-v1
       edgekit device selftest --bundle bundles/fmnist-v1 --runtime tflite-runtime --json
+      edgekit device selftest --bundle bundles/fmnist-v1 --trust-key keys/release.pub.pem --require-signature
     """
     import json
 
@@ -134,7 +136,7 @@ def selftest_command(bundle, runtime, threads, target, as_json) -> None:
     from edgekit.runtime import open_device_runner
     from edgekit.selftest import device_selftest, require_pass
 
-    loaded = Bundle.load(bundle)
+    loaded = Bundle.load(bundle, trust=trust_policy(trust_keys, require_signature))
     model = loaded.device_model(target=target, runtime=runtime)
     runner = open_device_runner(model.path, runtime=runtime, threads=threads, code_quant=model.code_quant)
     result = device_selftest(loaded, runner, model.path)

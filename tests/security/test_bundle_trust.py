@@ -65,8 +65,10 @@ def _set_dictionary(root: Path, value: str) -> None:
 
 
 def _refused_everywhere(run, root: Path, pattern: str, *trust: str) -> None:
-    """inspect, device run and server run each refuse ``root`` at start: one line matching ``pattern``."""
+    """inspect, device selftest, device run and server run each refuse ``root`` at start: one line matching
+    ``pattern``."""
     for argv in (["inspect", root, "--no-selftest"],
+                 ["device", "selftest", "--bundle", root],
                  ["device", "run", "--bundle", root, "--device-id", "cam-1", "--source", "none.npz",
                   "--broker", "mqtt://127.0.0.1:1"],
                  ["server", "run", "--bundle", root, "--broker", "mqtt://127.0.0.1:1", "--db", root.parent / "r.db"]):
@@ -186,6 +188,8 @@ def test_the_signed_bundle_runs_under_require_signature(run, keys, copy, stream,
     code, out, err = run("inspect", copy, *trust)  # with the self-test: golden vectors read through the checks
     assert code == 0, err
     assert "a trusted key" in out and "device self-test passed" in out and "server self-test passed" in out
+    code, out, err = run("device", "selftest", "--bundle", copy, *trust)
+    assert code == 0 and "passed" in out, err
 
     db = tmp_path / "results.sqlite"
     server = start_server([copy], mosquitto.url, db, tmp_path / "server.log", "--trust-key", str(keys["trusted_dir"]),
