@@ -448,7 +448,7 @@ class ClientLoop:
         self._refusal_logged: str | None = None
         self._last_paho_error: str | None = None
         self.dropped_offline = 0  # QoS 0 sends dropped because the broker was not connected
-        self._last_publish: "mqtt.MQTTMessageInfo | None" = None  # awaited at shutdown (see _shutdown)
+        self._last_acked_publish: "mqtt.MQTTMessageInfo | None" = None  # its PUBACK is awaited at shutdown
         self._backoff = _Backoff()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -486,7 +486,9 @@ class ClientLoop:
             log.error("%s: not publishing %d bytes on %s: over the broker's maximum packet size %d",
                       self.client_id, size, topic_name, self.max_packet_size)
             return False
-        self._last_publish = self.client.publish(topic_name, data, qos=qos, retain=retain)
+        info = self.client.publish(topic_name, data, qos=qos, retain=retain)
+        if qos:
+            self._last_acked_publish = info
         return True
 
     def call_soon(self, fn: Callable[[], Any]) -> None:
@@ -673,12 +675,13 @@ class ClientLoop:
                 sock.close()
 
     def _last_acked(self) -> bool:
-        """Whether the broker acknowledged our last publish, and so (it answers in order) everything before it.
+        """Whether the broker acknowledged our last QoS 1 publish (a QoS 0 one gets no answer to wait for).
 
         paho closes the socket right after writing DISCONNECT: an ack still unread then turns the close into a
-        TCP reset, the broker loses the DISCONNECT and publishes the will beside our clean offline status.
+        TCP reset, and the broker drops what it had not read yet, the DISCONNECT (it then publishes the will
+        beside our clean offline status) and any QoS 0 message before it (the agent's last heartbeat).
         """
-        last = self._last_publish
+        last = self._last_acked_publish
         return last is None or last.rc != 0 or last.is_published()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
