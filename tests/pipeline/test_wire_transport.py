@@ -64,18 +64,24 @@ def _run_agent(bundle, stream, mosquitto, tmp_path, device_id: str, *extra: str)
     return strict_loads(out.decode().strip().splitlines()[-1]), device.log_text()
 
 
+def _watched_run(bundle, stream, mosquitto, tmp_path, device_id: str, topic_filter: str, *extra: str):
+    """:func:`_run_agent` while a :class:`PropertyCollector` on ``topic_filter`` watches: (stats, log, what it
+    saw, the features frames among it)."""
+    sub = PropertyCollector(mosquitto.url, topic_filter)
+    try:
+        stats, log = _run_agent(bundle, stream, mosquitto, tmp_path, device_id, *extra)
+    finally:
+        sub.close()
+    return stats, log, sub, sub.on("features")
+
+
 def test_mqtt5_version_1_frames_carry_content_type_and_bundle_id(bundle, stream, mosquitto, tmp_path):
     """A bundle that allows frame version 1 only (made before version 2): the Transport table's properties."""
     root, manifest = _copy_bundle(bundle, tmp_path)
     manifest["wire"]["frame_versions"] = [1]  # the manifest is not hashed: the bundle still loads
     (root / MANIFEST_NAME).write_text(json.dumps(manifest))
-    sub = PropertyCollector(mosquitto.url, "edgekit/v1/+/features")
-    try:
-        stats, _ = _run_agent(root, stream, mosquitto, tmp_path, "cam-1")
-    finally:
-        sub.close()
+    stats, _, _, frames = _watched_run(root, stream, mosquitto, tmp_path, "cam-1", "edgekit/v1/+/features")
     b = Bundle.load(root)
-    frames = sub.on("features")
     assert stats["acknowledged"] == len(frames) == FRAMES
     decoder = WireDecoder([b])
     for payload, props in frames:
@@ -87,13 +93,8 @@ def test_mqtt5_version_1_frames_carry_content_type_and_bundle_id(bundle, stream,
 
 def test_mqtt5_version_2_frames_travel_without_properties_and_all_json_is_strict(bundle, stream, mosquitto,
                                                                                  tmp_path):
-    sub = PropertyCollector(mosquitto.url, "edgekit/v1/+/+")
-    try:
-        stats, log = _run_agent(bundle, stream, mosquitto, tmp_path, "cam-5")
-    finally:
-        sub.close()
+    stats, log, sub, frames = _watched_run(bundle, stream, mosquitto, tmp_path, "cam-5", "edgekit/v1/+/+")
     b = Bundle.load(bundle)
-    frames = sub.on("features")
     assert stats["acknowledged"] == len(frames) == FRAMES
     decoder = WireDecoder([b])
     for payload, props in frames:  # convert's bundles allow version 2: the agent sends it
@@ -108,12 +109,8 @@ def test_mqtt5_version_2_frames_travel_without_properties_and_all_json_is_strict
 
 
 def test_mqtt311_frames_travel_alone(bundle, stream, mosquitto, tmp_path):
-    sub = PropertyCollector(mosquitto.url, "edgekit/v1/+/features")
-    try:
-        stats, _ = _run_agent(bundle, stream, mosquitto, tmp_path, "cam-3", "--mqtt", "3.1.1")
-    finally:
-        sub.close()
-    frames = sub.on("features")
+    stats, _, _, frames = _watched_run(bundle, stream, mosquitto, tmp_path, "cam-3", "edgekit/v1/+/features",
+                                       "--mqtt", "3.1.1")
     assert stats["acknowledged"] == len(frames) == FRAMES
     assert all(not hasattr(props, "ContentType") and not hasattr(props, "UserProperty") for _, props in frames)
 
