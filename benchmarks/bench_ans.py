@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from bench_codecs import REPO, bundle_codes, pixel_codes
 
-from edgekit.codecs.ans import AnsCodec, AnsPrior
-from edgekit.example_model import read_idx
+from edgekit.wire.codecs.ans import AnsCodec, AnsPrior
+from edgekit.demo.example_model import read_idx
 
 
 def best_time(fn, repeat: int) -> float:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.codecs import EncodeBudget, fit_codecs
-from edgekit.example_model import read_idx
+from edgekit.wire.codecs import EncodeBudget, fit_codecs
+from edgekit.demo.example_model import read_idx
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.codecs import AnsPrior, fit_codecs, order0_entropy_bits
-from edgekit.example_model import read_idx
-from edgekit.frame import CRC32C_IMPLEMENTATION, HEADER_SIZE
-from edgekit.wire import WireDecoder, WireEncoder, WireSpec
+from edgekit.wire.codecs import AnsPrior, fit_codecs, order0_entropy_bits
+from edgekit.demo.example_model import read_idx
+from edgekit.wire.crc import CRC32C_IMPLEMENTATION
+from edgekit.wire.frame_v1 import HEADER_SIZE
+from edgekit.wire.decoder import WireDecoder
+from edgekit.wire.encoder import WireEncoder
+from edgekit.wire.spec import WireSpec
 
 REPO = Path(__file__).resolve().parents[1]
 BOUND_FACTOR, BOUND_SLACK = 1.03, 8.0
@@ -51,7 +54,7 @@ def pixel_codes(images: np.ndarray) -> dict[str, np.ndarray]:
 
 def bundle_codes(bundle_dir: Path, images: np.ndarray) -> tuple[np.ndarray, object, float]:
     """The bundle's device half applied to ``images``: (codes, bundle, inference ms per sample)."""
-    from edgekit.bundle import Bundle
+    from edgekit.bundle.manifest import Bundle
     from edgekit.runtime import open_device_runner
 
     bundle = Bundle.load(bundle_dir)

@@ -11,7 +11,7 @@ receiver's throughput. Rounds alternate the modes and their order (plain, mac, m
 the machine's load drift hits both alike; the report gives per-round figures, the medians, and each mode's ratio to plain.
 
 Modes: ``plain`` (no authentication), ``mac`` (every device has a key: frames carry the HMAC-SHA256 tag, the
-receiver checks tags and the replay window and signs results; edgekit/auth.py). A last table gives the
+receiver checks tags and the replay window and signs results; edgekit/auth/). A last table gives the
 MAC's CPU cost per frame (sign on the device, verify on the receiver) beside the decoder's own. (The cost
 of TLS is benchmarks/bench_security.py's, measured the same way.)
 """
@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from bench_load import Fleet, build_bundle, device_codes, step_figures
-from edgekit.broker import local_broker
-from edgekit.demo import count_results, start_server
+from edgekit.mqtt.broker import local_broker
+from edgekit.demo.roles import count_results, start_server
 
 BOOT_BASE = 10_000
 
@@ -37,7 +37,7 @@ class SignedFleet(Fleet):
     fleet's one encoder, given the device's sealer before each frame (so only the tag differs)."""
 
     def __init__(self, url: str, n: int, encoder, codes, quant, keys):
-        from edgekit.auth import seal
+        from edgekit.auth.tags import seal
 
         super().__init__(url, n, encoder, codes, quant, BOOT_BASE)
         self._sealers = {device: seal(keys.add(device), device) for device in self.devices}
@@ -49,8 +49,8 @@ class SignedFleet(Fleet):
 
 def run_mode(mode: str, folder: Path, bundle_path: Path, bundle, codes, quant, args) -> dict:
     """One mode on a fresh broker, receiver and database: the steady and the saturating step's figures."""
-    from edgekit.auth import KeyStore
-    from edgekit.wire import WireEncoder
+    from edgekit.auth.keys import KeyStore
+    from edgekit.wire.encoder import WireEncoder
 
     db = folder / "results.sqlite"
     with local_broker(workdir=folder / "broker") as broker:
@@ -83,8 +83,9 @@ def run_mode(mode: str, folder: Path, bundle_path: Path, bundle, codes, quant, a
 def cpu_per_frame(bundle, codes, quant, n: int = 1000) -> dict[str, float]:
     """Microseconds per frame: encode plain / with its tag on the device; on the receiver, decode (untagged),
     the tag check, and signing the result message."""
-    from edgekit.auth import seal, sign_message, verify_frame
-    from edgekit.wire import WireDecoder, WireEncoder
+    from edgekit.auth.tags import seal, sign_message, verify_frame
+    from edgekit.wire.decoder import WireDecoder
+    from edgekit.wire.encoder import WireEncoder
 
     key, device = bytes(32), "sim-000"
     plain, signed = WireEncoder.from_bundle(bundle), WireEncoder.from_bundle(bundle)

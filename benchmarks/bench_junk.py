@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from bench_load import build_bundle
-from edgekit.broker import local_broker
-from edgekit.demo import start_device
-from edgekit.mqtt import parse_broker_url
+from edgekit.mqtt.broker import local_broker
+from edgekit.demo.roles import start_device
+from edgekit.mqtt.urls import parse_broker_url
 from edgekit.server.receiver import Receiver, ReceiverConfig
 
 SENDER = Path(__file__).resolve().parents[1] / "tools" / "junk_sender.py"

@@ -20,7 +20,7 @@ latency of both, and their ratios.
 
 Before the load steps, **bytes on the wire**: the agent's own publisher (``device/publisher.py``, spool,
 QoS 1, MQTT 5 properties and topic alias) sends ``--wire-frames`` real frames at ``--wire-fps`` through a
-:class:`edgekit.byte_meter.ByteMeter` relay, for frame versions 1 and 2 and MQTT 5 and 3.1.1; it reports the
+:class:`edgekit.mqtt.byte_meter.ByteMeter` relay, for frame versions 1 and 2 and MQTT 5 and 3.1.1; it reports the
 mean frame, payload and header bytes and the TCP bytes per frame counted at the socket, device → broker
 (PUBLISH packets) and broker → device (PUBACKs), after the connection is up (so CONNECT is not spread over
 the frames). ``--wire-only`` stops there.
@@ -37,17 +37,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.broker import local_broker
-from edgekit.demo import count_results, start_server
-from edgekit.acks import parse_ack
-from edgekit.mqtt import make_client, no_delay, parse_broker_url, topic
+from edgekit.mqtt.broker import local_broker
+from edgekit.demo.roles import count_results, start_server
+from edgekit.delivery.acks import parse_ack
+from edgekit.mqtt.client import make_client, no_delay
+from edgekit.mqtt.urls import parse_broker_url
+from edgekit.mqtt.topics import topic
 
 
 def build_bundle(work: Path) -> Path:
     """Train the digits example briefly and convert it (when no --bundle is given)."""
     from edgekit.converters import convert
 
-    from edgekit.example_model import train
+    from edgekit.demo.example_model import train
 
     model, calib, test = train("digits", None, work / "model", epochs=10, seed=0)
     return convert(model=model, split="code", calib=calib, eval=test, targets=["rpi"], output=work / "bundle",
@@ -56,7 +58,7 @@ def build_bundle(work: Path) -> Path:
 
 def device_codes(bundle_path: Path, n: int = 64):
     """Real int8 codes: the bundle's device half run on held-out inputs."""
-    from edgekit.bundle import Bundle
+    from edgekit.bundle.manifest import Bundle
     from edgekit.runtime import open_device_runner
 
     bundle = Bundle.load(bundle_path)
@@ -144,11 +146,12 @@ class Fleet:
 def wire_bytes(url: str, bundle, codes, quant, version: int, protocol: str, frames: int, fps: float,
                work: Path) -> dict:
     """One agent publisher sending ``frames`` frames at ``fps`` through a byte meter: sizes per frame."""
-    from edgekit.byte_meter import ByteMeter
+    from edgekit.mqtt.byte_meter import ByteMeter
     from edgekit.device.publisher import Publisher
     from edgekit.device.spool import Spool
-    from edgekit.frame import HEADER_SIZE, split_v2
-    from edgekit.wire import WireEncoder
+    from edgekit.wire.frame_v1 import HEADER_SIZE
+    from edgekit.wire.frame_v2 import split_v2
+    from edgekit.wire.encoder import WireEncoder
 
     encoder = WireEncoder.from_bundle(bundle, frame_version=version)
     meter = ByteMeter(parse_broker_url(url))
@@ -213,7 +216,7 @@ def step_figures(db: Path, boot_lo: int, boot_hi: int) -> dict:
 def raw_ort_throughput(bundle, codes, quant, batch: int, seconds: float = 3.0) -> float:
     """Frames/s of the server half alone: dequantized codes in batches of ``batch`` through ONNX Runtime."""
     from edgekit.runtime import open_server_runner
-    from edgekit.wire import dequantize
+    from edgekit.wire.spec import dequantize
 
     runner = open_server_runner(bundle.server_model.path)
     x = dequantize(np.resize(codes, (batch, *codes.shape[1:])), *quant)
@@ -280,7 +283,7 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-bench-"))
     bundle_path = args.bundle or build_bundle(work)
     bundle, codes, quant = device_codes(bundle_path)
-    from edgekit.wire import WireEncoder
+    from edgekit.wire.encoder import WireEncoder
 
     encoder = WireEncoder.from_bundle(bundle)
     if args.confirm:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from bench_load import Fleet, build_bundle, device_codes, step_figures
 
-from edgekit.broker import MosquittoBroker
-from edgekit.certs import issue_client
-from edgekit.demo import count_results, start_server
-from edgekit.mqtt import resolve_broker
-from edgekit.secure_broker import DEFAULT_SERVER_USER, SecureBroker
+from edgekit.mqtt.broker import MosquittoBroker
+from edgekit.mqtt.certs import issue_client
+from edgekit.demo.roles import count_results, start_server
+from edgekit.mqtt.urls import resolve_broker
+from edgekit.mqtt.secure_broker import DEFAULT_SERVER_USER, SecureBroker
 
 
 class CertFleet(Fleet):
@@ -76,7 +76,7 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgekit-bench-security-"))
     bundle_path = args.bundle or build_bundle(work)
     bundle, codes, quant = device_codes(bundle_path)
-    from edgekit.wire import WireEncoder
+    from edgekit.wire.encoder import WireEncoder
 
     encoder = WireEncoder.from_bundle(bundle)
     setup = SecureBroker(work / "secure", client_certs=True)

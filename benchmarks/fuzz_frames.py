@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "wire"))
+sys.path[:0] = [str(REPO / "tests" / "wire"), str(REPO / "tests")]  # wire_helpers, and the support it imports
 
-from edgekit.example_model import read_idx  # noqa: E402
 from wire_helpers import as_v2, codes_16, codes_774, fuzz, make_spec  # noqa: E402
 
-from edgekit.wire import WireDecoder, WireEncoder  # noqa: E402
+from edgekit.demo.example_model import read_idx  # noqa: E402
+from edgekit.wire.decoder import WireDecoder  # noqa: E402
+from edgekit.wire.encoder import WireEncoder  # noqa: E402
 
 
 def corpus(specs, code_sets) -> tuple[list[bytes], list[bytes | None]]:

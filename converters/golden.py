@@ -16,10 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekit.bundle import sha256_file
+from edgekit.bundle.manifest import sha256_file
 from edgekit.cpu import cpu_features
 from edgekit.selftest import runtime_version
-from edgekit.wire import dequantize
+from edgekit.wire.spec import dequantize
 
 from .targets import Runtime
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.cpu import describe_cpu, x86_without_vnni
-from edgekit.wire import dequantize
+from edgekit.wire.spec import dequantize
 
 from .halves import batched
 

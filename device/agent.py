@@ -24,9 +24,10 @@ from edgekit.device.publisher import Publisher
 from edgekit.device.spool import Spool
 from edgekit.errors import BundleError, UsageError
 from edgekit.logs import strict_json
-from edgekit.mqtt import HEARTBEAT_MAX_BYTES, BrokerUrl, topic
-from edgekit.server.stats import LatencyWindow
-from edgekit.signing import TrustPolicy
+from edgekit.mqtt.topics import HEARTBEAT_MAX_BYTES, topic
+from edgekit.mqtt.urls import BrokerUrl
+from edgekit.latency import LatencyWindow
+from edgekit.bundle.signing import TrustPolicy
 
 __all__ = ["AgentConfig", "Agent", "default_spool_path"]
 
@@ -76,7 +77,7 @@ def _read_key(cfg: AgentConfig) -> bytes | None:
     """The device's key from ``--frame-key`` (a one-line error for a bad or foreign key file), or None."""
     if cfg.key is None:
         return None
-    from edgekit.auth import read_key_file
+    from edgekit.auth.keys import read_key_file
 
     return read_key_file(cfg.key, cfg.device_id)[1]
 
@@ -85,12 +86,13 @@ class Agent:
     """Loads the bundle (hashes verified), the device half and the source; :meth:`run` streams them."""
 
     def __init__(self, cfg: AgentConfig):
-        from edgekit.bundle import Bundle
-        from edgekit.codecs.registry import pick_codec
+        from edgekit.bundle.manifest import Bundle
+        from edgekit.wire.codecs.registry import pick_codec
         from edgekit.device.sources import open_source
         from edgekit.runtime import open_device_runner
         from edgekit.selftest import check_parity, device_selftest, require_pass
-        from edgekit.wire import WireEncoder, new_boot_id
+        from edgekit.wire.encoder import WireEncoder
+        from edgekit.wire.spec import new_boot_id
 
         self.cfg = cfg
         key = _read_key(cfg)  # a bad --frame-key fails before the slow loading
@@ -114,7 +116,7 @@ class Agent:
         if mismatch:  # every frame would be refused by the encoder and by the server
             raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
         if key is not None:
-            from edgekit.auth import seal
+            from edgekit.auth.tags import seal
 
             if self.encoder.frame_version != 2:
                 raise BundleError(f"bundle {self.bundle.bundle_id[:12]} allows only frame version 1, and authenticated "
@@ -251,7 +253,7 @@ class Agent:
 
 
 def heartbeat_payload(stats: dict) -> str:
-    """The heartbeat's JSON within :data:`~edgekit.mqtt.HEARTBEAT_MAX_BYTES`, keeping the newest drop ranges
+    """The heartbeat's JSON within :data:`~edgekit.mqtt.topics.HEARTBEAT_MAX_BYTES`, keeping the newest drop ranges
     (the older ones were in earlier heartbeats): receivers' brokers drop a larger one unseen."""
     payload = strict_json(stats)
     while len(payload) > HEARTBEAT_MAX_BYTES and stats["drops"]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from edgekit.bundle_commands import trust_args, trust_options, trust_policy
-from edgekit.mqtt_security import security_args, security_options
+from edgekit.bundle.commands import trust_args, trust_options, trust_policy
+from edgekit.mqtt.security import security_args, security_options
 
 __all__ = ["device_group"]
 
@@ -86,7 +86,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
 
     from edgekit.device.agent import Agent, AgentConfig
     from edgekit.logs import setup_run_logging
-    from edgekit.mqtt import check_device_id, resolve_broker
+    from edgekit.mqtt.topics import check_device_id
+    from edgekit.mqtt.urls import resolve_broker
 
     setup_run_logging(json_logs)
     cfg = AgentConfig(bundle=Path(bundle), broker=resolve_broker(broker, **security), device_id=check_device_id(device_id),
@@ -132,7 +133,7 @@ def selftest_command(bundle, runtime, threads, target, as_json, trust_keys, requ
     """
     import json
 
-    from edgekit.bundle import Bundle
+    from edgekit.bundle.manifest import Bundle
     from edgekit.runtime import open_device_runner
     from edgekit.selftest import device_selftest, require_pass
 
@@ -174,10 +175,11 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, 
     import sys
     from pathlib import Path
 
-    from edgekit.bundle import Bundle
+    from edgekit.bundle.manifest import Bundle
     from edgekit.device.systemd import render_unit
     from edgekit.errors import UsageError
-    from edgekit.mqtt import check_device_id, parse_broker_url, resolve_broker
+    from edgekit.mqtt.topics import check_device_id
+    from edgekit.mqtt.urls import parse_broker_url, resolve_broker
 
     root = Path(bundle).expanduser().resolve()
     Bundle.load(root, trust=trust_policy(trust_keys, require_signature))  # no unit for a bundle it would refuse

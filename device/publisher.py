@@ -32,12 +32,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from edgekit.acks import parse_ack
-from edgekit.auth import verify_message
-from edgekit.mqtt import ClientLoop, BrokerUrl, TopicAliases, _Will, publish_packet_size, publish_properties, topic
+from edgekit.delivery.acks import parse_ack
+from edgekit.auth.tags import verify_message
+from edgekit.mqtt.client_loop import ClientLoop, Will
+from edgekit.mqtt.urls import BrokerUrl
+from edgekit.mqtt.topics import TopicAliases, publish_packet_size, publish_properties, topic
 from edgekit.device.spool import Spool, SpoolRow
-from edgekit.frame import HEADER_SIZE, frame_bundle_prefix, frame_version_of
-from edgekit.wire import mqtt5_properties
+from edgekit.wire.frame_v1 import HEADER_SIZE, frame_bundle_prefix
+from edgekit.wire.frame_v2 import frame_version_of
+from edgekit.wire.spec import mqtt5_properties
 
 __all__ = ["PublisherCounters", "Publisher"]
 
@@ -88,7 +91,7 @@ class Publisher(ClientLoop):
         self.status_topic = topic(device_id, "status")
         offline = json.dumps({"state": "offline", "device": device_id, "boot_id": boot_id}).encode()
         super().__init__(url, client_id or f"edgekit-device-{device_id}", protocol,
-                         will=_Will(self.status_topic, offline),
+                         will=Will(self.status_topic, offline),
                          subscriptions=(topic(device_id, "results"), topic(device_id, "acks"), self.status_topic),
                          name=f"publisher-{device_id}")
         self.spool = spool

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekit.errors import UsageError
-from edgekit.ranges import merge_range, to_ranges
+from edgekit.delivery.ranges import merge_range, to_ranges
 
 __all__ = ["POLICIES", "SpoolRow", "SpoolCounters", "Spool"]
 

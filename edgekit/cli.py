@@ -37,15 +37,15 @@ def cli(verbose: int) -> None:
 
 def _register() -> None:
     """Attach each role's commands; their modules are cheap to import."""
-    from edgekit.bundle_commands import inspect_command, keygen_command, sign_command
+    from edgekit.bundle.commands import inspect_command, keygen_command, sign_command
     from edgekit.converters.commands import convert_command
     from edgekit.device.commands import device_group
     from edgekit.server.commands import server_group
-    from edgekit.broker import broker_command
-    from edgekit.certs import certs_group
-    from edgekit.demo import demo_command
+    from edgekit.mqtt.broker import broker_command
+    from edgekit.mqtt.certs import certs_group
+    from edgekit.demo.command import demo_command
     from edgekit.reencode.commands import reencode_command
-    from edgekit.key_commands import keys_group
+    from edgekit.auth.commands import keys_group
 
     for command in (convert_command, inspect_command, device_group, server_group, broker_command, demo_command,
                     reencode_command, sign_command, keygen_command, certs_group, keys_group):

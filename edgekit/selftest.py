@@ -148,7 +148,7 @@ def server_selftest(bundle: Any, runner: Any) -> SelfTest:
     one wherever the golden runner-up is more than twice that error behind (a closer call may flip within
     tolerance).
     """
-    from edgekit.wire import dequantize
+    from edgekit.wire.spec import dequantize
 
     rel = _relative(bundle, runner.path)
     result = SelfTest("server", rel, "onnxruntime", runtime_version("onnxruntime"), None, "")

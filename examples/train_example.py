@@ -3,14 +3,14 @@
     python examples/train_example.py --dataset digits --out build/digits
     python examples/train_example.py --dataset fashion-mnist --data ../shared/data --out build/fmnist
 
-Writes ``model.keras``, ``calib.npz`` and ``test.npz`` to ``--out``; the recipe is ``edgekit.example_model``.
+Writes ``model.keras``, ``calib.npz`` and ``test.npz`` to ``--out``; the recipe is ``edgekit.demo.example_model``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from edgekit.example_model import DATASETS, train
+from edgekit.demo.example_model import DATASETS, train
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ class ReencoderHints:
         """The learned prior as an ``AnsPrior`` over the wire's int8 levels, or None (no learned prior)."""
         if not self.metadata.get("prior"):
             return None
-        from edgekit.codecs.fit import prior_from_pmf
+        from edgekit.wire.codecs.fit import prior_from_pmf
 
         return prior_from_pmf(*wire_pmf(self.metadata["prior"], wire_quant))
 

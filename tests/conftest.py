@@ -1,4 +1,9 @@
-"""Shared fixtures: where the real data lives, and scikit-learn's bundled 8x8 digits (real data, no download)."""
+"""Shared fixtures: where the real data lives, scikit-learn's bundled 8x8 digits (real data, no download), and
+(from tests/support) a real Mosquitto per test and one real converted bundle per session.
+
+tests/ mirrors the code's rooms: core, bundle, wire, mqtt, auth, delivery, convert, reencode, device, server;
+tests/pipeline holds the end-to-end runs across them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+pytest_plugins = ["support.broker", "support.bundles"]
 
 
 @pytest.fixture(scope="session")

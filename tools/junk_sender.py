@@ -18,7 +18,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from edgekit.mqtt import parse_broker_url
+from edgekit.mqtt.urls import parse_broker_url
 
 
 def main() -> int:

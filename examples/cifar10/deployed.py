@@ -19,9 +19,10 @@ __all__ = ["evaluate_bundle"]
 def evaluate_bundle(bundle_path: str | Path, x: np.ndarray, y: np.ndarray, target: str = "rpi",
                     batch: int = 500) -> dict:
     """Deployed top-1 on ``(x, y)`` (x already preprocessed) and the frame sizes with the bundle's codec."""
-    from edgekit.bundle import Bundle
+    from edgekit.bundle.manifest import Bundle
     from edgekit.runtime import open_device_runner, open_server_runner
-    from edgekit.wire import WireDecoder, WireEncoder
+    from edgekit.wire.decoder import WireDecoder
+    from edgekit.wire.encoder import WireEncoder
 
     bundle = Bundle.load(bundle_path)
     model = bundle.device_model(target=target, runtime="tflite")

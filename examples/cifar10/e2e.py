@@ -21,8 +21,8 @@ __all__ = ["confirm_through_mosquitto"]
 
 def confirm_through_mosquitto(bundle: Path, x: np.ndarray, y: np.ndarray, work: Path, timeout: float = 600.0) -> dict:
     """Stream ``x`` (preprocessed) through a local Mosquitto; top-1 from the stored results, bytes from the agent."""
-    from edgekit.broker import MosquittoBroker
-    from edgekit.demo import count_results, start_device, start_server
+    from edgekit.mqtt.broker import MosquittoBroker
+    from edgekit.demo.roles import count_results, start_device, start_server
 
     work = work.resolve()  # the broker and the roles run in their own working directories
     work.mkdir(parents=True, exist_ok=True)

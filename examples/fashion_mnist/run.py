@@ -2,7 +2,7 @@
 
     python examples/fashion_mnist/run.py [--data ../shared/data] [--out build/fashion_mnist] [--epochs 4]
 
-Trains ``edgekit.example_model`` (a few minutes on 2 cores), then runs the same command an ML
+Trains ``edgekit.demo.example_model`` (a few minutes on 2 cores), then runs the same command an ML
 engineer would type:
 
     edgekit convert model.keras --split code --calib calib.npz --eval test.npz \
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgekit.example_model import train
+from edgekit.demo.example_model import train
 
 
 def acceptance(report: dict) -> list[tuple[str, str, bool]]:

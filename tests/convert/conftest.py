@@ -142,7 +142,7 @@ def cifar_folder(data_dir, tmp_path_factory):
 @pytest.fixture
 def run_cli(cli_runner):
     """Run ``edgekit.cli.main`` with only this area's commands registered; returns (exit code, stdout, stderr)."""
-    from edgekit.bundle_commands import inspect_command
+    from edgekit.bundle.commands import inspect_command
     from edgekit.converters.commands import convert_command
 
     return cli_runner(convert_command, inspect_command)

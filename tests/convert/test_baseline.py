@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgekit.bundle import Bundle
+from edgekit.bundle.manifest import Bundle
 from edgekit.converters.image_baseline import compare_with_frames, encode_image, input_baseline, input_pixels
 from edgekit.errors import UsageError
-from edgekit.example_model import read_idx
+from edgekit.demo.example_model import read_idx
 from edgekit.preprocess import Preprocessing
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from edgekit.bundle import Bundle
+from edgekit.bundle.manifest import Bundle
 from edgekit.runtime import open_device_runner, open_server_runner
 
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from edgekit.bundle import Bundle
+from edgekit.bundle.manifest import Bundle
 from edgekit.converters.golden import INPUT_BUDGET_BYTES, MAX_SAMPLES, MIN_SAMPLES, _pick
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.bundle import Bundle
+from edgekit.bundle.manifest import Bundle
 from edgekit.converters import convert
 from edgekit.errors import ConversionError
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.bundle import Bundle
+from edgekit.bundle.manifest import Bundle
 from edgekit.converters import convert
 from edgekit.converters.targets import PROFILE_DIR, list_targets, load_target
 from edgekit.errors import ConversionError, UsageError

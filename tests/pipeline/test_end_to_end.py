@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from edgekit.demo import count_results, start_device, start_server
-from edgekit.frame import split_v2
-from pipeline_helpers import db_rows, wait_until
+from edgekit.demo.roles import count_results, start_device, start_server
+from edgekit.wire.frame_v2 import split_v2
+from support.running import db_rows, wait_until
 
 FRAMES = 200
 
@@ -118,9 +118,11 @@ def test_malformed_payloads_are_dead_lettered_and_valid_frames_still_served(bund
     import json
     import random
 
-    from edgekit.bundle import Bundle
-    from edgekit.mqtt import make_client, parse_broker_url, topic
-    from edgekit.wire import WireEncoder
+    from edgekit.bundle.manifest import Bundle
+    from edgekit.mqtt.client import make_client
+    from edgekit.mqtt.urls import parse_broker_url
+    from edgekit.mqtt.topics import topic
+    from edgekit.wire.encoder import WireEncoder
 
     db = tmp_path / "results.sqlite"
     roles.server(bundle, mosquitto.url, db)
@@ -179,7 +181,7 @@ def test_oversized_frames_refused_locally_without_reconnect_loop(bundle, stream,
 
 def test_embedded_amqtt_broker_mqtt311_end_to_end(bundle, stream, roles, tmp_path):
     """The fallback broker (pure Python, MQTT 3.1.1 only): the same pipeline, the same exact count."""
-    from edgekit.broker import AmqttBroker
+    from edgekit.mqtt.broker import AmqttBroker
 
     db = tmp_path / "results.sqlite"
     with AmqttBroker(workdir=tmp_path / "amqtt") as broker:

@@ -1,9 +1,8 @@
 """The real roles over TLS: ``edgekit server run`` and ``edgekit device run`` with per-device credentials.
 
 Frames stream end to end through ``edgekit broker --secure`` (passwords, then client certificates), every
-frame is stored once; a device with a wrong password exits 5 with one error line and no traceback. Here
-rather than in tests/security to share the session's converted bundle (the slow part). The refusals and
-the ACL are tested in tests/security/test_tls.py.
+frame is stored once; a device with a wrong password exits 5 with one error line and no traceback. The
+refusals and the ACL are tested in tests/mqtt/test_tls.py.
 """
 
 from __future__ import annotations
@@ -14,11 +13,11 @@ import sys
 
 import pytest
 
-from edgekit.broker import MosquittoBroker, find_mosquitto
-from edgekit.certs import issue_client
-from edgekit.demo import count_results, start_device, start_server
-from pipeline_helpers import db_rows
-from edgekit.secure_broker import DEFAULT_SERVER_USER, SecureBroker
+from edgekit.mqtt.broker import MosquittoBroker, find_mosquitto
+from edgekit.mqtt.certs import issue_client
+from edgekit.demo.roles import count_results, start_device, start_server
+from support.running import db_rows
+from edgekit.mqtt.secure_broker import DEFAULT_SERVER_USER, SecureBroker
 
 FRAMES = 60
 USERS = {"cam-a": "pw-a", "cam-b": "pw-b", DEFAULT_SERVER_USER: "pw-server"}

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.bundle import sha256_file
-from edgekit.codecs.ans import AnsCodec
-from edgekit.codecs.fit import prior_from_pmf
+from edgekit.bundle.manifest import sha256_file
+from edgekit.wire.codecs.ans import AnsCodec
+from edgekit.wire.codecs.fit import prior_from_pmf
 from edgekit.reencode import reencode
 from edgekit.reencode.metadata import read_metadata
 from edgekit.reencode.prior import wire_pmf

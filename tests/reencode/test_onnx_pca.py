@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgekit.bundle import sha256_file
+from edgekit.bundle.manifest import sha256_file
 from edgekit.reencode import reencode
 from edgekit.reencode.metadata import METADATA_KEY, read_metadata
 from edgekit.reencode.pca import fit_pca

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.codecs.ans import AnsCodec
-from edgekit.codecs.fit import prior_from_pmf
+from edgekit.wire.codecs.ans import AnsCodec
+from edgekit.wire.codecs.fit import prior_from_pmf
 from edgekit.reencode.prior import integer_pmf, wire_pmf
 
 PRIOR = {"family": "logistic", "loc": [0.0, 2.5, -1.0], "scale": [0.3, 1.5, 4.0]}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgekit.example_model import read_idx
+from edgekit.demo.example_model import read_idx
 from wire_helpers import codes_16, codes_774, make_spec
 
-from edgekit.wire import WireSpec
+from edgekit.wire.spec import WireSpec
 
 
 @pytest.fixture(scope="session")

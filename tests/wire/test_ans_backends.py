@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edgekit.codecs.ans import TOTAL, AnsCodec, AnsPrior, load_backend
+from edgekit.wire.codecs.ans import TOTAL, AnsCodec, AnsPrior, load_backend
 from edgekit.errors import UsageError
-from edgekit.frame import CorruptPayload
+from edgekit.wire.errors import CorruptPayload
 
 
 def both(prior: AnsPrior) -> tuple[AnsCodec, AnsCodec]:
@@ -109,7 +109,7 @@ def run_blocked(blocked: list[str], code: str) -> subprocess.CompletedProcess:
 def test_without_constriction_the_portable_backend_is_chosen_and_named_in_errors():
     done = run_blocked(["constriction"], """
         import numpy as np
-        from edgekit.codecs.ans import AnsCodec, AnsPrior, load_backend
+        from edgekit.wire.codecs.ans import AnsCodec, AnsPrior, load_backend
         from edgekit.errors import UsageError
         prior = AnsPrior.fit(np.arange(-4, 4, dtype=np.int8).reshape(2, 4), per_channel=False)
         codec = AnsCodec(prior)
@@ -129,7 +129,7 @@ def test_without_constriction_the_portable_backend_is_chosen_and_named_in_errors
 def test_a_codec_whose_package_is_missing_is_one_line_and_the_device_picks_another():
     done = run_blocked(["zstandard"], """
         import sys
-        from edgekit.codecs.registry import CodecUnavailable, build_codec, pick_codec, runnable
+        from edgekit.wire.codecs.registry import CodecUnavailable, build_codec, pick_codec, runnable
         wire = {"default_codec": "zstd", "codecs": {"raw": {}, "zstd": {"level": 3, "dictionary": None}}}
         assert not runnable("zstd") and runnable("raw") and runnable("ans")
         print(pick_codec(wire), pick_codec({**wire, "codecs": {**wire["codecs"], "ans": {}}}), pick_codec(wire, "zstd"))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from edgekit.codecs import EncodeBudget, fit_codecs
-from edgekit.codecs.fit import ZSTD_LEVELS, choose_codecs
+from edgekit.wire.codecs import EncodeBudget, fit_codecs
+from edgekit.wire.codecs.fit import ZSTD_LEVELS, choose_codecs
 from edgekit.errors import UsageError
 
 

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edgekit.codecs import CODECS, AnsCodec, AnsPrior, RawCodec, ZstdCodec
-from edgekit.codecs.ans import TOTAL
+from edgekit.wire.codecs import CODECS, AnsCodec, AnsPrior, RawCodec, ZstdCodec
+from edgekit.wire.codecs.ans import TOTAL
 from edgekit.errors import BundleError
-from edgekit.frame import CorruptPayload
+from edgekit.wire.errors import CorruptPayload
 
 SHAPES = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=9)
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from wire_helpers import as_v2, fuzz
 
-from edgekit.frame import ERROR_TYPES
-from edgekit.wire import WireDecoder, WireEncoder, WireSpec
+from edgekit.wire.errors import ERROR_TYPES
+from edgekit.wire.decoder import WireDecoder
+from edgekit.wire.encoder import WireEncoder
+from edgekit.wire.spec import WireSpec
 
 MUTATIONS = 100_000
 

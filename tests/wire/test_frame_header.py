@@ -9,24 +9,10 @@ import pytest
 from wire_helpers import recrc
 
 from edgekit.errors import EdgekitError
-from edgekit.frame import (
-    ERROR_TYPES,
-    HEADER_SIZE,
-    BadHeader,
-    BadMagic,
-    CrcMismatch,
-    FrameError,
-    FrameTooLarge,
-    Header,
-    TrailingBytes,
-    TruncatedFrame,
-    UnknownFlags,
-    UnsupportedVersion,
-    _crc32c_python,
-    crc32c,
-    pack_frame,
-    unpack_header,
-)
+from edgekit.wire.errors import (ERROR_TYPES, BadHeader, BadMagic, CrcMismatch, FrameError, FrameTooLarge,
+                                 TrailingBytes, TruncatedFrame, UnknownFlags, UnsupportedVersion)
+from edgekit.wire.frame_v1 import HEADER_SIZE, Header, pack_frame, unpack_header
+from edgekit.wire.crc import _crc32c_python, crc32c
 
 CAP = 1 << 16
 

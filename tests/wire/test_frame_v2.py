@@ -11,27 +11,14 @@ from hypothesis import strategies as st
 from wire_helpers import as_v2
 
 from edgekit.errors import BundleError
-from edgekit.frame import (
-    AUTH_TAG_BYTES,
-    V2_MIN_HEADER,
-    BadHeader,
-    CorruptPayload,
-    CrcMismatch,
-    FrameError,
-    FrameTooLarge,
-    QuantMismatch,
-    Unauthenticated,
-    UnknownBundle,
-    UnknownCodec,
-    UnknownFlags,
-    UnsupportedVersion,
-    TruncatedFrame,
-    crc32c,
-    frame_version_of,
-    pack_frame_v2,
-    split_v2,
-)
-from edgekit.wire import WireDecoder, WireEncoder, WireSpec
+from edgekit.wire.frame_v2 import AUTH_TAG_BYTES, V2_MIN_HEADER, frame_version_of, pack_frame_v2, split_v2
+from edgekit.wire.errors import (BadHeader, CorruptPayload, CrcMismatch, FrameError, FrameTooLarge, QuantMismatch,
+                                 Unauthenticated, UnknownBundle, UnknownCodec, UnknownFlags, UnsupportedVersion,
+                                 TruncatedFrame)
+from edgekit.wire.crc import crc32c
+from edgekit.wire.decoder import WireDecoder
+from edgekit.wire.encoder import WireEncoder
+from edgekit.wire.spec import WireSpec
 
 CODECS = ["raw", "zstd", "ans"]
 QUANT = (0.02, -128)
@@ -172,7 +159,7 @@ def test_the_authentication_hook_sees_the_signed_bytes_and_the_tag(v2, codes):
 
 
 def test_the_millisecond_time_is_read_nearest_the_receivers_clock_and_stays_below_2_63_ns():
-    from edgekit.frame import timestamp_ns_v2
+    from edgekit.wire.frame_v2 import timestamp_ns_v2
 
     frame = pack_frame_v2(codec_id=0, codec_param=0, bundle_id=bytes(32), boot_id=1, seq=0, payload=b"x",
                           timestamp_ns=NOW)

@@ -11,24 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wire_helpers import make_spec, recrc
 
-from edgekit.codecs import fit_codecs
+from edgekit.wire.codecs import fit_codecs
 from edgekit.errors import BundleError, UsageError
-from edgekit.frame import (
-    HEADER_SIZE,
-    FrameTooLarge,
-    ShapeMismatch,
-    UnknownBundle,
-    UnknownCodec,
-)
-from edgekit.wire import (
-    CONTENT_TYPE,
-    WireDecoder,
-    WireEncoder,
-    WireSpec,
-    dequantize,
-    mqtt5_properties,
-    new_boot_id,
-)
+from edgekit.wire.frame_v1 import HEADER_SIZE
+from edgekit.wire.errors import FrameTooLarge, ShapeMismatch, UnknownBundle, UnknownCodec
+from edgekit.wire.spec import CONTENT_TYPE, WireSpec, dequantize, mqtt5_properties, new_boot_id
+from edgekit.wire.decoder import WireDecoder
+from edgekit.wire.encoder import WireEncoder
 
 CODECS = ["raw", "zstd", "ans"]
 

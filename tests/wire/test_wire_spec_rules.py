@@ -14,11 +14,13 @@ import pytest
 import zstandard
 from wire_helpers import make_spec, recrc
 
-from edgekit.bundle import Bundle
-from edgekit.codecs.zstd import MAX_WINDOW_BYTES
+from edgekit.bundle.manifest import Bundle
+from edgekit.wire.codecs.zstd import MAX_WINDOW_BYTES
 from edgekit.errors import BundleError
-from edgekit.frame import BadHeader, CorruptPayload, FrameTooLarge, QuantMismatch, UnknownCodec
-from edgekit.wire import CODE_DTYPE, WireDecoder, WireEncoder, WireSpec, new_boot_id
+from edgekit.wire.errors import BadHeader, CorruptPayload, FrameTooLarge, QuantMismatch, UnknownCodec
+from edgekit.wire.spec import CODE_DTYPE, WireSpec, new_boot_id
+from edgekit.wire.decoder import WireDecoder
+from edgekit.wire.encoder import WireEncoder
 
 QUANT = (0.0470588244497776, -128)  # a real TFLite code scale (f32) and zero point
 
@@ -114,7 +116,7 @@ def test_boot_id_zero_is_rejected_by_check_8_and_never_sent(spec, codes, monkeyp
         WireDecoder([spec]).decode(recrc(bytes(frame)))
     with pytest.raises(ValueError, match="boot_id 0"):
         _encoder(spec, "raw").encode(codes[0], 1.0, 0, seq=0, boot_id=0, timestamp_ns=0)
-    monkeypatch.setattr("edgekit.wire.secrets.randbits", lambda bits: 0)  # the one draw that must be replaced
+    monkeypatch.setattr("edgekit.wire.spec.secrets.randbits", lambda bits: 0)  # the one draw that must be replaced
     assert new_boot_id() == 1
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.codecs import fit_codecs
-from edgekit.frame import HEADER_SIZE, crc32c
-from edgekit.wire import WireSpec
+from support.frames import recrc_v2
+
+from edgekit.wire.codecs import fit_codecs
+from edgekit.wire.crc import crc32c
+from edgekit.wire.frame_v1 import HEADER_SIZE
+from edgekit.wire.spec import WireSpec
 
 
 def codes_774(images: np.ndarray) -> np.ndarray:
@@ -67,22 +70,11 @@ def _field_value(rng: np.random.Generator, fmt: str) -> int | float:
     return value - (1 << bits) if fmt == "<i" and value >= 1 << 31 else value
 
 
-def recrc_v2(frame: bytes, full_id: bytes) -> bytes:
-    """A version-2 frame with its CRC recomputed for bundle ``full_id`` (unchanged if it does not split)."""
-    from edgekit.frame import FrameError, split_v2
-
-    try:
-        head = split_v2(frame)
-    except FrameError:
-        return frame
-    crc = crc32c(frame[head.crc_offset + 4:head.payload_end], crc32c(frame[:head.crc_offset], crc32c(full_id)))
-    return frame[:head.crc_offset] + crc.to_bytes(4, "little") + frame[head.crc_offset + 4:]
-
-
 def _mutate_v2_fields(rng: np.random.Generator, data: bytearray, other: bytes, kind: int) -> bytearray:
     """Kinds 6-8 for a version-2 frame, which has no fixed offsets or length field: a header byte set to
     an edge value, the payload replaced, or spliced after another frame's header."""
-    from edgekit.frame import FrameError, split_v2
+    from edgekit.wire.errors import FrameError
+    from edgekit.wire.frame_v2 import split_v2
 
     try:
         end = split_v2(bytes(data)).crc_offset + 4
@@ -147,7 +139,7 @@ def fuzz(decoder, frames: list[bytes], shapes: set[tuple[int, ...]], mutations: 
     fuzzed too, not just the checksum. ``ids[i]`` is the full bundle id of ``frames[i]`` when it is a
     version-2 frame (its CRC starts with it), None for version 1.
     """
-    from edgekit.frame import FrameError
+    from edgekit.wire.errors import FrameError
 
     ids = ids or [None] * len(frames)
     rng = np.random.default_rng(seed)
@@ -188,7 +180,7 @@ def example_frames(root: Path) -> dict[str, bytes]:
     """The frames of docs/wire-format.md's worked examples (raw and ans), built by the real encoder."""
     import json
 
-    from edgekit.wire import WireEncoder
+    from edgekit.wire.encoder import WireEncoder
 
     (root / "wire").mkdir(parents=True, exist_ok=True)
     (root / "wire" / "ans_prior.json").write_text(json.dumps(EXAMPLE_PRIOR))
@@ -212,7 +204,7 @@ EXAMPLE_NOW_NS = 1_718_000_005_000_000_000  # the receiver's clock in the versio
 
 def example_frames_v2(root: Path) -> dict[str, bytes]:
     """The version-2 worked examples (raw and ans): the same code and fields, the quantization in the bundle."""
-    from edgekit.wire import WireEncoder
+    from edgekit.wire.encoder import WireEncoder
 
     example_frames(root)  # writes the prior
     wire = {**EXAMPLE_WIRE, "frame_versions": [1, 2]}

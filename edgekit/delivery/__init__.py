@@ -1,0 +1,5 @@
+"""Delivery: what device and server agree on about which frames arrived (docs/device.md, Delivery).
+
+``acks`` encodes and parses the receiver's confirmations; ``ranges`` holds the seq-range arithmetic that the
+device's spool, the receiver's store and its ledger share.
+"""

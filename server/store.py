@@ -1,0 +1,322 @@
+"""Results in SQLite, idempotent by construction.
+
+A result is keyed by ``(device, boot_id, seq)`` with a UNIQUE constraint and written with INSERT OR IGNORE,
+so a QoS 1 re-delivery, a re-send after an agent restart or a second receiver sharing the file never creates
+a second row. WAL mode and a busy timeout let several receivers (and ``edgekit server stats``) share one file.
+Dead letters and per-receiver counters live beside the results, so the database alone tells the story:
+every dead letter is counted in ``deadletter_totals`` (per receiver, device and reason), and a bounded sample
+of them is kept in ``deadletters`` (see :class:`Retention` and edgekit.server.deadletters).
+
+Delivery accounting (docs/server.md, Every frame accounted for): per ``(device, boot_id)`` the seq ranges
+stored (merged in the same transaction as the results), dropped by the device's policy and settled (no
+longer in the device's spool; both from its heartbeats) live in ``seq_ranges``; the holes in ``gaps``, with
+when each was first seen and whether it has been reported missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import UsageError
+from edgekit.delivery.ranges import merge_range, to_ranges
+
+__all__ = ["Result", "DeadLetter", "Retention", "ResultStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    bundle_id TEXT NOT NULL,
+    label_index INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    topk TEXT NOT NULL,           -- JSON [[label, score], ...]
+    capture_ns INTEGER NOT NULL,  -- device clock, from the frame
+    received_ns INTEGER NOT NULL, -- receiver clock
+    done_ns INTEGER NOT NULL,
+    batch_size INTEGER NOT NULL,
+    receiver TEXT NOT NULL,
+    UNIQUE (device, boot_id, seq)
+);
+CREATE TABLE IF NOT EXISTS deadletters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT,
+    reason TEXT NOT NULL,         -- a FrameError code (bad-magic, crc-mismatch, unknown-bundle, ...)
+    error TEXT NOT NULL,
+    nbytes INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    receiver TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deadletters_by_time ON deadletters (received_ns);
+CREATE TABLE IF NOT EXISTS deadletter_totals (
+    receiver TEXT NOT NULL,
+    device TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (receiver, device, reason)
+);
+CREATE TABLE IF NOT EXISTS auth_boots (  -- boots opened by an authenticated frame (edgekit/auth/)
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    first_seen_ns INTEGER NOT NULL,
+    PRIMARY KEY (boot_id, device)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    receiver TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (receiver, name)
+);
+CREATE TABLE IF NOT EXISTS seq_ranges (
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,           -- 'stored'; from the device's heartbeats: 'dropped' by its policy, or
+                                  -- 'settled' (0..below-1: those frames have left its spool)
+    first INTEGER NOT NULL,       -- inclusive seq range, merged with its neighbours
+    last INTEGER NOT NULL,
+    PRIMARY KEY (device, boot_id, kind, first)
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    device TEXT NOT NULL,
+    boot_id INTEGER NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    since REAL NOT NULL,          -- wall-clock seconds when the hole was first seen
+    alarmed INTEGER NOT NULL,     -- 1 once older than the grace period: missing, alarm logged
+    PRIMARY KEY (device, boot_id, first)
+);
+"""
+
+# Stored ranges of a database written before seq_ranges existed (gaps and islands).
+_BACKFILL = """
+INSERT INTO seq_ranges (device, boot_id, kind, first, last)
+SELECT device, boot_id, 'stored', MIN(seq), MAX(seq) FROM (
+    SELECT device, boot_id, seq, seq - ROW_NUMBER() OVER (PARTITION BY device, boot_id ORDER BY seq) AS island
+    FROM results)
+GROUP BY device, boot_id, island
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    device: str
+    boot_id: int
+    seq: int
+    bundle_id: str
+    label_index: int
+    label: str
+    score: float
+    topk: list[tuple[str, float]]
+    capture_ns: int
+    received_ns: int
+    done_ns: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    device: str | None
+    reason: str
+    error: str
+    nbytes: int
+    received_ns: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many dead-letter samples the ``deadletters`` table keeps: the newest ``max_rows``, none older than
+    ``max_age_s``. Junk must not fill the disk that results need; the totals keep counting regardless."""
+
+    max_rows: int = 10_000
+    max_age_s: float = 7 * 24 * 3600
+
+
+class ResultStore:
+    """One SQLite file of results, dead letters and counters; safe to share between threads and processes."""
+
+    def __init__(self, path: str | Path, receiver: str = "receiver"):
+        self.path = Path(path)
+        self.receiver = receiver
+        self._lock = threading.Lock()
+        self._db = _open(self.path)
+
+    def insert(self, results: list[Result]) -> list[bool]:
+        """Store results in one transaction; for each, True if it is new, False if it was a duplicate."""
+        sql = ("INSERT OR IGNORE INTO results (device, boot_id, seq, bundle_id, label_index, label, score, topk,"
+               " capture_ns, received_ns, done_ns, batch_size, receiver) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        fresh = []
+        with self._lock, self._transaction():
+            for r in results:
+                cur = self._db.execute(sql, (r.device, r.boot_id, r.seq, r.bundle_id, r.label_index, r.label,
+                                             r.score, json.dumps(r.topk), r.capture_ns, r.received_ns,
+                                             r.done_ns, r.batch_size, self.receiver))
+                fresh.append(cur.rowcount == 1)
+            self._merge_stored([r for r, new in zip(results, fresh) if new])
+            self._add_counter("duplicates", fresh.count(False))
+        return fresh
+
+    def dead_letters(self, samples: list[DeadLetter], totals: dict[tuple[str, str], int],
+                     retention: Retention) -> None:
+        """In one transaction: store dead-letter samples, add ``{(device, reason): n}`` to the totals, and
+        trim the samples to ``retention``."""
+        oldest_ns = time.time_ns() - int(retention.max_age_s * 1e9)
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "INSERT INTO deadletters (device, reason, error, nbytes, received_ns, receiver) VALUES (?,?,?,?,?,?)",
+                [(d.device, d.reason, d.error, d.nbytes, d.received_ns, self.receiver) for d in samples])
+            self._db.executemany(
+                "INSERT INTO deadletter_totals (receiver, device, reason, count) VALUES (?, ?, ?, ?) ON CONFLICT"
+                " (receiver, device, reason) DO UPDATE SET count = count + excluded.count",
+                [(self.receiver, device, reason, n) for (device, reason), n in totals.items()])
+            self._db.execute("DELETE FROM deadletters WHERE received_ns < ?", (oldest_ns,))
+            self._db.execute("DELETE FROM deadletters WHERE id <= (SELECT MAX(id) FROM deadletters) - ?",
+                             (retention.max_rows,))
+
+    def set_counters(self, values: dict[str, int]) -> None:
+        """Record this receiver's running counters (for ``edgekit server stats``)."""
+        with self._lock:
+            self._db.executemany("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
+                                 " (receiver, name) DO UPDATE SET value = excluded.value",
+                                 [(self.receiver, k, int(v)) for k, v in values.items() if k != "duplicates"])
+
+    def counters(self) -> dict[str, int]:
+        """This receiver's counters as last recorded (a restarted receiver continues from them)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM counters WHERE receiver = ?", (self.receiver,)))
+
+    def add_dropped(self, device: str, drops: list[tuple[int, int, int]]) -> None:
+        """Merge ``(boot_id, first, last)`` ranges a device reported dropped by its policy."""
+        self._add_reported(device, "dropped", drops)
+
+    def add_settled(self, device: str, settled: list[tuple[int, int]]) -> None:
+        """Merge ``(boot_id, below)`` marks a device reported: every frame of the boot below ``below`` has
+        left its spool (kind ``settled``, the range ``0..below-1``)."""
+        self._add_reported(device, "settled", [(boot_id, 0, below - 1) for boot_id, below in settled])
+
+    def _add_reported(self, device: str, kind: str, ranges: list[tuple[int, int, int]]) -> None:
+        with self._lock, self._transaction():
+            for boot_id, first, last in ranges:
+                merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": kind}, first, last)
+
+    def update_gaps(self, find_gaps) -> list[tuple[str, int, int, int]]:
+        """Recompute the gaps in one transaction (several receivers may share the file):
+        ``find_gaps(ranges, old_gaps)`` gets ``{(device, boot_id): {kind: [(first, last)]}}`` and the
+        stored gaps ``{(device, boot_id): [(first, last, since, alarmed)]}`` and returns the new gaps in
+        the same form; the gaps newly alarmed are returned as ``(device, boot_id, first, last)``."""
+        with self._lock, self._transaction():
+            ranges: dict[tuple[str, int], dict[str, list]] = {}
+            for device, boot_id, kind, first, last in self._db.execute(
+                    "SELECT device, boot_id, kind, first, last FROM seq_ranges ORDER BY device, boot_id, first"):
+                ranges.setdefault((device, boot_id), {}).setdefault(kind, []).append((first, last))
+            old: dict[tuple[str, int], list] = {}
+            for device, boot_id, *gap in self._db.execute(
+                    "SELECT device, boot_id, first, last, since, alarmed FROM gaps ORDER BY first"):
+                old.setdefault((device, boot_id), []).append(tuple(gap))
+            new = find_gaps(ranges, old)
+            if new == old:
+                return []
+            self._db.execute("DELETE FROM gaps")
+            self._db.executemany("INSERT INTO gaps (device, boot_id, first, last, since, alarmed) VALUES "
+                                 "(?, ?, ?, ?, ?, ?)", [(*key, *g) for key, gs in new.items() for g in gs])
+
+        def alarmed_before(key, first, last) -> bool:  # a hole partly filled late is not a new alarm
+            return any(g[3] and g[0] <= last and g[1] >= first for g in old.get(key, []))
+
+        return [(*key, g[0], g[1]) for key, gs in new.items() for g in gs
+                if g[3] and not alarmed_before(key, g[0], g[1])]
+
+    # ---- the replay window's memory (edgekit.auth.authenticator.BootRecords): the results themselves, and the boots seen
+    def stored_seqs(self, device: str, boot_id: int, window: int) -> tuple[int, set[int]]:
+        """The highest stored seq of a boot (-1: none) and the stored seqs within ``window`` of it."""
+        with self._lock:
+            (top,) = self._db.execute("SELECT MAX(seq) FROM results WHERE device = ? AND boot_id = ?",
+                                      (device, boot_id)).fetchone()
+            if top is None:
+                return -1, set()
+            rows = self._db.execute("SELECT seq FROM results WHERE device = ? AND boot_id = ? AND seq > ?",
+                                    (device, boot_id, top - window)).fetchall()
+        return top, {seq for (seq,) in rows}
+
+    def add_boot(self, device: str, boot_id: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO auth_boots (device, boot_id, first_seen_ns) VALUES (?, ?, ?)",
+                             (device, boot_id, time.time_ns()))
+
+    def boot_devices(self, boot_id: int) -> list[str]:
+        """The devices that opened a boot with this id (normally one)."""
+        with self._lock:
+            rows = self._db.execute("SELECT device FROM auth_boots WHERE boot_id = ?", (boot_id,)).fetchall()
+        return [device for (device,) in rows]
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+    def _merge_stored(self, results: list[Result]) -> None:
+        """Add newly stored results to the ``stored`` seq ranges (in the caller's transaction)."""
+        seqs: dict[tuple[str, int], list[int]] = {}
+        for r in results:
+            seqs.setdefault((r.device, r.boot_id), []).append(r.seq)
+        for (device, boot_id), values in seqs.items():
+            for first, last in to_ranges(values):
+                merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": "stored"},
+                            first, last)
+
+    def _add_counter(self, name: str, delta: int) -> None:
+        if delta:
+            self._db.execute("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
+                             " (receiver, name) DO UPDATE SET value = value + excluded.value",
+                             (self.receiver, name, delta))
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; when the block or the COMMIT raises, ``ROLLBACK`` unless SQLite already
+    ended the transaction itself (it does after SQLITE_FULL and some I/O errors, and a ROLLBACK then fails with
+    "no transaction is active", hiding the real error)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if not exc_type:
+                self.db.execute("COMMIT")
+        finally:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """The results file, in WAL mode with its schema; a path that cannot hold one (a missing or read-only
+    folder, a file that is not a database) is the user's to fix, so it is a one-line :class:`UsageError`."""
+    db = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        if db.execute("SELECT NOT EXISTS (SELECT 1 FROM seq_ranges)").fetchone()[0]:
+            db.execute(_BACKFILL)
+        return db
+    except (OSError, sqlite3.DatabaseError) as err:
+        if db is not None:
+            db.close()
+        raise UsageError(f"cannot open the results database {path}: {err}",
+                         "pass --db a SQLite file (or a new file) in a writable folder") from None

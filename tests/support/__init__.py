@@ -1,0 +1,1 @@
+"""What tests in several folders share: fixtures (registered in tests/conftest.py) and helpers."""
