@@ -17,10 +17,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+
 import click
-from edgekit.mqtt.broker import local_broker
-from edgekit.errors import UsageError
 from edgekit.demo.roles import count_results, start_device, start_server
+
+from edgekit.errors import UsageError
+from edgekit.mqtt.broker import local_broker
+
 
 @click.command("demo")
 @click.option("--dataset", type=click.Choice(["digits", "fashion-mnist"]), default="digits", show_default=True,
@@ -46,7 +49,6 @@ def demo_command(dataset, data, work, epochs, frames, fps, broker, codec, secure
       edgekit demo --secure --frames 200
     """
     import numpy as np
-
     from edgekit.converters import convert
     from edgekit.demo.example_model import train
 

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
 from edgekit.mqtt.broker import stop_process
+
 
 class RoleProcess:
     """A ``python -m edgekit.cli ...`` subprocess with its log in a file, stopped in ``finally`` by callers."""

@@ -9,17 +9,31 @@ so a bundle says how its re-encoder was made. Where it lives:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import edgekit
+from edgekit.bundle.manifest import sha256_file
 from edgekit.errors import UsageError
 
-__all__ = ["METADATA_KEY", "KERAS_ENTRY", "read_metadata", "write_keras_metadata", "set_onnx_metadata"]
+__all__ = ["METADATA_KEY", "KERAS_ENTRY", "make_record", "read_metadata", "write_keras_metadata", "set_onnx_metadata"]
 
 METADATA_KEY = "edgekit.reencode"
 KERAS_ENTRY = "edgekit_reencode.json"
+
+
+def make_record(method: str, teacher: Path, split: str, settings: dict[str, Any],
+            prior: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata every re-encoded model carries."""
+    record = {"method": method, "split": split, "code": "code", "teacher": teacher.name,
+              "teacher_sha256": sha256_file(teacher), "settings": settings, "edgekit": edgekit.__version__,
+              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if prior is not None:
+        record["prior"] = prior
+    return record
 
 
 def write_keras_metadata(path: str | Path, metadata: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -75,15 +75,16 @@ def insert_pca(model: Any, split: str, pca: Pca, k: int, axis: int) -> Any:
 
 
 def pca_onnx(model_path: Path, split: str, data: Any, output: Path, channels: int | None,
-             target_agreement: float | None, preprocessing: Any, max_samples: int | None,
-             record: Callable[..., dict[str, Any]]) -> Any:
-    """Fit PCA on the features at tensor ``split`` and write the model with the projection inserted."""
+             target_agreement: float | None, preprocessing: Any, max_samples: int | None
+             ) -> tuple[Path, dict[str, Any]]:
+    """Fit PCA on the features at tensor ``split`` and write the model with the projection inserted; returns
+    the output path and the record stored in it."""
     import onnx
 
     from edgekit.converters.split_onnx import onnx_runner, split_onnx
 
-    from .metadata import set_onnx_metadata
-    from .pipeline import ReencodeResult, load_inputs
+    from .inputs import load_inputs
+    from .metadata import make_record, set_onnx_metadata
 
     with tempfile.TemporaryDirectory(prefix="edgekit-reencode-") as scratch:
         halves = split_onnx(model_path, split, "onnx", Path(scratch))
@@ -94,8 +95,8 @@ def pca_onnx(model_path: Path, split: str, data: Any, output: Path, channels: in
         settings = choose_channels(pca, features, onnx_runner(halves.server_onnx), channels, target_agreement,
                                    axis)
     result = insert_pca(onnx.load(str(model_path)), split, pca, settings["channels"], axis)
-    metadata = record("pca", model_path, split, settings)
+    metadata = make_record("pca", model_path, split, settings)
     set_onnx_metadata(result, metadata)
     output.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(result, str(output))
-    return ReencodeResult(output, metadata)
+    return output, metadata

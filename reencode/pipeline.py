@@ -7,21 +7,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 
-import edgekit
-from edgekit.bundle import sha256_file
 from edgekit.errors import UsageError
 from edgekit.preprocess import Preprocessing
 
 from .keras_methods import TrainOptions
-from .metadata import write_keras_metadata
+from .inputs import load_inputs
+from .metadata import make_record, write_keras_metadata
 
 __all__ = ["reencode", "ReencodeResult", "METHODS"]
 
@@ -60,8 +57,8 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
                              "use --method pca -o OUT.onnx, or pass the Keras model for distill/entropic")
         from .onnx_pca import pca_onnx
 
-        return pca_onnx(Path(model), split, data, output, channels, target_agreement, preprocessing, max_samples,
-                        _record)
+        return ReencodeResult(*pca_onnx(Path(model), split, data, output, channels, target_agreement,
+                                        preprocessing, max_samples))
     if output.suffix != ".keras":
         raise UsageError(f"a Keras model re-encodes to a .keras file, not {output.name}", "use -o OUT.keras")
     return _reencode_keras(Path(model), split, method, data, output, channels, target_agreement, labels,
@@ -94,36 +91,6 @@ def _check_options(method: str, channels: int | None, target: float | None, outp
         raise UsageError(f"output {output} already exists", "pass --force to replace it, or choose another -o")
 
 
-def load_inputs(data: str | Path | np.ndarray, input_name: str, input_shape: tuple[int | None, ...],
-                preprocessing: Preprocessing | dict[str, Any] | None, max_samples: int | None,
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """Model inputs (and labels, if the data has them) from the inputs convert takes for calibration."""
-    from edgekit.converters.datasets import Samples, check_samples, load_samples
-    from edgekit.converters.pipeline import _preprocessing
-
-    if isinstance(data, np.ndarray):
-        samples, source = Samples(data), "array"
-    else:
-        pre = _preprocessing(preprocessing, SimpleNamespace(input_shape=input_shape), str(data), None)
-        samples, source = load_samples(data, input_name, "data", pre), data
-    samples = check_samples(samples, input_shape, "data", source, minimum=2)
-    if max_samples is not None and len(samples.x) > max_samples:
-        keep = np.sort(np.random.default_rng(seed).choice(len(samples.x), max_samples, replace=False))
-        return samples.x[keep], None if samples.y is None else samples.y[keep]
-    return samples.x, samples.y
-
-
-def _record(method: str, teacher: Path, split: str, settings: dict[str, Any],
-            prior: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The metadata every re-encoded model carries."""
-    record = {"method": method, "split": split, "code": "code", "teacher": teacher.name,
-              "teacher_sha256": sha256_file(teacher), "settings": settings, "edgekit": edgekit.__version__,
-              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    if prior is not None:
-        record["prior"] = prior
-    return record
-
-
 def _reencode_keras(model_path: Path, split: str, method: str, data: Any, output: Path, channels: int | None,
                     target: float | None, labels: np.ndarray | None, options: TrainOptions, resume: bool,
                     preprocessing: Any, max_samples: int | None, progress: bool,
@@ -142,7 +109,7 @@ def _reencode_keras(model_path: Path, split: str, method: str, data: Any, output
         result = pca_keras(cut, x, channels, target)
     else:
         result = trained_keras(cut, x, y, method, options, output, resume, progress, echo)
-    record = _record(method, model_path, split, result.settings, result.prior)
+    record = make_record(method, model_path, split, result.settings, result.prior)
     output.parent.mkdir(parents=True, exist_ok=True)
     result.model.save(output)
     write_keras_metadata(output, record)

@@ -7,6 +7,7 @@ tests/pipeline holds the end-to-end runs across them.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -47,6 +48,11 @@ def cli_runner(monkeypatch, capsys):
     arguments returning (exit code, stdout, stderr)."""
     import edgekit.cli as cli_module
 
+    # `device run` and `server run` route the edgekit logger to the stderr of the moment (setup_run_logging);
+    # in one pytest process that stream is a closed capture by the next test: restore the logger after this one.
+    logger = logging.getLogger("edgekit")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+
     def make(*commands):
         monkeypatch.setattr(cli_module, "_register", lambda: [cli_module.cli.add_command(c) for c in commands])
 
@@ -58,4 +64,5 @@ def cli_runner(monkeypatch, capsys):
 
         return run
 
-    return make
+    yield make
+    logger.handlers[:], logger.level, logger.propagate = saved

@@ -15,10 +15,11 @@ from __future__ import annotations
 import collections
 import threading
 from typing import Protocol
-from edgekit.wire.frame_v2 import AUTH_FLAG, split_v2
-from edgekit.wire.errors import FrameError
+
 from edgekit.auth.keys import KeyStore
 from edgekit.auth.tags import tag_ok
+from edgekit.wire.errors import FrameError
+from edgekit.wire.frame_v2 import AUTH_FLAG, split_v2
 
 #: A seq this far (or farther) below the highest stored seq of its boot is ``stale-seq``. An agent sends in
 #: seq order with at most its in-flight window (64) outstanding, so a genuine frame is never this late.

@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+
 from edgekit.errors import UsageError
 from edgekit.mqtt.topics import check_device_id
 
@@ -21,7 +22,6 @@ KEY_FORMAT = "edgekit-device-key"
 _RELOAD_S = 1.0  # how often the key store looks for added, rotated or revoked keys
 
 
-# ------------------------------------------------------------------------------------------------- keys
 
 
 def new_key() -> bytes:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 from typing import Any
+
 from edgekit.wire.frame_v2 import AUTH_TAG_BYTES
 
 TAG_SIZE = AUTH_TAG_BYTES  # 16 bytes: docs/security.md says why
@@ -23,7 +24,6 @@ _FRAME_LABEL = b"edgekit-frame-mac-v1\x00"
 _MESSAGE_LABEL = b"edgekit-message-mac-v1\x00"
 
 
-# ------------------------------------------------------------------------------------------------- MACs
 
 
 def _mac(key: bytes, label: bytes, device_id: str, *parts: bytes) -> bytes:

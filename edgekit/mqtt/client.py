@@ -8,9 +8,17 @@ from __future__ import annotations
 import socket
 import time
 from typing import TYPE_CHECKING
-from edgekit.mqtt.security import (BrokerSecurity, apply_security, connect_failed, dropped_before_connack,
-                                   refusal_error, socket_error)
+
+from edgekit.mqtt.security import (
+    BrokerSecurity,
+    apply_security,
+    connect_failed,
+    dropped_before_connack,
+    refusal_error,
+    socket_error,
+)
 from edgekit.mqtt.urls import BrokerUrl
+
 if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
 

@@ -21,12 +21,20 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
+
 from edgekit.errors import BrokerRefusedError, EdgekitError, UsageError
+from edgekit.mqtt.client import (
+    SESSION_EXPIRY_S,
+    connect_properties,
+    detect_protocol,
+    make_client,
+    no_delay,
+    paho_client,
+)
 from edgekit.mqtt.security import connect_failed, dropped_before_connack, refusal_error, socket_error
-from edgekit.mqtt.client import (SESSION_EXPIRY_S, connect_properties, detect_protocol, make_client, no_delay,
-                                 paho_client)
 from edgekit.mqtt.topics import publish_packet_size
 from edgekit.mqtt.urls import BrokerUrl
+
 if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+
 from edgekit.errors import UsageError
+
 if TYPE_CHECKING:  # pragma: no cover
     import paho.mqtt.client as mqtt
     from paho.mqtt.properties import Properties

@@ -8,8 +8,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
+
 from edgekit.errors import UsageError
 from edgekit.mqtt.security import BrokerSecurity, resolve_security
+
 if TYPE_CHECKING:  # pragma: no cover
     pass
 

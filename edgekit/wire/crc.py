@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 
-# ------------------------------------------------------------------------------------------------ CRC32C
-
 
 def _crc32c_table() -> list[int]:
     """The byte-wise table of the reflected Castagnoli polynomial 0x82F63B78."""

@@ -17,15 +17,24 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from edgekit.errors import BundleError
 from edgekit.wire.codecs.base import Codec
 from edgekit.wire.codecs.registry import BY_ID, BY_NAME
-from edgekit.errors import BundleError
+from edgekit.wire.crc import crc32c
+from edgekit.wire.errors import (
+    CrcMismatch,
+    FrameTooLarge,
+    QuantMismatch,
+    ShapeMismatch,
+    Unauthenticated,
+    UnknownBundle,
+    UnknownCodec,
+)
 from edgekit.wire.frame_v1 import HEADER_SIZE, Header, unpack_header
 from edgekit.wire.frame_v2 import V2_BYTE, HeaderV2, check_fields_v2, crc_matches_v2, split_v2, timestamp_ns_v2
-from edgekit.wire.errors import (CrcMismatch, FrameTooLarge, QuantMismatch, ShapeMismatch, Unauthenticated,
-                                 UnknownBundle, UnknownCodec)
-from edgekit.wire.crc import crc32c
-from edgekit.wire.spec import CODE_DTYPE, Frame, WireSpec, DEFAULT_CAP
+from edgekit.wire.spec import CODE_DTYPE, DEFAULT_CAP, Frame, WireSpec
+
 
 class _Route:
     """A decoder's view of one bundle: its spec and the codecs it provides, built once."""

@@ -7,13 +7,16 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
 import numpy as np
+
+from edgekit.errors import BundleError
 from edgekit.wire.codecs.base import ArtifactReader, as_code
 from edgekit.wire.codecs.registry import entry
-from edgekit.errors import BundleError
 from edgekit.wire.frame_v1 import MAX_ID, Header, check_encodable, dtype_code, pack_frame
 from edgekit.wire.frame_v2 import pack_frame_v2
 from edgekit.wire.spec import WireSpec
+
 
 class WireEncoder:
     """Device side: code -> frame bytes with the bundle's codec (default: the bundle's ``default_codec``)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from edgekit.errors import EdgekitError
 
-# ----------------------------------------------------------------------------------------------- errors
 
 
 class FrameError(EdgekitError):

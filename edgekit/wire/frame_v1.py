@@ -43,10 +43,20 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+
 import numpy as np
+
 from edgekit.wire.crc import crc32c
-from edgekit.wire.errors import (BadHeader, BadMagic, CrcMismatch, FrameTooLarge, TrailingBytes, TruncatedFrame,
-                                 UnknownFlags, UnsupportedVersion)
+from edgekit.wire.errors import (
+    BadHeader,
+    BadMagic,
+    CrcMismatch,
+    FrameTooLarge,
+    TrailingBytes,
+    TruncatedFrame,
+    UnknownFlags,
+    UnsupportedVersion,
+)
 
 MAGIC = b"EK"
 VERSION = 1

@@ -13,18 +13,10 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+
 from edgekit.wire.crc import crc32c
 from edgekit.wire.errors import BadHeader, TruncatedFrame, UnknownFlags, UnsupportedVersion
 from edgekit.wire.frame_v1 import MAX_ID
-
-# ------------------------------------------------------------------------------------------ version 2
-#
-# A compact header for small codes: everything the bundle fixes (dtype, shape, raw length, scale and zero
-# point, payload length) comes from the bundle, and what varies per frame is sent in as few bytes as
-# stateless decoding allows (docs/wire-format.md, "Version 2", justifies every byte)::
-#
-#     E2 | flags | codec | ref (1, or 8 with LONG_REF) | boot_id u32 | seq varint | time u32 ms (u64 ns with
-#     TS_NS) | [scale f32, zero point i32 with QUANT] | crc32c u32 | payload | [16-byte tag with AUTH]
 
 V2_BYTE = 0xE2  # magic nibble 0xE, version nibble 2; first bytes 0xE0..0xEF are routed to this decoder
 AUTH_FLAG = 0x01  # a 16-byte authentication tag follows the payload (issue 11)

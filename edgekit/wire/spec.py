@@ -23,11 +23,13 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 import numpy as np
+
 from edgekit.bundle.files import read_bundle_file
+from edgekit.errors import BundleError, EdgekitError
 from edgekit.wire.codecs.base import ArtifactReader, Codec
 from edgekit.wire.codecs.registry import BY_NAME, build_codec
-from edgekit.errors import BundleError, EdgekitError
 from edgekit.wire.frame_v1 import FRAME_VERSIONS
 
 CONTENT_TYPE = "application/vnd.edgekit.frame"

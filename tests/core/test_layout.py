@@ -28,7 +28,7 @@ MAY_IMPORT = {
     "runtime": {"base", "bundle", "wire"},
     "converters": {"base", "bundle", "wire", "runtime", "reencode-record"},
     "reencode": {"base", "bundle", "wire", "converters", "reencode-record"},
-    "reencode-record": {"base", "wire"},
+    "reencode-record": {"base", "bundle", "wire"},
     "device": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime"},
     "server": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime"},
     "demo": {"base", "bundle", "wire", "mqtt", "runtime", "converters"},

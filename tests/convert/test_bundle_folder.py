@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from edgekit.converters.pipeline import _staging
+from edgekit.converters.bundle_writer import staged_bundle
 
 
 def _umask() -> int:
@@ -21,7 +21,7 @@ def test_converted_bundle_folder_follows_the_umask(bundle):
 def test_staging_folder_follows_another_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        with _staging(tmp_path / "b", force=False) as staging:
+        with staged_bundle(tmp_path / "b", force=False) as staging:
             (staging / "manifest.json").write_text("{}")
     finally:
         os.umask(old)
