@@ -91,6 +91,7 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
           --target rpi --target ethos-u55-128 --target coral-edgetpu -o bundles/fmnist-v1
       edgekit convert model.onnx --split /enc/Relu_output_0 --calib imgs/ --image-size 32x32 \\
           --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --target cpu -o bundles/cifar
+      edgekit convert model.pt2 --list-splits       # a torch.export program (torch.export.save)
     """
     from edgekit.errors import ParityError
 

@@ -31,8 +31,9 @@ def check_target(profile: TargetProfile, halves: Halves, runtimes: list[Runtime]
                               f"(batch, {', '.join('?' if d is None else str(d) for d in halves.input_shape)})",
                               "give the model a fixed input size")
     if Runtime.TFLITE in runtimes and halves.device_keras is None:
-        why = ("an ONNX model has no TensorFlow graph for the TFLite converter" if halves.source_format == "onnx"
-               else "a single SavedModel is cut on its ONNX export, which has no TensorFlow graph")
+        why = {"onnx": "an ONNX model has no TensorFlow graph for the TFLite converter",
+               "pytorch": "a PyTorch program is cut on its ONNX export (TFLite from PyTorch is not built yet)"}.get(
+            halves.source_format, "a single SavedModel is cut on its ONNX export, which has no TensorFlow graph")
         raise ConversionError(f"target {profile.name} needs TFLite, but {why}",
                               "pass the Keras/SavedModel source (or split SavedModel halves), or use an ONNX target "
                               "(cpu, rpi) with --runtime onnx")

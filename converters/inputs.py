@@ -18,7 +18,7 @@ from edgekit.preprocess import Preprocessing
 
 from .datasets import Samples, check_samples, load_samples
 from .halves import Halves
-from .sources import SourceFormat, detect_format, load_keras
+from .sources import SourceFormat, detect_format, load_keras, onnx_of
 
 __all__ = ["load_halves", "preprocessing_for", "read_samples", "read_labels", "optional_str"]
 
@@ -29,7 +29,7 @@ def optional_str(value: str | Path | None) -> str | None:
 
 def load_halves(model: str | None, split: str | None, device_model: str | None, server_model: str | None,
                 scratch: Path) -> Halves:
-    from .split_keras import join_keras, keras_to_onnx, split_keras
+    from .split_keras import join_keras, split_keras
     from .split_onnx import join_onnx, split_onnx
 
     if model is not None:
@@ -39,24 +39,24 @@ def load_halves(model: str | None, split: str | None, device_model: str | None, 
         if not split:
             raise UsageError("--split is required with a single model", "name the layer/tensor that outputs the code")
         fmt = detect_format(model)
-        if fmt == SourceFormat.KERAS:
-            return split_keras(load_keras(model), split, fmt.value, scratch)
-        if fmt == SourceFormat.SAVEDMODEL:
-            # A SavedModel is opaque to Keras: cut its ONNX export by tensor name (ONNX outputs only).
-            wrapped = load_keras(model)
-            onnx_path = keras_to_onnx(wrapped, wrapped.inputs[0].name, tuple(wrapped.inputs[0].shape[1:]),
-                                      scratch / "savedmodel.onnx")
-            return split_onnx(onnx_path, split, fmt.value, scratch)
-        return split_onnx(Path(model), split, fmt.value, scratch)
+        if fmt.cut_on_onnx:  # a SavedModel is opaque to Keras, a PyTorch program is not Keras: cut their ONNX
+            return split_onnx(onnx_of(model, fmt, scratch / "source"), split, fmt.value, scratch)
+        return split_keras(load_keras(model), split, fmt.value, scratch)
     if not (device_model and server_model):
         raise UsageError("no model given", "pass MODEL with --split NAME, or both --device-model and --server-model")
     fmt, server_fmt = detect_format(device_model), detect_format(server_model)
-    if (fmt == SourceFormat.ONNX) != (server_fmt == SourceFormat.ONNX):
+    if _family(fmt) != _family(server_fmt):
         raise UsageError(f"the device model is {fmt.value} but the server model is {server_fmt.value}",
-                         "pass both halves in the same family (Keras/SavedModel or ONNX)")
-    if fmt == SourceFormat.ONNX:
-        return join_onnx(Path(device_model), Path(server_model), fmt.value, scratch)
+                         "pass both halves in the same family (Keras/SavedModel, ONNX or PyTorch)")
+    if _family(fmt) == "graph":
+        return join_onnx(onnx_of(device_model, fmt, scratch / "device-source"),
+                         onnx_of(server_model, server_fmt, scratch / "server-source"), fmt.value, scratch)
     return join_keras(load_keras(device_model), load_keras(server_model), fmt.value, scratch)
+
+
+def _family(fmt: SourceFormat) -> str:
+    """Halves join as Keras models (Keras, SavedModel) or as ONNX graphs (ONNX, PyTorch's ONNX export)."""
+    return "graph" if fmt in (SourceFormat.ONNX, SourceFormat.PYTORCH) else "keras"
 
 
 def preprocessing_for(options: Preprocessing | dict | None, halves: Halves, calib: str, eval_path: str | None

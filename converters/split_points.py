@@ -20,7 +20,7 @@ import numpy as np
 
 from edgekit.errors import UsageError
 
-from .sources import SourceFormat, detect_format, load_keras
+from .sources import SourceFormat, detect_format, load_keras, onnx_of
 
 __all__ = ["SplitPoint", "crossing_tensors", "onnx_split_points", "keras_split_points", "list_split_points",
            "split_point_lines"]
@@ -140,7 +140,8 @@ def keras_split_points(model: Any) -> list[SplitPoint]:
 
 
 def list_split_points(model_path: str | Path | None) -> list[SplitPoint]:
-    """The valid cuts of a model file (ONNX after simplification; Keras by layer; a SavedModel on its ONNX export)."""
+    """The valid cuts of a model file (Keras by layer; ONNX after simplification; a SavedModel or a PyTorch
+    program on its ONNX export)."""
     from .onnx_simplify import simplify_onnx
 
     if model_path is None:
@@ -149,13 +150,7 @@ def list_split_points(model_path: str | Path | None) -> list[SplitPoint]:
     if fmt == SourceFormat.KERAS:
         return keras_split_points(load_keras(model_path))
     with tempfile.TemporaryDirectory(prefix="edgekit-splits-") as scratch:
-        onnx_path = Path(model_path)
-        if fmt == SourceFormat.SAVEDMODEL:
-            from .split_keras import keras_to_onnx
-
-            wrapped = load_keras(model_path)
-            onnx_path = keras_to_onnx(wrapped, wrapped.inputs[0].name, tuple(wrapped.inputs[0].shape[1:]),
-                                      Path(scratch) / "savedmodel.onnx")
+        onnx_path = onnx_of(model_path, fmt, Path(scratch))
         return onnx_split_points(simplify_onnx(onnx_path, Path(scratch) / "simplified.onnx"))
 
 

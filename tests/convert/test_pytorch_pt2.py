@@ -1,0 +1,123 @@
+"""PyTorch sources: a ``torch.export`` program (``.pt2``) converts like an ONNX model, cut on its ONNX export.
+
+A small CNN is trained on the digits for a second, exported with a dynamic batch and saved with
+``torch.export.save``, as docs/convert.md tells a user to do with any ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgekit.bundle.manifest import Bundle
+from edgekit.converters import convert
+from edgekit.converters.split_points import list_split_points
+from edgekit.errors import ConversionError, UsageError
+
+
+def _digits_net(torch):
+    """conv → relu → conv (the 4-channel code) → relu → linear: a split with a small code in the middle."""
+    nn = torch.nn
+
+    class DigitsNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 16, 3, padding=1)
+            self.encoder = nn.Conv2d(16, 4, 3, padding=1)
+            self.classifier = nn.Linear(4 * 8 * 8, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            x = torch.relu(self.encoder(x))
+            return self.classifier(x.flatten(1))
+
+    return DigitsNet()
+
+
+@pytest.fixture(scope="module")
+def digits_pt2(tmp_path_factory, digits) -> SimpleNamespace:
+    """The trained net as model.pt2, and as separate device.pt2 / server.pt2 halves; NCHW calib/test sets."""
+    import torch
+
+    torch.manual_seed(0)
+    net = _digits_net(torch)
+    x = torch.from_numpy(digits.x_train.transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(digits.y_train)
+    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
+    for _ in range(30):
+        for i in range(0, len(x), 64):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[i:i + 64]), y[i:i + 64]).backward()
+            optimizer.step()
+    net.eval()
+    root = tmp_path_factory.mktemp("digits_pt2")
+    batch = {0: torch.export.Dim("batch")}
+    torch.export.save(torch.export.export(net, (x[:2],), dynamic_shapes=(batch,)), root / "model.pt2")
+    device = torch.nn.Sequential(net.stem, torch.nn.ReLU(), net.encoder, torch.nn.ReLU()).eval()
+    server = torch.nn.Sequential(torch.nn.Flatten(), net.classifier).eval()
+    torch.export.save(torch.export.export(device, (x[:2],), dynamic_shapes=(batch,)), root / "device.pt2")
+    torch.export.save(torch.export.export(server, (device(x[:2]).detach(),), dynamic_shapes=(batch,)),
+                      root / "server.pt2")
+    nchw = lambda a: a.transpose(0, 3, 1, 2).copy()  # noqa: E731
+    np.savez(root / "calib.npz", x=nchw(digits.x_train[:200]))
+    np.savez(root / "test.npz", x=nchw(digits.x_test[:300]), y=digits.y_test[:300])
+    with torch.no_grad():
+        accuracy = float((net(torch.from_numpy(nchw(digits.x_test))).argmax(1).numpy() == digits.y_test).mean())
+    return SimpleNamespace(root=root, model=root / "model.pt2", calib=root / "calib.npz", test=root / "test.npz",
+                           accuracy=accuracy)
+
+
+def _code_cut(model) -> str:
+    """The cut after the encoder's ReLU: the 4-channel tensor (4 x 8 x 8 = 256 int8 bytes)."""
+    points = list_split_points(model)
+    cut = [p for p in points if p.shape[-3:] == (4, 8, 8)]
+    assert cut, [p.describe() for p in points]
+    return cut[-1].name
+
+
+def test_list_splits_reads_the_program(digits_pt2):
+    points = list_split_points(digits_pt2.model)
+    assert len(points) >= 3
+    assert any(p.shape[-3:] == (16, 8, 8) for p in points) and any(p.shape[-3:] == (4, 8, 8) for p in points)
+
+
+def test_convert_a_pt2_program(digits_pt2, tmp_path):
+    assert digits_pt2.accuracy > 0.9  # the source model is a real classifier
+    result = convert(model=digits_pt2.model, split=_code_cut(digits_pt2.model), calib=digits_pt2.calib,
+                     eval=digits_pt2.test, targets=["cpu"], runtime="onnx", output=tmp_path / "b", latency_runs=3)
+    bundle = Bundle.load(result.bundle_path)
+    assert bundle.manifest["model"]["source_format"] == "pytorch"
+    assert bundle.code.shape == (4, 8, 8)
+    assert result.passed, result.report["parity"]
+    assert [d.runtime for d in bundle.device_models] == ["onnx"]
+
+
+def test_convert_pt2_halves(digits_pt2, tmp_path):
+    result = convert(device_model=digits_pt2.root / "device.pt2", server_model=digits_pt2.root / "server.pt2",
+                     calib=digits_pt2.calib, eval=digits_pt2.test, targets=["cpu"], runtime="onnx",
+                     output=tmp_path / "b", latency_runs=3)
+    assert Bundle.load(result.bundle_path).code.shape == (4, 8, 8)
+    assert result.passed
+
+
+def test_tflite_target_says_what_to_do(digits_pt2, tmp_path):
+    with pytest.raises(ConversionError, match="PyTorch program is cut on its ONNX export.*--runtime onnx"):
+        convert(model=digits_pt2.model, split=_code_cut(digits_pt2.model), calib=digits_pt2.calib,
+                targets=["rpi"], runtime="tflite", output=tmp_path / "b")
+
+
+def test_a_file_that_is_not_a_program_is_one_line(tmp_path):
+    """torch logs its own traceback for a file that is not a program: the user sees one line and exit 2."""
+    bad = tmp_path / "broken.pt2"
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(UsageError, match="cannot read .*broken.pt2 as a torch.export program"):
+        list_split_points(bad)
+    done = subprocess.run([sys.executable, "-m", "edgekit.cli", "convert", str(bad), "--list-splits"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "torch.export program" in done.stderr and "Traceback" not in done.stderr
