@@ -18,7 +18,8 @@ from edgekit.preprocess import Preprocessing
 
 from .datasets import Samples, check_samples, load_samples
 from .halves import Halves
-from .sources import SourceFormat, detect_format, load_keras, onnx_of
+from .onnx_source import onnx_of
+from .sources import SourceFormat, detect_format, load_keras
 
 __all__ = ["load_halves", "preprocessing_for", "read_samples", "read_labels", "optional_str"]
 

@@ -4,8 +4,8 @@ PyTorch ``torch.export`` programs (``.pt2``).
 A SavedModel is wrapped as a one-layer Keras model (``keras.layers.TFSMLayer``) so the TFLite and tf2onnx
 paths are the same as for ``.keras`` files; its internals are opaque to Keras, so cutting a single
 SavedModel by name happens on its ONNX export instead (see :mod:`edgekit.converters.split_onnx`), as for a
-PyTorch program (:mod:`edgekit.converters.torch_export`): :func:`onnx_of` gives the ONNX file every
-non-Keras source is cut on.
+PyTorch program (:mod:`edgekit.converters.torch_export`): :mod:`edgekit.converters.onnx_source` gives the
+ONNX file every non-Keras source is cut on.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from edgekit.errors import UsageError
 
-__all__ = ["SourceFormat", "detect_format", "onnx_of", "load_keras", "load_onnx", "import_tensorflow"]
+__all__ = ["SourceFormat", "detect_format", "load_keras", "load_onnx", "import_tensorflow"]
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +53,6 @@ def detect_format(path: str | Path) -> SourceFormat:
     raise UsageError(f"{path} has an unknown model format ({path.suffix or 'no suffix'})",
                      "pass a Keras .keras file, a TF SavedModel directory, an .onnx file or a torch.export .pt2 "
                      "program")
-
-
-def onnx_of(path: str | Path, fmt: SourceFormat, scratch: Path) -> Path:
-    """The ONNX file a non-Keras source is cut on: the file itself, or its export written under ``scratch``."""
-    if fmt == SourceFormat.ONNX:
-        return Path(path)
-    scratch.mkdir(parents=True, exist_ok=True)
-    if fmt == SourceFormat.PYTORCH:
-        from .torch_export import export_pt2_onnx
-
-        return export_pt2_onnx(path, scratch / f"{Path(path).stem}.pytorch.onnx")
-    if fmt == SourceFormat.SAVEDMODEL:
-        from .split_keras import keras_to_onnx
-
-        wrapped = load_keras(path)
-        return keras_to_onnx(wrapped, wrapped.inputs[0].name, tuple(wrapped.inputs[0].shape[1:]),
-                             scratch / "savedmodel.onnx")
-    raise ValueError(f"a {fmt.value} model is cut on its Keras layers")
 
 
 def import_tensorflow() -> Any:

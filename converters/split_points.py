@@ -20,7 +20,8 @@ import numpy as np
 
 from edgekit.errors import UsageError
 
-from .sources import SourceFormat, detect_format, load_keras, onnx_of
+from .onnx_source import onnx_of
+from .sources import SourceFormat, detect_format, load_keras
 
 __all__ = ["SplitPoint", "crossing_tensors", "onnx_split_points", "keras_split_points", "list_split_points",
            "split_point_lines"]

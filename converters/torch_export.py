@@ -2,7 +2,8 @@
 
 convert cuts a PyTorch model on its ONNX export, as it cuts an ONNX model: ``torch.onnx``'s dynamo exporter
 turns the saved program into ONNX with the program's own example inputs, keeping a batch dimension the
-program declared dynamic. PyTorch is imported only here, only when a ``.pt2`` is converted: the device and
+program declared dynamic. A program made by ``edgekit reencode`` names the node that outputs its code in its
+record (``code_node``): that tensor is called ``code`` in the export, so ``--split code`` cuts there. PyTorch is imported only here, only when a ``.pt2`` is converted: the device and
 the server never need it (docs/convert.md, PyTorch).
 """
 
@@ -14,15 +15,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import UsageError
+from edgekit.errors import ConversionError, UsageError
+from edgekit.reencode.metadata import CODE_NAME, read_metadata
 
-__all__ = ["export_pt2_onnx"]
+__all__ = ["import_torch", "load_program", "export_pt2_onnx"]
 
 log = logging.getLogger(__name__)
 OPSET = 18  # the lowest opset torch.onnx's dynamo exporter writes without a version conversion
 
 
-def _import_torch() -> Any:
+def import_torch() -> Any:
     try:
         import torch
     except ModuleNotFoundError:
@@ -47,7 +49,7 @@ def _quiet_torch():
         logger.setLevel(level)
 
 
-def _load_program(torch: Any, path: Path) -> Any:
+def load_program(torch: Any, path: Path) -> Any:
     try:
         with _quiet_torch():
             return torch.export.load(str(path))
@@ -60,8 +62,8 @@ def _load_program(torch: Any, path: Path) -> Any:
 
 def export_pt2_onnx(path: str | Path, out: Path) -> Path:
     """Write the ONNX export of the ``torch.export`` program at ``path`` to ``out``; returns ``out``."""
-    torch = _import_torch()
-    program = _load_program(torch, Path(path))
+    torch = import_torch()
+    program = load_program(torch, Path(path))
     example = program.example_inputs
     if example is None or len(example[0]) != 1 or example[1]:
         raise UsageError(f"{path} has no example input, or more than one input",
@@ -75,4 +77,25 @@ def export_pt2_onnx(path: str | Path, out: Path) -> Path:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise UsageError(f"torch.onnx could not export {path}: {first}",
                              "export it to ONNX yourself (torch.onnx.export) and pass the .onnx") from None
+    record = read_metadata(path)
+    if record and record.get("code_node"):
+        _rename_tensor(out, record["code_node"], CODE_NAME)
     return out
+
+
+def _rename_tensor(path: Path, old: str, new: str) -> None:
+    """Rename tensor ``old`` of the ONNX file at ``path`` to ``new`` wherever the graph names it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if not any(old in node.output for node in graph.node):
+        raise ConversionError(f"the re-encoded program's code node {old!r} is not in its ONNX export",
+                              "re-run edgekit reencode with this edgekit")
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    for value in [*graph.value_info, *graph.output]:
+        if value.name == old:
+            value.name = new
+    onnx.save(model, str(path))

@@ -18,11 +18,11 @@ import numpy as np
 from edgekit.converters.split_keras import cut_layer
 from edgekit.errors import UsageError
 
+from .metadata import CODE_NAME
 from .pca import Pca
 
-__all__ = ["Cut", "cut_teacher", "assemble", "pca_layers", "conv_encoder", "conv_decoder", "CODE_NAME"]
+__all__ = ["Cut", "cut_teacher", "assemble", "pca_layers", "conv_encoder", "conv_decoder"]
 
-CODE_NAME = "code"
 
 
 @dataclass

@@ -24,6 +24,7 @@ from edgekit.converters.halves import batched
 from edgekit.errors import UsageError
 
 from .keras_graph import Cut, assemble, conv_decoder, conv_encoder, pca_layers
+from .metadata import CODE_NAME
 from .pca import choose_channels, fit_pca
 from .training import Stage, checkpoint_path, train
 
@@ -89,13 +90,13 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
     keras.utils.set_random_seed(options.seed)
     hidden = options.hidden or shape[-1]
     entropic = method == "entropic"
-    code_layer = IntegerCode(seed=options.seed, name="code") if entropic else None
+    code_layer = IntegerCode(seed=options.seed, name=CODE_NAME) if entropic else None
     encoder = conv_encoder(options.channels, hidden, options.downsample, code_layer)
     decoder = conv_decoder(shape[-1], hidden, options.downsample)
     prior = LogisticPrior(name="prior") if entropic else None
     model = assemble(cut, encoder, decoder, f"{cut.teacher.name}_{method}{options.channels}")
     if prior is not None:
-        prior.build((None, *model.get_layer("code").output.shape[1:]))
+        prior.build((None, *model.get_layer(CODE_NAME).output.shape[1:]))
 
     features = features_of(cut, x)
     teacher_out = batched(lambda b: np.asarray(cut.tail(b, training=False)))(features)

@@ -5,6 +5,8 @@ so a bundle says how its re-encoder was made. Where it lives:
 
     .keras  an extra ``edgekit_reencode.json`` entry in the model's zip (Keras ignores entries it does not know)
     .onnx   ``metadata_props`` key ``edgekit.reencode`` (a JSON string)
+    .pt2    an extra file ``edgekit_reencode.json`` of the ``torch.export`` archive (``torch.export.save``'s
+            ``extra_files``), with ``code_node``: the program's node that outputs the code
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import edgekit
 from edgekit.bundle.manifest import sha256_file
 from edgekit.errors import UsageError
 
-__all__ = ["METADATA_KEY", "KERAS_ENTRY", "make_record", "read_metadata", "write_keras_metadata", "set_onnx_metadata"]
+__all__ = ["METADATA_KEY", "KERAS_ENTRY", "CODE_NAME", "make_record", "read_metadata", "write_keras_metadata", "set_onnx_metadata"]
 
 METADATA_KEY = "edgekit.reencode"
+#: The name of the code in every re-encoded model (Keras layer, ONNX tensor, the ONNX export of a .pt2):
+#: ``edgekit convert --split code`` cuts there.
+CODE_NAME = "code"
 KERAS_ENTRY = "edgekit_reencode.json"
 
 
 def make_record(method: str, teacher: Path, split: str, settings: dict[str, Any],
             prior: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metadata every re-encoded model carries."""
-    record = {"method": method, "split": split, "code": "code", "teacher": teacher.name,
+    record = {"method": method, "split": split, "code": CODE_NAME, "teacher": teacher.name,
               "teacher_sha256": sha256_file(teacher), "settings": settings, "edgekit": edgekit.__version__,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     if prior is not None:
@@ -55,14 +60,18 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     """The record of a model made by ``edgekit reencode``, or None for any other model, a SavedModel, or a file
     that cannot be read (the model loader then reports that properly)."""
     path = Path(path)
-    text = _keras_entry(path) if path.suffix == ".keras" else _onnx_prop(path) if path.suffix == ".onnx" else None
+    readers = {".keras": _keras_entry, ".pt2": _keras_entry, ".onnx": _onnx_prop}
+    text = readers[path.suffix](path) if path.suffix in readers else None
     return None if text is None else _parse(text, path)
 
 
 def _keras_entry(path: Path) -> bytes | None:
+    """The record in a zip archive: a ``.keras`` file's top-level entry, a ``.pt2`` archive's ``extra/`` one."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.read(KERAS_ENTRY) if KERAS_ENTRY in archive.namelist() else None
+            name = next((n for n in archive.namelist() if n == KERAS_ENTRY or n.endswith(f"/extra/{KERAS_ENTRY}")),
+                        None)
+            return None if name is None else archive.read(name)
     except (OSError, zipfile.BadZipFile):
         return None
 

@@ -17,11 +17,11 @@ import numpy as np
 
 from edgekit.errors import UsageError
 
+from .metadata import CODE_NAME
 from .pca import Pca, choose_channels, fit_pca
 
 __all__ = ["pca_onnx", "insert_pca", "channel_axis_for"]
 
-CODE_NAME = "code"
 
 
 def channel_axis_for(input_shape: tuple[int | None, ...], feature_rank: int) -> int:

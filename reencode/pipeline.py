@@ -2,6 +2,7 @@
 
     MODEL (.keras) ─► cut at --split ─► features of DATA ─► pca | distill | entropic ─► OUT.keras
     MODEL (.onnx)  ─► pca only: projection nodes inserted at the cut tensor          ─► OUT.onnx
+    MODEL (.pt2)   ─► pca only: projection modules inserted at the cut node          ─► OUT.pt2
     both: metadata (method, settings, teacher sha256, learned prior) in the model file, see metadata.py
 """
 
@@ -59,6 +60,15 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
 
         return ReencodeResult(*pca_onnx(Path(model), split, data, output, channels, target_agreement,
                                         preprocessing, max_samples))
+    if fmt == SourceFormat.PYTORCH:
+        if method != "pca" or output.suffix != ".pt2":
+            raise UsageError(f"a PyTorch program takes --method pca with a .pt2 output (distill and entropic are not "
+                             f"built for PyTorch yet), not {method} → {output.suffix or output.name}",
+                             "use --method pca -o OUT.pt2, or pass a Keras model for distill/entropic")
+        from .torch_methods import pca_torch
+
+        return ReencodeResult(*pca_torch(Path(model), split, data, output, channels, target_agreement,
+                                         preprocessing, max_samples))
     if output.suffix != ".keras":
         raise UsageError(f"a Keras model re-encodes to a .keras file, not {output.name}", "use -o OUT.keras")
     return _reencode_keras(Path(model), split, method, data, output, channels, target_agreement, labels,

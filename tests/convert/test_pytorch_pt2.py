@@ -13,29 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from support.torch_models import digits_net, nchw, save_program, train
+
 from edgekit.bundle.manifest import Bundle
 from edgekit.converters import convert
 from edgekit.converters.split_points import list_split_points
 from edgekit.errors import ConversionError, UsageError
-
-
-def _digits_net(torch):
-    """conv → relu → conv (the 4-channel code) → relu → linear: a split with a small code in the middle."""
-    nn = torch.nn
-
-    class DigitsNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Conv2d(1, 16, 3, padding=1)
-            self.encoder = nn.Conv2d(16, 4, 3, padding=1)
-            self.classifier = nn.Linear(4 * 8 * 8, 10)
-
-        def forward(self, x):
-            x = torch.relu(self.stem(x))
-            x = torch.relu(self.encoder(x))
-            return self.classifier(x.flatten(1))
-
-    return DigitsNet()
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +26,14 @@ def digits_pt2(tmp_path_factory, digits) -> SimpleNamespace:
     """The trained net as model.pt2, and as separate device.pt2 / server.pt2 halves; NCHW calib/test sets."""
     import torch
 
-    torch.manual_seed(0)
-    net = _digits_net(torch)
-    x = torch.from_numpy(digits.x_train.transpose(0, 3, 1, 2).copy())
-    y = torch.from_numpy(digits.y_train)
-    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
-    for _ in range(30):
-        for i in range(0, len(x), 64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(net(x[i:i + 64]), y[i:i + 64]).backward()
-            optimizer.step()
-    net.eval()
+    net = train(torch, digits_net(torch), digits)
+    x = torch.from_numpy(nchw(digits.x_train[:2]))
     root = tmp_path_factory.mktemp("digits_pt2")
-    batch = {0: torch.export.Dim("batch")}
-    torch.export.save(torch.export.export(net, (x[:2],), dynamic_shapes=(batch,)), root / "model.pt2")
+    save_program(torch, net, x, root / "model.pt2")
     device = torch.nn.Sequential(net.stem, torch.nn.ReLU(), net.encoder, torch.nn.ReLU()).eval()
     server = torch.nn.Sequential(torch.nn.Flatten(), net.classifier).eval()
-    torch.export.save(torch.export.export(device, (x[:2],), dynamic_shapes=(batch,)), root / "device.pt2")
-    torch.export.save(torch.export.export(server, (device(x[:2]).detach(),), dynamic_shapes=(batch,)),
-                      root / "server.pt2")
-    nchw = lambda a: a.transpose(0, 3, 1, 2).copy()  # noqa: E731
+    save_program(torch, device, x, root / "device.pt2")
+    save_program(torch, server, device(x).detach(), root / "server.pt2")
     np.savez(root / "calib.npz", x=nchw(digits.x_train[:200]))
     np.savez(root / "test.npz", x=nchw(digits.x_test[:300]), y=digits.y_test[:300])
     with torch.no_grad():
