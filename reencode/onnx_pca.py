@@ -97,6 +97,5 @@ def pca_onnx(model_path: Path, split: str, data: Any, output: Path, channels: in
     result = insert_pca(onnx.load(str(model_path)), split, pca, settings["channels"], axis)
     metadata = make_record("pca", model_path, split, settings)
     set_onnx_metadata(result, metadata)
-    output.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(result, str(output))
     return output, metadata

@@ -49,6 +49,7 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
     output = Path(output)
     _check_options(method, channels, target_agreement, output, force, resume, train_tail, kd_epochs)
     fmt = detect_format(model)
+    _make_output_folder(output)
     if fmt == SourceFormat.SAVEDMODEL:
         raise UsageError(f"{model} is a SavedModel, whose layers edgekit cannot cut into",
                          "pass the .keras model (or export an .onnx for --method pca)")
@@ -76,6 +77,15 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
                                         downsample=downsample, hidden=hidden, batch_size=batch_size,
                                         learning_rate=learning_rate, seed=seed, train_tail=train_tail),
                            resume, preprocessing, max_samples, progress, echo)
+
+
+def _make_output_folder(output: Path) -> None:
+    """Create the output's folder before any work: training checkpoints into it after the first epoch."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the output folder {output.parent}: {err.strerror}",
+                         "choose another -o") from None
 
 
 def _check_options(method: str, channels: int | None, target: float | None, output: Path, force: bool,
@@ -120,7 +130,6 @@ def _reencode_keras(model_path: Path, split: str, method: str, data: Any, output
     else:
         result = trained_keras(cut, x, y, method, options, output, resume, progress, echo)
     record = make_record(method, model_path, split, result.settings, result.prior)
-    output.parent.mkdir(parents=True, exist_ok=True)
     result.model.save(output)
     write_keras_metadata(output, record)
     return ReencodeResult(output, record, result.history)

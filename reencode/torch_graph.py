@@ -139,6 +139,5 @@ def save_reencoded(cut: TorchCut, encoder: Any, decoder: Any, output: Path, reco
     dynamic = ({0: torch.export.Dim("batch")},) if cut.dynamic_batch else None
     program = torch.export.export(module, (cut.example,), dynamic_shapes=dynamic)
     record = {**record, "code_node": _code_node(program)}
-    output.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(output), extra_files={KERAS_ENTRY: json.dumps(record, indent=1, sort_keys=True)})
     return record

@@ -14,6 +14,7 @@ from edgekit.wire.codecs.fit import prior_from_pmf
 from edgekit.reencode import reencode
 from edgekit.reencode.metadata import read_metadata
 from edgekit.reencode.prior import wire_pmf
+from edgekit.reencode.training import checkpoint_path
 
 
 def _load(path):
@@ -130,3 +131,10 @@ def test_entropic_model_converts_with_its_learned_prior(teacher, tmp_path):
     lo, pmf = wire_pmf(result.metadata["prior"], (1.0, 0))
     assert stored["lo"] == lo and stored["freqs"] == prior_from_pmf(lo, pmf).freqs.tolist()
     assert bundle.report["models"][0]["top1_agreement"] > 0.8
+
+
+def test_training_into_a_folder_that_does_not_exist(teacher, tmp_path):
+    """The folder is made before training: the checkpoint after the first epoch goes into it (it crashed)."""
+    output = tmp_path / "new" / "deeper" / "out.keras"
+    result = reencode(teacher.path, "feat", "distill", teacher.train, output, channels=2, epochs=1, max_samples=200)
+    assert result.output.is_file() and checkpoint_path(output).is_file()

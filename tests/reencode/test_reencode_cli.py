@@ -30,9 +30,11 @@ def test_pca_from_the_command_line(run_cli, teacher, tmp_path):
     (["--method", "pca", "--channels", "4", "--train-tail"], "--train-tail needs a trained re-encoder"),
     (["--method", "distill", "--channels", "4", "--train-tail"], "--train-tail fine-tunes the tail in the knowledge"),
     (["--method", "pca", "--channels", "4", "--data", "{tmp}/missing.npz"], "data {tmp}/missing.npz not found"),
+    (["--method", "pca", "--channels", "4", "-o", "{tmp}/a-file/out.keras"], "cannot create the output folder"),
 ])
 def test_mistakes_are_one_line_errors(run_cli, teacher, tmp_path, args, message):
     args = [a.format(tmp=tmp_path) for a in args]
+    (tmp_path / "a-file").write_text("a file where -o wants a folder")
     defaults = {"--split": "feat", "--data": str(teacher.train), "-o": str(tmp_path / "out.keras")}
     code, stdout, stderr = run_cli("reencode", teacher.path, *args,
                                    *[a for key, value in defaults.items() if key not in args for a in (key, value)])
