@@ -67,7 +67,8 @@ def _wire_summary(wire: dict[str, Any] | None) -> list[str]:
         return []
     name = wire["default_codec"]
     stats, device = wire["codecs"][name], wire["device"]
-    lines = [f"  wire: {_codec_label(name, stats)} {stats['mean_frame_bytes']:.0f} B/frame (int8 code "
+    lines = [f"  wire: {_codec_label(name, stats)} {stats['mean_frame_bytes']:.0f} B/frame, "
+             f"v{wire.get('frame_version', 1)} header included (int8 code "
              f"{wire['raw_code_bytes']} B, float32 {wire['float32_bytes']} B), est. encode "
              f"{stats['device_encode_ms']:.3f} ms on {device['device']} (budget {device['budget_ms']:g} ms)"]
     slow = [f"{_codec_label(c['codec'], c)} {c['device_encode_ms']:.3f} ms" for c in wire["candidates"]
@@ -219,7 +220,8 @@ def _wire_table(wire: dict[str, Any]) -> list[str]:
     """Per codec: frame bytes (header included) against the entropy bounds, and per-frame cost."""
     lines = [
         f"- {wire['heldout_samples']} held-out codes of {wire['raw_code_bytes']} B (float32 at the cut: "
-        f"{wire['float32_bytes']} B); frame header {wire['header_bytes']} B",
+        f"{wire['float32_bytes']} B); frame version {wire.get('frame_version', 1)}, header {wire['header_bytes']:.1f} B "
+        "(mean)",
         f"- order-0 entropy {wire['order0_entropy_bytes_per_sample']:.1f} B/sample; cross-entropy under the "
         f"stored ans prior {wire['cross_entropy_bytes_per_sample']:.1f} B/sample (the bound `ans` can reach)",
         f"- default codec: **{_codec_label(wire['default_codec'], wire['codecs'][wire['default_codec']])}** "

@@ -8,6 +8,7 @@ import numpy as np
 
 from edgekit.bundle.manifest import Bundle
 from edgekit.runtime import open_device_runner, open_server_runner
+from edgekit.wire.encoder import WireEncoder
 
 
 def test_bundle_layout_and_manifest(rpi_bundle):
@@ -80,6 +81,23 @@ def test_wire_section_is_filled_and_reported_per_codec(rpi_bundle):
     for name, row in stats.items():
         assert f"| {name} | {row['mean_frame_bytes']:.1f} |" in md
     assert "cross-entropy under the stored ans prior" in md
+
+
+def test_report_prices_the_frames_the_agent_sends(rpi_bundle, digits_keras):
+    """The agent sends version-2 frames: the report's bytes are theirs (not the 64-byte version-1 header)."""
+    bundle = Bundle.load(rpi_bundle.bundle_path)
+    report = rpi_bundle.report["wire"]
+    assert report["frame_version"] == 2 and 17 <= report["header_bytes"] <= 20
+    for row in report["codecs"].values():
+        assert row["mean_frame_bytes"] <= row["mean_payload_bytes"] + 20
+    encoder = WireEncoder.from_bundle(bundle)
+    assert encoder.frame_version == 2
+    golden = bundle.golden
+    codes = golden.arrays[next(iter(golden.device.values()))]
+    scale, zero = bundle.manifest["code"]["wire_quant"]["scale"], bundle.manifest["code"]["wire_quant"]["zero_point"]
+    sent = np.mean([len(encoder.encode(c, scale, zero, seq=i, boot_id=1, timestamp_ns=0)) for i, c in enumerate(codes)])
+    default = report["codecs"][report["default_codec"]]
+    assert abs(sent - default["mean_frame_bytes"]) <= 0.25 * default["mean_frame_bytes"]  # other codes, same header
 
 
 def test_cli_convert_json_and_inspect(run_cli, digits_keras, tmp_path):

@@ -34,7 +34,7 @@ from edgekit.wire.codecs.ans import AnsCodec, AnsPrior
 from edgekit.wire.codecs.registry import entry
 from edgekit.wire.codecs.zstd import DEFAULT_LEVEL, ZstdCodec
 from edgekit.errors import UsageError
-from edgekit.wire.frame_v1 import FRAME_VERSIONS, HEADER_SIZE
+from edgekit.wire.frame_v1 import FRAME_VERSIONS
 
 __all__ = ["fit_codecs", "choose_codecs", "EncodeBudget", "limits_for", "order0_entropy_bits", "ZSTD_LEVELS",
            "DEFAULT_ENCODE_BUDGET_MS", "prior_from_pmf"]
@@ -274,6 +274,9 @@ def _mean_payload(codec: Any, codes: np.ndarray) -> float:
 def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> dict[str, float]:
     """Full frames of codec ``name``: sizes, median per-frame times (robust to a busy host), bit-exact round trip.
 
+    Frames are the newest version (what the agent sends: 17-20 B of version-2 header, seq growing from 0), so
+    the report prices the bytes the wire carries.
+
     Stops after ``_MEASURE_SECONDS`` once ``_MIN_SAMPLES`` frames are in: a slow candidate is still measured,
     on fewer frames (``frames`` says how many).
     """
@@ -281,11 +284,15 @@ def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> d
     from edgekit.wire.encoder import WireEncoder
     from edgekit.wire.spec import WireSpec  # wire builds on codecs: import late
 
-    shape = codes.shape[1:]
-    enc = WireEncoder(_PLACEHOLDER_ID, shape, section, bundle_dir, codec=name, frame_version=1)  # 64-byte header
-    dec = WireDecoder([WireSpec(_PLACEHOLDER_ID, shape, section, bundle_dir)])
+    from edgekit.wire.frame_v2 import split_v2
+
+    shape, quant = codes.shape[1:], (1.0, 0)  # the bundle's quantization: no per-frame scale in the header
+    section = {**section, "frame_versions": list(FRAME_VERSIONS)}
+    enc = WireEncoder(_PLACEHOLDER_ID, shape, section, bundle_dir, codec=name, wire_quant=quant,
+                      frame_version=max(FRAME_VERSIONS))
+    dec = WireDecoder([WireSpec(_PLACEHOLDER_ID, shape, section, bundle_dir, quant)])
     enc.encode(codes[0], 1.0, 0, seq=0, boot_id=1, timestamp_ns=0)  # warm-up: first-call allocations
-    frames, encode_s, decode_s = [], [], []
+    frames, payloads, encode_s, decode_s = [], [], [], []
     deadline = time.perf_counter() + _MEASURE_SECONDS
     for i, code in enumerate(codes):
         if i >= _MIN_SAMPLES and time.perf_counter() > deadline:
@@ -298,11 +305,12 @@ def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> d
         if not np.array_equal(decoded, code):
             raise RuntimeError(f"codec {name} does not round-trip the held-out codes bit-exactly")
         frames.append(len(frame))
+        payloads.append(split_v2(frame).payload_len)
         encode_s.append(t1 - t0)
         decode_s.append(t2 - t1)
     sizes = np.array(frames, dtype=np.float64)
     return {"mean_frame_bytes": float(sizes.mean()), "p95_frame_bytes": float(np.percentile(sizes, 95)),
-            "mean_payload_bytes": float(sizes.mean() - HEADER_SIZE), "frames": len(frames),
+            "mean_payload_bytes": float(np.mean(payloads)), "frames": len(frames),
             "encode_us": float(np.median(encode_s)) * 1e6, "decode_us": float(np.median(decode_s)) * 1e6}
 
 
@@ -314,7 +322,8 @@ def _report(calib: np.ndarray, heldout: np.ndarray, sample: np.ndarray, prior: A
     return {
         "code_shape": list(heldout.shape[1:]), "calib_samples": len(calib), "heldout_samples": len(heldout),
         "measured_samples": len(sample),
-        "header_bytes": HEADER_SIZE, "raw_code_bytes": elements, "float32_bytes": 4 * elements,
+        "header_bytes": stats[default]["mean_frame_bytes"] - stats[default]["mean_payload_bytes"],
+        "frame_version": max(FRAME_VERSIONS), "raw_code_bytes": elements, "float32_bytes": 4 * elements,
         "order0_entropy_bits_per_element": h0, "order0_entropy_bytes_per_sample": h0 * elements / 8,
         "cross_entropy_bytes_per_sample": prior.cross_entropy_bits(sample) / 8 / len(sample),
         "default_codec": default,
