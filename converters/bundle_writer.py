@@ -127,7 +127,7 @@ def build_report(work: ConversionState, rows: list[dict[str, Any]], extra: dict[
     if not held_out:
         warnings.append("no --eval given: parity measured on the calibration samples, which are not held out")
     cpu = cpu_features()
-    warnings += kernel_warnings(rows, cpu)
+    warnings += kernel_warnings(rows, cpu, {name: p.onnx for name, p in work.profiles.items()})
     return {
         "format": "edgekit-report", "version": FORMAT_VERSION,
         "model": model_path.name,

@@ -99,8 +99,20 @@ KERNEL_FIX = ("quantize the ONNX device half in a scheme whose fused kernels can
               "— calibration settings cannot fix this")
 
 
-def kernel_warnings(rows: list[dict[str, Any]], cpu: dict[str, Any]) -> list[str]:
-    """One warning per ONNX device model whose fused kernels disagree with the reference, naming the cause."""
+def _kernel_fix(scheme: Any) -> str:
+    """What to do about kernels that disagree, given the ONNX scheme the run used (``OnnxOptions`` or None):
+    never advise the scheme it already has."""
+    if scheme is None or not (scheme.reduce_range or (scheme.activation_type.value, scheme.weight_type.value)
+                              == ("uint8", "uint8")):
+        return KERNEL_FIX
+    used = "reduce_range" if scheme.reduce_range else "uint8 activations and weights"
+    return (f"this run already used {used}, the scheme that avoids the saturation, so the difference is the "
+            "kernels' own rounding: find the layer with --debug-layers, or use this target's TFLite half")
+
+
+def kernel_warnings(rows: list[dict[str, Any]], cpu: dict[str, Any], schemes: dict[str, Any]) -> list[str]:
+    """One warning per ONNX device model whose fused kernels disagree with the reference, naming the cause;
+    ``schemes``: target name -> the ONNX quantization scheme its profile used."""
     cause = ("ONNX Runtime's fused int8 kernels saturate on this CPU (no VNNI: VPMADDUBSW int16 sums)"
              if x86_without_vnni(cpu) else f"ONNX Runtime's fused int8 kernels compute differently on this CPU "
              f"({describe_cpu(cpu)})")
@@ -112,7 +124,7 @@ def kernel_warnings(rows: list[dict[str, Any]], cpu: dict[str, Any]) -> list[str
                 f"{row['target']}/{row['runtime']}: {cause}: its codes differ from the unfused QDQ reference by up "
                 f"to {ref['max_level_difference']} int8 levels (code SQNR {row['code_sqnr_db']} dB vs "
                 f"{ref['code_sqnr_db']} dB, top-1 agreement {row['top1_agreement']:.4f} vs "
-                f"{ref['top1_agreement']:.4f}) — {KERNEL_FIX}")
+                f"{ref['top1_agreement']:.4f}) — {_kernel_fix(schemes.get(row['target']))}")
     return warnings
 
 

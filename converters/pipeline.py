@@ -149,8 +149,10 @@ def convert(
 
         steps.step(f"measuring parity and latency on {len(eval_set.x)} samples")
         rows, extra, wire_inputs = measure_parity(work, staging / server_rel, latency_runs, threads, progress)
-        steps.step(f"fitting wire codecs on {len(calib_set.x)} calibration codes")
-        wire_section, wire_report = fit_wire(work, wire_inputs["heldout_codes"], codec, encode_budget_ms)
+        heldout_codes = wire_inputs["heldout_codes"]
+        steps.step(f"fitting wire codecs on {len(calib_set.x)} calibration codes, measuring them on "
+                   f"{len(heldout_codes)} held-out codes")
+        wire_section, wire_report = fit_wire(work, heldout_codes, codec, encode_budget_ms)
 
         worst = min(r["top1_agreement"] for r in rows)
         passed = worst >= min_agreement

@@ -4,11 +4,13 @@ CPU features recorded with it, and calibration that streams batches."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edgekit.converters import convert
+from edgekit.converters.parity import kernel_warnings
 from edgekit.converters.targets import PROFILE_DIR, IOType, load_target
 from edgekit.cpu import cpu_features, describe_cpu, x86_without_vnni
 from edgekit.errors import UsageError
@@ -150,3 +152,16 @@ def test_histogram_calibration_with_a_short_last_batch(digits_onnx, tmp_path, me
     ranges = load_tensors_data(calibrate(digits_onnx.model_path, "input", x, method, tmp_path / "ranges.json"))
     low, high = ranges["code"].range_value
     assert float(low) <= 0 < float(high)
+
+
+def test_advice_never_recommends_the_scheme_the_run_used():
+    """A U8U8 run whose kernels still disagree is told to look per layer, not to switch to U8U8."""
+    row = {"target": "cpu", "runtime": "onnx", "code_sqnr_db": 20.0, "top1_agreement": 0.97,
+           "reference_kernels": {"kernels_agree": False, "max_level_difference": 3, "code_sqnr_db": 30.0,
+                                 "top1_agreement": 0.99}}
+    u8u8 = load_target("cpu").onnx
+    s8s8 = replace(u8u8, activation_type=IOType.INT8, weight_type=IOType.INT8)
+    [after_u8u8] = kernel_warnings([row], cpu_features(), {"cpu": u8u8})
+    assert "already used uint8 activations and weights" in after_u8u8 and "onnx.activation_type" not in after_u8u8
+    [after_s8s8] = kernel_warnings([row], cpu_features(), {"cpu": s8s8})
+    assert "onnx.activation_type and weight_type uint8" in after_s8s8

@@ -287,7 +287,6 @@ def _measure(name: str, section: dict, bundle_dir: Path, codes: np.ndarray) -> d
     from edgekit.wire.frame_v2 import split_v2
 
     shape, quant = codes.shape[1:], (1.0, 0)  # the bundle's quantization: no per-frame scale in the header
-    section = {**section, "frame_versions": list(FRAME_VERSIONS)}
     enc = WireEncoder(_PLACEHOLDER_ID, shape, section, bundle_dir, codec=name, wire_quant=quant,
                       frame_version=max(FRAME_VERSIONS))
     dec = WireDecoder([WireSpec(_PLACEHOLDER_ID, shape, section, bundle_dir, quant)])
