@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 
 from edgekit.errors import UsageError
-from edgekit.mqtt.secure_broker import SecureBroker
+from edgekit.mqtt.secure_broker import DEFAULT_SERVER_USER, SecureBroker
 
 __all__ = ["find_mosquitto", "free_port", "MosquittoBroker", "AmqttBroker", "local_broker", "broker_command"]
 
@@ -222,18 +222,18 @@ def local_broker(port: int | None = None, workdir: str | Path | None = None, ext
     return AmqttBroker(port, workdir, host)
 
 
-def _secure_broker(port: int | None, host: str, workdir: str | None, extra: str,
-                   client_certs: bool) -> MosquittoBroker:
+def _secure_broker(port: int | None, host: str, workdir: str | None, extra: str, client_certs: bool,
+                   server_users: tuple[str, ...]) -> MosquittoBroker:
     """``--secure``: Mosquitto only (amqtt has no ACL), in a kept folder (the PKI and passwords live there)."""
     if workdir is None:
         raise UsageError("--secure needs --dir", "give a folder that keeps the PKI, passwords and ACL, "
                                                  "e.g. --dir /srv/edgekit-broker")
-    secure = SecureBroker(Path(workdir), client_certs=client_certs)
+    secure = SecureBroker(Path(workdir), client_certs=client_certs, server_users=server_users)
     port = 8883 if port is None else port
     broker = MosquittoBroker(port or None, workdir, host, extra=extra, secure=secure)
     if not client_certs:
-        click.echo(f"passwords: mosquitto_passwd {secure.passwd} <device-id>  (and {secure.server_user} for "
-                   f"the server role), then kill -HUP the broker to reload")
+        click.echo(f"passwords: mosquitto_passwd {secure.passwd} <device-id>  (and {', '.join(server_users)} "
+                   f"for the server role), then kill -HUP the broker to reload")
     click.echo(f"clients need --ca {secure.pki / 'ca.crt'}")
     return broker
 
@@ -246,12 +246,15 @@ def _secure_broker(port: int | None, host: str, workdir: str | None, extra: str,
               help="TLS only, no anonymous clients, per-device ACL (Mosquitto; needs --dir; see docs/security.md).")
 @click.option("--client-certs", is_flag=True,
               help="With --secure: clients log in with certificates from edgekit certs instead of passwords.")
+@click.option("--server-user", "server_users", multiple=True, default=(DEFAULT_SERVER_USER,), show_default=True,
+              help="With --secure: a user name with the server role's rights; repeat it for each receiver of a "
+                   "--group (the user name is the client id: receivers cannot share one).")
 @click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None,
               help="Folder for the config, log and persistence (default: a temporary folder).")
 @click.option("--max-packet-size", type=int, default=0, help="Largest MQTT packet accepted, in bytes (0: no limit).")
 @click.option("--amqtt", "force_amqtt", is_flag=True, help="Use the pure-Python amqtt broker even if Mosquitto exists.")
-def broker_command(port: int | None, host: str, secure: bool, client_certs: bool, workdir: str | None,
-                   max_packet_size: int, force_amqtt: bool) -> None:
+def broker_command(port: int | None, host: str, secure: bool, client_certs: bool, server_users: tuple[str, ...],
+                   workdir: str | None, max_packet_size: int, force_amqtt: bool) -> None:
     """Run a local MQTT broker on 127.0.0.1 until Ctrl-C.
 
     Starts Mosquitto with a generated config (persistence on, queue limits raised for store-and-forward);
@@ -263,10 +266,11 @@ def broker_command(port: int | None, host: str, secure: bool, client_certs: bool
       edgekit broker --port 0 --dir /tmp/broker --max-packet-size 65536
       edgekit broker --secure --dir /srv/edgekit-broker --host 0.0.0.0   # then mosquitto_passwd its passwd file
       edgekit broker --secure --client-certs --dir /srv/edgekit-broker --host 0.0.0.0
+      edgekit broker --secure --dir /srv/edgekit-broker --server-user rx-1 --server-user rx-2   # a group of two
     """
     extra = f"max_packet_size {max_packet_size}" if max_packet_size else ""
     if secure or client_certs:
-        broker = _secure_broker(port, host, workdir, extra, client_certs)
+        broker = _secure_broker(port, host, workdir, extra, client_certs, server_users)
     else:
         port = 1883 if port is None else port
         broker = (AmqttBroker(port or None, workdir, host) if force_amqtt

@@ -70,14 +70,21 @@ def connect_properties(protocol: str, persistent: bool, session_expiry_s: int = 
     return props
 
 
-def detect_protocol(url: BrokerUrl, timeout: float = 5.0) -> str | None:
+def detect_protocol(url: BrokerUrl, client_id: str, persistent: bool = False,
+                    session_expiry_s: int = SESSION_EXPIRY_S, timeout: float = 5.0) -> str | None:
     """Ask the broker: ``"5"`` if it accepts an MQTT 5 CONNECT, else ``"3.1.1"``; None if it is unreachable.
 
     A failed TLS handshake raises :class:`BrokerRefusedError`; a credential refusal in an MQTT 5 CONNACK
     counts as speaking MQTT 5, and the real connection then reports it.
+
+    The probe connects as the client it asks for: its client id, and a persistent session resumed, never
+    started clean. A broker that makes user names the client ids (``use_username_as_clientid``, as
+    ``edgekit broker --secure`` does) gives every connection with these credentials the client's id, so a
+    clean probe there discarded the receiver's persistent session and the frames queued in it. The probe
+    acknowledges nothing: what the broker sends it stays in the session for the client.
     """
     for protocol in ("5", "3.1.1"):
-        outcome = _try_connect(url, protocol, timeout)
+        outcome = _try_connect(url, protocol, timeout, client_id, persistent, session_expiry_s)
         if outcome is None:
             return None
         if outcome:
@@ -85,21 +92,23 @@ def detect_protocol(url: BrokerUrl, timeout: float = 5.0) -> str | None:
     return "3.1.1"
 
 
-def _try_connect(url: BrokerUrl, protocol: str, timeout: float) -> bool | None:
+def _try_connect(url: BrokerUrl, protocol: str, timeout: float, client_id: str, persistent: bool,
+                 session_expiry_s: int) -> bool | None:
     """True on CONNACK success, False when refused or dropped, None when nothing listens.
 
     Raises :class:`BrokerRefusedError` when the connection fails for a TLS reason (see edgekit.mqtt.security).
     """
     result: dict[str, bool] = {}
     errors: list[str] = []
-    client = make_client(f"edgekit-probe-{socket.gethostname()}-{time.monotonic_ns() % 10**9}", protocol,
-                         security=url.security)
+    client = make_client(client_id, protocol, persistent=persistent, manual_ack=True, security=url.security)
+    session = ({"clean_start": not persistent,
+                "properties": connect_properties(protocol, persistent, session_expiry_s)} if protocol == "5" else {})
     client.on_connect = lambda c, u, flags, rc, props: result.update(
         connack=True, ok=not rc.is_failure or refusal_error(str(url), rc) is not None)
     client.on_disconnect = lambda c, u, flags, rc, props: result.setdefault("ok", False)
     client.on_log = lambda c, u, level, text: errors.append(text) if socket_error(level, text) else None
     try:
-        client.connect(url.host, url.port, keepalive=10)
+        client.connect(url.host, url.port, keepalive=10, **session)
     except OSError as err:
         refusal = connect_failed(str(url), url.host, url.port, url.security, err)
         if refusal is not None:

@@ -44,6 +44,7 @@ REFUSED_RETRY_S = 10.0  # a client refused after it once connected (e.g. revoked
 SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our client id
 SHORT_SESSION_S = 2.0  # a session the broker ends this soon after CONNACK may have been taken over ...
 TAKEN_OVER_AFTER = 5  # ... and this many in a row mean another process has our client id
+TAKEN_OVER_LOG_S = 600.0  # a client with credentials logs a taken session at most this often
 
 
 class _Backoff:
@@ -88,11 +89,9 @@ class ClientLoop:
     Subclasses (the device publisher, the server receiver) override the ``on_*`` hooks, which always run on
     this thread and may therefore call into ``self.client``.
 
-    One client id is one process: when another client takes our session (MQTT 5 reason 142, or
-    :data:`TAKEN_OVER_AFTER` sessions in a row that the broker ended within :data:`SHORT_SESSION_S`: MQTT
-    3.1.1 gives no reason, and Mosquitto 2.0 just closes the older connection in both versions), the loop
-    stops and sets :attr:`fatal_error` (with the subclass's :attr:`identity_fix`) instead of taking the session
-    back forever.
+    One client id is one process. When another client takes our session, the loop stops with
+    :attr:`fatal_error` (the subclass's :attr:`identity_fix`) if it logs in without credentials, or logs and
+    retries slowly if it has them (:meth:`_taken_over` says why), instead of taking the session back forever.
     """
 
     identity_fix = "give each client its own client id"
@@ -122,6 +121,7 @@ class ClientLoop:
         self.topic_alias_maximum = 0  # the broker's, from its MQTT 5 CONNACK
         self._connected_at = 0.0
         self._short_sessions = 0  # sessions in a row the broker ended soon after CONNACK (3.1.1 take-over)
+        self._taken_over_logged = -TAKEN_OVER_LOG_S  # monotonic time of the last taken-session ERROR line
         self.fatal_error: EdgekitError | None = None  # why this client stopped: setup refused, session taken over
         self._refusal_logged: str | None = None
         self._last_paho_error: str | None = None
@@ -259,7 +259,7 @@ class ClientLoop:
         """Build the client; with protocol "auto", first ask the broker which MQTT it speaks."""
         if self.protocol == "auto":
             try:
-                detected = detect_protocol(self.url)
+                detected = detect_protocol(self.url, self.client_id, self.persistent, self.session_expiry_s)
             except BrokerRefusedError as err:
                 self._refused(err)
                 return False
@@ -400,15 +400,20 @@ class ClientLoop:
         if self._connecting and not self.fatal_error:  # closed before its CONNACK: a TLS or plaintext mistake?
             self._diagnose_drop()
         self._connecting = False
-        self._backoff.failed()
         if self.connected.is_set() and not self._stop.is_set():
             self._check_taken_over(getattr(reason_code, "value", 0))
+        self._backoff.failed()  # ignored when a slow retry is already due (a taken session)
         if self.fatal:
             self.connected.clear()  # no "reconnecting" line: the loop stops and its owner reports the error
         self._mark_disconnected(str(reason_code))
 
     def _check_taken_over(self, reason: int) -> None:
-        """The broker ended our session: stop (set :attr:`fatal`) if another client took our client id."""
+        """The broker ended our session: did another client take our client id?
+
+        Yes when the broker says so (MQTT 5 reason 142) or ended :data:`TAKEN_OVER_AFTER` sessions in a row
+        within :data:`SHORT_SESSION_S`: MQTT 3.1.1 gives no reason, and Mosquitto 2.0 just closes the older
+        connection in both versions.
+        """
         short = time.monotonic() - self._connected_at < SHORT_SESSION_S
         self._short_sessions = self._short_sessions + 1 if short else 0
         if reason == SESSION_TAKEN_OVER:
@@ -418,8 +423,32 @@ class ClientLoop:
                    "of accepting them")
         else:
             return
-        self.fatal_error = UsageError(f"another process is connected as client id {self.client_id!r}: {why}",
-                                      self.identity_fix)
+        self._taken_over(f"another process is connected as client id {self.client_id!r}: {why}")
+
+    def _taken_over(self, problem: str) -> None:
+        """Stop only when the taker can be told apart: a second copy of this role, fighting us for the session.
+
+        Without credentials the broker binds no client id to anyone (Mosquitto's ``use_username_as_clientid``
+        refuses clients without a user name), so this is an open development broker, where a second agent or
+        receiver started with the same id is the usual cause: stop with :attr:`fatal_error`. With credentials
+        the taker is either a process with the same credentials (a broker that binds client ids to user names,
+        such as ``edgekit broker --secure``) or, on a broker that does not, any client that can log in: exiting
+        would let any provisioned device shut us down. So log (at most every :data:`TAKEN_OVER_LOG_S`) and
+        retry every :attr:`refused_retry_s`: two copies of one identity then take turns, slowly, instead of
+        fighting many times a second.
+        """
+        security = self.url.security
+        if not (security.username or security.cert):
+            self.fatal_error = UsageError(problem, self.identity_fix)
+            return
+        now = time.monotonic()
+        if now - self._taken_over_logged >= TAKEN_OVER_LOG_S:
+            self._taken_over_logged = now
+            log.error("%s: %s; retrying every %.0f s — if another process runs with these credentials, stop it "
+                      "or give each its own user name or certificate; if not, the broker lets any client take "
+                      "another's client id: bind them (edgekit broker --secure, or use_username_as_clientid)",
+                      self.client_id, problem, self.refused_retry_s)
+        self._retry_slowly()
 
     def _on_log(self, client, userdata, level, text) -> None:
         """Keep paho's last error line: a broker's TLS alert after the handshake is reported only there.
@@ -450,6 +479,10 @@ class ClientLoop:
         if self._refusal_logged != str(err):
             log.error("%s: %s; retrying every %.0f s", self.client_id, err, self.refused_retry_s)
             self._refusal_logged = str(err)
+        self._retry_slowly()
+
+    def _retry_slowly(self) -> None:
+        """Next connection attempt in :attr:`refused_retry_s` (a refusal or a taken session, not an outage)."""
         self._backoff.delay = max(self._backoff.delay, self.refused_retry_s)
         self._backoff.failed()
 

@@ -2,7 +2,8 @@
 
 One PKI and one password file per module (certificate generation is the slow part); brokers are started
 from them: passwords over TLS, client certificates over TLS, and a plaintext one for the mismatch cases.
-Every refusal must be one clear error that stops the link, never a silent retry loop.
+Every refusal must be one clear error that stops the link, never a silent retry loop. The broker makes each
+user name its client's id: no device can push another off by asking for its client id (issue 20).
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import pytest
 from edgekit.mqtt.broker import MosquittoBroker, find_mosquitto
 from edgekit.mqtt.certs import init_pki, issue_client, revoke_client
 from edgekit.errors import UsageError
-from edgekit.mqtt.client_loop import ClientLoop
+from edgekit.device.publisher import Publisher
+from edgekit.device.spool import Spool
+from edgekit.mqtt.client_loop import TAKEN_OVER_AFTER, ClientLoop
 from edgekit.mqtt.client import make_client
 from edgekit.mqtt.urls import parse_broker_url, resolve_broker
-from edgekit.mqtt.topics import topic
+from edgekit.mqtt.topics import features_filter, topic
 from edgekit.mqtt.security import PASSWORD_ENV, BrokerSecurity
 from edgekit.mqtt.secure_broker import DEFAULT_SERVER_USER, SecureBroker, acl_text
+from support.running import wait_until
 
-PASSWORDS = {"cam-a": "pw-a", "cam-b": "pw-b", DEFAULT_SERVER_USER: "pw-server"}
+PASSWORDS = {"cam-a": "pw-a", "cam-b": "pw-b", DEFAULT_SERVER_USER: "pw-server", "rx-1": "pw-rx-1", "rx-2": "pw-rx-2"}
 
 
 def _passwd(setup: SecureBroker, user: str, password: str | None) -> None:
@@ -153,12 +157,14 @@ def test_a_provisioned_client_connects(mode, brokers, pki_dir):
 class Client:
     """A paho client on its own network thread that records messages and the broker's acks."""
 
-    def __init__(self, url, name: str):
+    def __init__(self, url, name: str, client_id: str | None = None):
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, object] = {}
         self.granted: list = []
         self._event = threading.Event()
-        self.client = make_client(f"acl-{name}-{time.monotonic_ns()}", "5", security=url.security)
+        self.accepted = threading.Event()  # the broker's CONNACK was a success
+        self.client = make_client(client_id or f"acl-{name}-{time.monotonic_ns()}", "5", security=url.security)
+        self.client.on_connect = lambda c, u, f, rc, props: None if rc.is_failure else self.accepted.set()
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.on_publish = lambda c, u, mid, rc, props: self._ack(mid, rc)
         self.client.on_subscribe = lambda c, u, mid, rcs, props: (self.granted.extend(rcs), self._event.set())
@@ -190,6 +196,110 @@ def test_acl_has_the_server_read_all_outputs_and_devices_only_their_own_topics()
     text = acl_text()
     assert "pattern write edgekit/v1/%u/features" in text and "pattern read edgekit/v1/%u/#" in text
     assert f"user {DEFAULT_SERVER_USER}\ntopic read edgekit/v1/+/features" in text
+    group = acl_text(("rx-1", "rx-2"))
+    assert "user rx-1\ntopic read edgekit/v1/+/features" in group and "user rx-2\ntopic read" in group
+    assert DEFAULT_SERVER_USER not in group
+
+
+@pytest.mark.parametrize("users, message", [(("rx 1\ntopic readwrite #",), "bad server user name"),
+                                            ((), "no server user name")])
+def test_a_server_user_name_that_is_not_an_acl_name_is_a_usage_error(users, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        SecureBroker(tmp_path, server_users=users)
+
+
+@pytest.mark.parametrize("client_certs", [False, True])
+def test_the_broker_makes_each_user_name_its_clients_id(client_certs, tmp_path):
+    config = SecureBroker(tmp_path, client_certs=client_certs).listener_config(8883, "127.0.0.1")
+    assert "use_username_as_clientid true" in config.splitlines()
+
+
+@pytest.mark.parametrize("mode", ["password", "certs"])
+def test_a_device_asking_for_another_devices_client_id_cannot_disconnect_it(mode, brokers, pki_dir, tmp_path):
+    """Issue 20: cam-b connecting a few times with agent cam-a's client id pushed cam-a out until it exited 2.
+    The broker gives cam-b its own user name as client id instead: cam-a never even reconnects."""
+    pki, url = pki_dir / "pki", _url(brokers[mode])
+    server = Client(resolve_broker(url, **_security(pki, DEFAULT_SERVER_USER, mode)), "server")
+    agent = Publisher(Spool(tmp_path / "spool.sqlite"), resolve_broker(url, **_security(pki, "cam-a", mode)),
+                      "cam-a", "auto")
+    agent.start()
+    try:
+        assert agent.connected.wait(10) and not server.subscribe(topic("cam-a", "features")).is_failure
+        for _ in range(TAKEN_OVER_AFTER + 2):
+            assert wait_until(agent.connected.is_set, 10)  # each time, a connected agent to push out
+            thief = Client(resolve_broker(url, **_security(pki, "cam-b", mode)), "thief", agent.client_id)
+            assert thief.accepted.wait(5)  # logged in as cam-b, which is the id it got
+            thief.close()
+        agent.spool.put(topic("cam-a", "features"), b"still publishing")
+        assert wait_until(lambda: server.messages == [(topic("cam-a", "features"), b"still publishing")], 10)
+        assert agent.alive and agent.fatal_error is None and agent.connects == 1
+    finally:
+        agent.stop()
+        agent.spool.close()
+        server.close()
+
+
+class _Recorder(ClientLoop):
+    """A receiver's link reduced to what the broker decides: a persistent session that records topics."""
+
+    def __init__(self, url, client_id: str, subscription: str = features_filter()):
+        super().__init__(url, client_id, "auto", persistent=True, subscriptions=(subscription,))
+        self.topics: list[str] = []
+
+    def on_message(self, message) -> None:
+        self.topics.append(message.topic)
+
+
+def _publish_features(client: "Client", device: str, count: int) -> None:
+    for i in range(count):
+        assert not client.publish(topic(device, "features"), b"frame %d" % i).is_failure
+
+
+def test_a_receiver_restarted_gets_what_was_queued_for_it_although_the_broker_binds_its_client_id(brokers,
+                                                                                                 pki_dir):
+    """The protocol probe logs in with the receiver's credentials, so the broker gives it the receiver's client
+    id: it must resume the receiver's persistent session, not start it clean (which dropped the queue)."""
+    pki, url = pki_dir / "pki", _url(brokers["password"])
+    server_url = resolve_broker(url, **_security(pki, DEFAULT_SERVER_USER))
+    first = _Recorder(server_url, "rx-restarted")
+    first.start()
+    assert first.subscribed.wait(10)
+    first.stop()
+    device = Client(resolve_broker(url, **_security(pki, "cam-a")), "device")
+    second = _Recorder(server_url, "rx-restarted")
+    try:
+        _publish_features(device, "cam-a", 5)  # while no receiver runs: queued in its session
+        second.start()
+        assert wait_until(lambda: len(second.topics) == 5, 10), second.topics
+    finally:
+        second.stop()
+        device.close()
+
+
+def test_receivers_of_a_group_each_with_its_own_server_user_share_the_frames(pki_dir, tmp_path):
+    """A group needs one user name per receiver (the user name is the client id): listed with --server-user,
+    each gets the server role's rights, and both stay connected though they ask for the same client id."""
+    folder = tmp_path / "broker"
+    shutil.copytree(pki_dir, folder, ignore=shutil.ignore_patterns("*.db", "*.log", "mosquitto.conf"))
+    broker = MosquittoBroker(workdir=tmp_path / "run", secure=SecureBroker(folder, server_users=("rx-1", "rx-2")))
+    broker.start()
+    url = _url(broker)
+    receivers = [_Recorder(resolve_broker(url, **_security(folder / "pki", user)), "edgekit-server-same-host",
+                           features_filter("g")) for user in ("rx-1", "rx-2")]
+    device = Client(resolve_broker(url, **_security(folder / "pki", "cam-a")), "device")
+    try:
+        for receiver in receivers:
+            receiver.start()
+            assert receiver.subscribed.wait(10)
+        _publish_features(device, "cam-a", 20)
+        assert wait_until(lambda: sum(len(r.topics) for r in receivers) == 20, 10)
+        assert all(r.topics for r in receivers)  # the load is split between them
+        assert [r.connects for r in receivers] == [1, 1] and not any(r.fatal_error for r in receivers)
+    finally:
+        for receiver in receivers:
+            receiver.stop()
+        device.close()
+        broker.close()
 
 
 @pytest.mark.parametrize("mode", ["password", "certs"])
@@ -334,3 +444,10 @@ def test_secure_broker_needs_a_folder(cli_runner):
 
     code, _, err = cli_runner(broker_command)("broker", "--secure")
     assert code == 2 and "--secure needs --dir" in err
+
+
+def test_a_bad_server_user_is_refused_before_the_broker_starts(cli_runner, tmp_path):
+    from edgekit.mqtt.broker import broker_command
+
+    code, _, err = cli_runner(broker_command)("broker", "--secure", "--dir", tmp_path, "--server-user", "rx 1")
+    assert code == 2 and "bad server user name 'rx 1'" in err and not (tmp_path / "acl").exists()

@@ -1,8 +1,9 @@
-"""Junk cannot slow real frames: a flood of invalid messages beside a real device at 50 frames/s, and one
+"""Junk costs no real frame: a flood of invalid messages beside a real device at 50 frames/s, and one
 oversized publish, against a real Mosquitto and a real receiver.
 
 The device (``edgekit device run``) and the junk sender are separate processes, as in the field: neither
-shares this process's interpreter lock with the receiver under test.
+shares this process's interpreter lock with the receiver under test. How much junk delays real frames depends
+on the machine and its load: that is measured by benchmarks/bench_junk.py, not asserted here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import pytest
 from edgekit.mqtt.byte_meter import ByteMeter
 from edgekit.demo.roles import start_device
 from edgekit.device.spool import Spool
+from edgekit.mqtt.client import RECEIVE_MAXIMUM
 from edgekit.mqtt.urls import parse_broker_url
 from edgekit.mqtt.topics import topic
+from edgekit.server.deadletters import SampleRate
 from edgekit.server.receiver import Receiver, ReceiverConfig
 from support.running import db_rows, start_publisher, wait_until
 
@@ -68,47 +71,58 @@ def _receiver(bundle, url: str, db) -> Receiver:
     return receiver
 
 
-def _p95_ms(db, start_ns: int, end_ns: int) -> float:
-    lat = db_rows(db, f"SELECT (done_ns - capture_ns) / 1e6 FROM results WHERE capture_ns >= {start_ns} AND "
-                    f"capture_ns < {end_ns}")
-    assert len(lat) >= 100
-    return float(np.percentile([v for (v,) in lat], 95))
+class _Highest:
+    """The highest value ``read()`` returned, polled on a thread of its own until :meth:`stop`."""
+
+    def __init__(self, read):
+        self.value = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(read,), daemon=True)
+        self._thread.start()
+
+    def _run(self, read) -> None:
+        while not self._stop.wait(0.005):
+            self.value = max(self.value, read())
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return self.value
 
 
 @pytest.mark.slow
-def test_a_junk_flood_is_all_dead_lettered_without_slowing_a_real_device(bundle, stream, mosquitto, tmp_path):
-    """20,000 junk messages at 1,000 a second: more than the receiver could dead-letter before (770/s, one at a
-    time on the frame path), 20 times the device's own rate. benchmarks/bench_junk.py measures the same at
-    other rates, flat out included (docs/server.md, Faults)."""
+def test_a_junk_flood_is_all_dead_lettered_and_every_real_frame_stored_once(bundle, stream, mosquitto, tmp_path):
+    """20,000 junk messages at 1,000 a second beside a real device: more than the receiver could dead-letter
+    before (770/s, one at a time on the frame path), 20 times the device's own rate. Every junk message is
+    counted, every frame stored exactly once, and the frames waiting for inference never exceed what the
+    broker may have in flight to the receiver. Timeouts here only catch a hang."""
     db = tmp_path / "r.sqlite"
-    quiet_s, junk_s = 4.0, 20.0
-    frames = int((quiet_s + junk_s + 3.0) * FPS)
+    junk_s = 20.0
+    frames = int((junk_s + 3.0) * FPS)  # the device streams through the whole flood
     receiver = _receiver(bundle, mosquitto.url, db)
     device = start_device(bundle, mosquitto.url, "dev-1", stream(frames), tmp_path / "spool.sqlite",
                           tmp_path / "device.log", "--fps", str(FPS), "--linger", "10")
+    queued = _Highest(receiver.batcher.qsize)
     try:
         assert wait_until(lambda: receiver.counters.stored > 0, 60)
-        t0 = time.time_ns()
-        time.sleep(quiet_s)
-        t1 = time.time_ns()
-        assert _send_junk(mosquitto.url, JUNK, 100, junk_s).wait(60) == 0
-        t2 = time.time_ns()
-        print(f"junk sent at {JUNK / ((t2 - t1) / 1e9):.0f} messages/s")
+        started = time.monotonic()
+        assert _send_junk(mosquitto.url, JUNK, 100, junk_s).wait(180) == 0
         stats = device.final_json()
-        assert wait_until(lambda: receiver.counters.stored == frames and receiver.counters.deadlettered == JUNK, 60)
+        assert wait_until(lambda: receiver.counters.stored == frames and receiver.counters.deadlettered == JUNK, 120)
+        elapsed_s = time.monotonic() - started
     finally:
+        queued.stop()
         device.stop(signal.SIGKILL)
         receiver.stop()
-    quiet, junk = _p95_ms(db, t0, t1), _p95_ms(db, t1, t2)
-    print(f"device p95 end-to-end: quiet {quiet:.1f} ms, during {JUNK} junk messages {junk:.1f} ms "
-          f"({junk / quiet:.2f}x)")
-    assert junk <= 3 * quiet
     assert stats["captured"] == frames and stats["dropped"] == 0
     assert [s for (s,) in db_rows(db, "SELECT seq FROM results WHERE device = 'dev-1' ORDER BY seq")] == \
-        list(range(frames))
+        list(range(frames))  # each seq once: no frame lost, none stored twice
     assert db_rows(db, "SELECT SUM(count) FROM deadletter_totals") == [(JUNK,)]
+    print(f"at most {queued.value} frames waited for inference during the flood")
+    assert queued.value <= RECEIVE_MAXIMUM  # junk never piles valid frames up in the receiver's memory
+    rate = SampleRate()  # the receiver's default: samples stored per device are rate-limited
     samples = db_rows(db, "SELECT device, COUNT(*) FROM deadletters GROUP BY device")
-    assert len(samples) == 10 and all(n <= 20 + 1 * (junk_s + 30) for _, n in samples)  # burst + rate × time
+    assert len(samples) == 10 and all(n <= rate.burst + rate.per_s * elapsed_s + 1 for _, n in samples), samples
 
 
 def test_an_oversized_publish_is_dropped_by_the_broker_not_buffered_by_the_receiver(bundle, mosquitto, tmp_path):

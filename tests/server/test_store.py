@@ -55,12 +55,14 @@ def test_batcher_fills_to_max_batch_at_once():
 
 
 def test_batcher_closes_a_partial_batch_after_max_wait():
-    batcher = Batcher(max_batch=100, max_wait_s=0.05)
+    """A partial batch waits ``max_wait_s`` for more, takes what came meanwhile, then closes: one that waited
+    for a full batch would hang here (pytest's timeout). No upper bound on the wait: that is the machine's."""
+    batcher = Batcher(max_batch=100, max_wait_s=0.5)
     batcher.put("a")
     threading.Timer(0.01, batcher.put, args=("b",)).start()
     start = time.monotonic()
     assert batcher.next_batch(1.0) == ["a", "b"]
-    assert 0.04 <= time.monotonic() - start < 0.5
+    assert time.monotonic() - start >= 0.5  # it waited for more before closing
     assert batcher.next_batch(0.01) == []
 
 
