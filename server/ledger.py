@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 
-from edgekit.delivery.acks import MAX_SEQ, valid_range
+from edgekit.delivery.acks import valid_range
 from edgekit.delivery.ranges import size, subtract, union
 
 __all__ = ["Ledger", "parse_drops", "parse_settled", "find_gaps"]
@@ -34,17 +34,12 @@ MAX_DROP_RANGES = 1000  # per heartbeat; the agent sends at most 200
 MAX_SETTLED_BOOTS = 64  # per heartbeat; the agent sends at most 8
 
 
-def _mergeable(boot_id, first, last) -> bool:
-    """A range a device may report that the store can merge (it looks one seq past ``last``)."""
-    return valid_range(boot_id, first, last) and last < MAX_SEQ
-
-
 def _entries(payload: bytes, name: str, limit: int) -> list:
     """The first ``limit`` items of a heartbeat's list field ``name``; [] for anything else (junk or an old
     agent's heartbeat)."""
     try:
         entries = json.loads(payload).get(name)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: nested deeper than json parses
         return []
     return entries[:limit] if isinstance(entries, list) else []
 
@@ -52,7 +47,7 @@ def _entries(payload: bytes, name: str, limit: int) -> list:
 def parse_drops(payload: bytes) -> list[tuple[int, int, int]]:
     """``(boot_id, first, last)`` of the well-formed ``drops`` entries of a heartbeat; [] for anything else."""
     return [(entry[0], entry[1], entry[2]) for entry in _entries(payload, "drops", MAX_DROP_RANGES)
-            if isinstance(entry, list) and len(entry) >= 3 and _mergeable(*entry[:3])]
+            if isinstance(entry, list) and len(entry) >= 3 and valid_range(*entry[:3])]
 
 
 def parse_settled(payload: bytes) -> list[tuple[int, int]]:
@@ -60,7 +55,7 @@ def parse_settled(payload: bytes) -> list[tuple[int, int]]:
     settle anything (``below`` >= 1); [] for anything else."""
     return [(entry[0], entry[1]) for entry in _entries(payload, "settled", MAX_SETTLED_BOOTS)
             if isinstance(entry, list) and len(entry) == 2 and type(entry[1]) is int and entry[1] >= 1
-            and _mergeable(entry[0], 0, entry[1] - 1)]
+            and valid_range(entry[0], 0, entry[1] - 1)]
 
 
 def find_gaps(ranges: dict, old: dict, now: float, grace_s: float) -> dict:

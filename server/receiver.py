@@ -118,7 +118,8 @@ class ReceiverCounters:
                    deadletter_reasons=reasons)
 
     def flat(self) -> dict[str, int]:
-        reasons = {f"deadletter:{k}": v for k, v in self.deadletter_reasons.items()}
+        """The counters as one flat dict; safe while the link thread adds a reason (the dict is copied first)."""
+        reasons = {f"deadletter:{k}": v for k, v in dict(self.deadletter_reasons).items()}
         return {"received": self.received, "valid": self.valid, "stored": self.stored, "batches": self.batches,
                 "deadlettered": self.deadlettered, **reasons}
 
@@ -182,6 +183,7 @@ class Receiver:
         self._stop = threading.Event()
         self.deadletters = DeadLetterSink(self.store, cfg.deadletter_rate, cfg.deadletter_retention)
         self.outage = StoreOutage(cfg.db, self._stop)
+        self._counters_failing = False  # the last record of the counters failed: said once, until one succeeds
         self.link = _Link(self, cfg, self.client_id, max_incoming_packet(self.bundles))
         self._worker = threading.Thread(target=self._work, name="receiver-worker", daemon=True)
 
@@ -224,12 +226,19 @@ class Receiver:
         self._save_counters()
 
     def _save_counters(self) -> None:
-        """Record the counters; a database that refuses writes costs this record, never the receiver."""
+        """Record the counters (each batch records them too, see :meth:`_store`). A database that refuses
+        writes costs this record, never the receiver, and one line per outage, not one per summary."""
         try:
             self.store.set_counters(self.counters.flat())
         except sqlite3.Error as err:
-            cause, fix = describe(err, self.cfg.db)
-            log.warning("counters not recorded: %s — %s", cause, fix)
+            if not self._counters_failing:
+                cause, fix = describe(err, self.cfg.db)
+                log.warning("counters not recorded: %s — %s", cause, fix)
+            self._counters_failing = True
+            return
+        if self._counters_failing:
+            log.warning("counters recorded again: the results database %s takes writes", self.cfg.db)
+        self._counters_failing = False
 
     def _log_summary_line(self) -> None:
         """The summary line alone: safe after :meth:`stop` has closed the store."""
@@ -338,7 +347,7 @@ class Receiver:
             results.extend(self._infer(bundle_id, items))
         self.counters.batches += 1
         try:  # while the database itself fails (full, locked, read-only), this waits: nothing is acked
-            fresh = self.outage.run(lambda: self.store.insert([r for _, r, _ in results]))
+            fresh = self._store([r for _, r, _ in results])
         except StoreUnavailable:
             raise
         except Exception:
@@ -354,7 +363,7 @@ class Receiver:
         alone: such a frame would fail again on every redelivery, and would take its batch down with it."""
         for item, result, infer_ms in results:
             try:
-                (new,) = self.outage.run(lambda: self.store.insert([result]))
+                (new,) = self._store([result])
             except StoreUnavailable:
                 raise  # not this frame's fault: keep it and the rest unacked
             except Exception as err:
@@ -363,6 +372,11 @@ class Receiver:
                 self._dead_letter_item(item, "store-failed", repr(err))
             else:
                 self._finish(item, result, infer_ms, new)
+
+    def _store(self, results: list[Result]) -> list[bool]:
+        """Insert ``results`` through an outage, with the counters in the same transaction: a receiver killed
+        with ``kill -9`` has them recorded as of its last batch (docs/server.md, Counters)."""
+        return self.outage.run(lambda: self.store.insert(results, self.counters.flat()))
 
     def _finish(self, item: _Item, result: Result, infer_ms: float, new: bool) -> None:
         """A stored (or duplicate) result: count it, publish it if new, and ack its frame."""

@@ -3,7 +3,8 @@
 A result is keyed by ``(device, boot_id, seq)`` with a UNIQUE constraint and written with INSERT OR IGNORE,
 so a QoS 1 re-delivery, a re-send after an agent restart or a second receiver sharing the file never creates
 a second row. WAL mode and a busy timeout let several receivers (and ``edgekit server stats``) share one file.
-Dead letters and per-receiver counters live beside the results, so the database alone tells the story:
+Dead letters and per-receiver counters live beside the results, so the database alone tells the story
+(``stored`` and ``duplicates`` are counted by the results' own transaction, the rest recorded with it):
 every dead letter is counted in ``deadletter_totals`` (per receiver, device and reason), and a bounded sample
 of them is kept in ``deadletters`` (see :class:`Retention` and edgekit.server.deadletters).
 
@@ -93,6 +94,10 @@ CREATE TABLE IF NOT EXISTS gaps (
 );
 """
 
+#: Counters that :meth:`ResultStore.insert` adds up in the results' own transaction: exact, whatever happens to
+#: the process; :meth:`ResultStore.set_counters` leaves them alone.
+_COUNTED_BY_INSERT = ("stored", "duplicates")
+
 # Stored ranges of a database written before seq_ranges existed (gaps and islands).
 _BACKFILL = """
 INSERT INTO seq_ranges (device, boot_id, kind, first, last)
@@ -146,8 +151,12 @@ class ResultStore:
         self._lock = threading.Lock()
         self._db = _open(self.path)
 
-    def insert(self, results: list[Result]) -> list[bool]:
-        """Store results in one transaction; for each, True if it is new, False if it was a duplicate."""
+    def insert(self, results: list[Result], counters: dict[str, int] | None = None) -> list[bool]:
+        """Store results in one transaction; for each, True if it is new, False if it was a duplicate.
+
+        The same transaction counts them (``stored``, ``duplicates``) and records ``counters`` (the receiver's
+        others, as :meth:`set_counters`), so a receiver killed with ``kill -9`` has its counters as of its last
+        batch: no result is ever stored without being counted."""
         sql = ("INSERT OR IGNORE INTO results (device, boot_id, seq, bundle_id, label_index, label, score, topk,"
                " capture_ns, received_ns, done_ns, batch_size, receiver) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
         fresh = []
@@ -158,7 +167,9 @@ class ResultStore:
                                              r.done_ns, r.batch_size, self.receiver))
                 fresh.append(cur.rowcount == 1)
             self._merge_stored([r for r, new in zip(results, fresh) if new])
+            self._add_counter("stored", fresh.count(True))
             self._add_counter("duplicates", fresh.count(False))
+            self._set_counters(counters or {})
         return fresh
 
     def dead_letters(self, samples: list[DeadLetter], totals: dict[tuple[str, str], int],
@@ -179,11 +190,10 @@ class ResultStore:
                              (retention.max_rows,))
 
     def set_counters(self, values: dict[str, int]) -> None:
-        """Record this receiver's running counters (for ``edgekit server stats``)."""
+        """Record this receiver's running counters (for ``edgekit server stats``), but those of
+        :data:`_COUNTED_BY_INSERT`, which only the results' transactions write."""
         with self._lock:
-            self._db.executemany("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
-                                 " (receiver, name) DO UPDATE SET value = excluded.value",
-                                 [(self.receiver, k, int(v)) for k, v in values.items() if k != "duplicates"])
+            self._set_counters(values)
 
     def counters(self) -> dict[str, int]:
         """This receiver's counters as last recorded (a restarted receiver continues from them)."""
@@ -274,6 +284,11 @@ class ResultStore:
             for first, last in to_ranges(values):
                 merge_range(self._db, "seq_ranges", {"device": device, "boot_id": boot_id, "kind": "stored"},
                             first, last)
+
+    def _set_counters(self, values: dict[str, int]) -> None:
+        self._db.executemany("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
+                             " (receiver, name) DO UPDATE SET value = excluded.value",
+                             [(self.receiver, k, int(v)) for k, v in values.items() if k not in _COUNTED_BY_INSERT])
 
     def _add_counter(self, name: str, delta: int) -> None:
         if delta:

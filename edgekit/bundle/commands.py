@@ -15,10 +15,11 @@ __all__ = ["inspect_command", "keygen_command", "sign_command", "describe", "tru
 def trust_options(command):
     """Add ``--trust-key`` (repeatable) and ``--require-signature`` to a command that loads bundles."""
     command = click.option("--require-signature", is_flag=True,
-                           help="Refuse a bundle that is not signed by a --trust-key key.")(command)
+                           help="Refuse a bundle that is not signed by a --trust-key key. Implied by --trust-key "
+                                "(kept for existing scripts and units); alone it is an error.")(command)
     return click.option("--trust-key", "trust_keys", multiple=True, type=click.Path(),
                         help="Public key (.pub.pem) or directory of them whose signatures are trusted; a bundle "
-                             "signed by another key is refused. Repeatable.")(command)
+                             "that is unsigned or signed by another key is refused. Repeatable.")(command)
 
 
 def trust_policy(trust_keys: tuple[str, ...], require_signature: bool):
@@ -112,7 +113,7 @@ def inspect_command(bundle: str, as_json: bool, selftest: bool, trust_keys: tupl
     """Show a bundle's manifest, verify the sha256 of every file, and self-test it on this machine.
 
     Exits non-zero with a one-line error when a file is missing, changed, unlisted or a symlink, or when the
-    signature does not verify (or is missing under --require-signature). The self-test runs the bundle's
+    signature does not verify (or is missing or by another key, under --trust-key). The self-test runs the bundle's
     golden vectors through every device model and the server half with the runtimes installed here and
     shows the result, the runtime and version, and the CPU (see edgekit device selftest).
 
@@ -120,7 +121,7 @@ def inspect_command(bundle: str, as_json: bool, selftest: bool, trust_keys: tupl
     Example:
       edgekit inspect bundles/fmnist-v1
       edgekit inspect bundles/fmnist-v1 --json --no-selftest | jq .code
-      edgekit inspect bundles/fmnist-v1 --trust-key keys/signing.pub.pem --require-signature
+      edgekit inspect bundles/fmnist-v1 --trust-key keys/signing.pub.pem
     """
     from edgekit.bundle.manifest import Bundle
     from edgekit.selftest import bundle_selftests
@@ -170,7 +171,7 @@ def sign_command(bundle: str, key: str) -> None:
     \b
     Example:
       edgekit sign bundles/fmnist-v1 --key ~/.config/edgekit/keys/signing.key.pem
-      edgekit inspect bundles/fmnist-v1 --trust-key keys/signing.pub.pem --require-signature
+      edgekit inspect bundles/fmnist-v1 --trust-key keys/signing.pub.pem
     """
     from edgekit.bundle.manifest import sign_bundle
 

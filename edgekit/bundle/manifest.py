@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ __all__ = [
     "write_manifest",
     "sign_bundle",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "manifest.schema.json"
@@ -197,7 +200,9 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path, verify_hashes: bool = True, trust: TrustPolicy | None = None) -> "Bundle":
         """Read ``path/manifest.json``, check its signature under ``trust`` (see :mod:`edgekit.bundle.signing`; a
-        bad signature is refused even without), validate it, and verify every file and the bundle id."""
+        bad signature is refused even without, a missing one whenever ``trust`` is given), validate it, and verify
+        every file and the bundle id. A signed bundle loaded without ``trust`` is logged as such (one WARNING):
+        its signature was checked against the key it names itself, which anyone can make."""
         root = Path(path)
         manifest_path = root / MANIFEST_NAME
         if not os.path.lexists(manifest_path):
@@ -209,7 +214,7 @@ class Bundle:
                                     trust)
         try:
             manifest = json.loads(manifest_bytes)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deep
             raise BundleError(f"cannot read {manifest_path}: {err}",
                               "re-create the bundle with edgekit convert") from None
         if not isinstance(manifest, dict):
@@ -221,6 +226,9 @@ class Bundle:
         bundle = cls(root, manifest, signature)
         if verify_hashes:
             bundle.verify()
+        if signature is not None and not signature.trusted:  # after the checks: a refused bundle gets one line
+            log.warning("bundle %s is signed by key %s, but the signature was not checked against a trusted key and "
+                        "proves nothing: pass --trust-key with the signer's public key", root, signature.key_id)
         return bundle
 
     def verify(self) -> None:

@@ -6,7 +6,12 @@ covers the whole bundle::
     sign:    private key ─► Ed25519(DOMAIN + manifest.json bytes) ─► manifest.sig (JSON: key, signature)
     load:    manifest.sig ─► verify against the public key it names (always: a bad signature is refused)
                           ─► that key among --trust-key keys? (when keys are given; else refused)
-             no manifest.sig ─► refused under --require-signature, else accepted as unsigned
+                          ─► no --trust-key: loaded, with a warning that the signature proves nothing
+             no manifest.sig ─► refused when --trust-key keys are given, else accepted as unsigned
+
+A trust key means a signature is required: were an unsigned bundle accepted beside a trust key, deleting
+``manifest.sig`` would undo the signature (tamper a file, re-hash the manifest, drop the signature).
+Without a trust key a signature proves nothing, since anyone can make a key pair and sign.
 
 ``cryptography`` is imported inside the functions that need it.
 """
@@ -50,19 +55,21 @@ def _raw(public_key: Ed25519PublicKey) -> bytes:
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    """What a loader accepts: signatures by ``keys`` (public keys), and whether unsigned bundles are refused."""
+    """What a loader accepts: only bundles signed by one of ``keys`` (public keys); unsigned ones are refused."""
 
-    keys: tuple[Ed25519PublicKey, ...] = ()
-    require: bool = False
+    keys: tuple[Ed25519PublicKey, ...]
 
     @classmethod
     def from_options(cls, trust_keys: Iterable[str | Path], require: bool) -> TrustPolicy | None:
-        """The policy of ``--trust-key`` (files or directories of ``*.pem``) and ``--require-signature``."""
+        """The policy of ``--trust-key`` (files or directories of ``*.pem``); None without keys.
+
+        ``--require-signature`` (``require``) adds nothing to a trust key, which already requires a signature; it
+        stays accepted for the scripts and units that pass it, and alone it is a usage error."""
         keys = load_public_keys(trust_keys)
         if require and not keys:
             raise UsageError("--require-signature needs the public key to check against",
                              "add --trust-key public.pem (or a directory of public keys)")
-        return cls(tuple(keys), require) if keys else None
+        return cls(tuple(keys)) if keys else None
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ class SignatureStatus:
     def line(self) -> str:
         """What ``edgekit inspect`` prints."""
         return (f"signature  Ed25519 by key {self.key_id}, "
-                + ("a trusted key" if self.trusted else "valid, but no --trust-key given to check the signer"))
+                + ("a trusted key" if self.trusted else "valid, but unchecked: no --trust-key given, so it proves nothing"))
 
 
 def generate_key_pair(folder: str | Path, name: str = "signing") -> tuple[Path, Path]:
@@ -177,7 +184,7 @@ def _parse(signature: bytes) -> tuple[bytes, bytes]:
                 and doc.get("algorithm") == "ed25519"):
             raw = base64.b64decode(doc["public_key"], validate=True)
             sig = base64.b64decode(doc["signature"], validate=True)
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
         pass  # refused below, as any other malformed document
     if len(raw) != 32 or len(sig) != 64:
         raise BundleError("manifest.sig is not an edgekit Ed25519 signature document", _RESIGN)
@@ -188,11 +195,13 @@ def check_signature(manifest: bytes, signature: bytes | None, policy: TrustPolic
     """Verify ``signature`` (the ``manifest.sig`` bytes, None when absent) over ``manifest`` under ``policy``.
 
     A signature that does not verify is refused whatever the policy; one by a key outside a given set of
-    trusted keys is refused; no signature is refused only under ``require``. None: unsigned and accepted.
+    trusted keys is refused; no signature is refused whenever there is a policy (a trust key requires one).
+    None: unsigned, and no policy.
     """
     if signature is None:
-        if policy is not None and policy.require:
-            raise BundleError("bundle is not signed (no manifest.sig) and a signature is required", _RESIGN)
+        if policy is not None:
+            raise BundleError("bundle is not signed (no manifest.sig) and a signature is required by --trust-key",
+                              _RESIGN)
         return None
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

@@ -51,7 +51,7 @@ def parse_ack(payload: bytes) -> tuple[int, list[tuple[int, int]]] | None:
                 return None
             out.append((first, last))
         return boot_id, out
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: JSON nested too deep
         return None
 
 

@@ -14,6 +14,10 @@ __all__ = ["to_ranges", "union", "subtract", "size", "merge_range"]
 
 Range = tuple[int, int]
 
+#: SQLite's largest INTEGER (signed 64-bit), the largest seq a frame may carry: a range ending there has no
+#: neighbour above it, and ``last + 1`` would not fit a query parameter.
+_SQLITE_MAX = 2**63 - 1
+
 
 def to_ranges(values: Iterable[int]) -> list[Range]:
     """Sorted, merged ``(first, last)`` ranges covering ``values``."""
@@ -67,10 +71,11 @@ def merge_range(db: sqlite3.Connection, table: str, key: dict[str, object], firs
     merging it with every range it overlaps or touches. Runs in the caller's transaction."""
     where = " AND ".join(f"{col} = ?" for col in key)
     args = list(key.values())
+    neighbours = (first - 1, min(last + 1, _SQLITE_MAX))
     touching = db.execute(f"SELECT first, last FROM {table} WHERE {where} AND last >= ? AND first <= ?",
-                          (*args, first - 1, last + 1)).fetchall()
+                          (*args, *neighbours)).fetchall()
     if touching:
-        db.execute(f"DELETE FROM {table} WHERE {where} AND last >= ? AND first <= ?", (*args, first - 1, last + 1))
+        db.execute(f"DELETE FROM {table} WHERE {where} AND last >= ? AND first <= ?", (*args, *neighbours))
         first = min(first, *(a for a, _ in touching))
         last = max(last, *(b for _, b in touching))
     cols = ", ".join([*key, "first", "last"])

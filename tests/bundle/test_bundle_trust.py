@@ -9,6 +9,7 @@ bundle then runs end to end (real agent, real Mosquitto, real receiver) under ``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from edgekit.demo.roles import count_results, start_device, start_server
 from edgekit.device.commands import device_group
 from edgekit.errors import BundleError, UsageError
 from edgekit.server.commands import server_group
-from edgekit.bundle.signing import generate_key_pair, load_public_keys
+from edgekit.bundle.signing import TrustPolicy, generate_key_pair, key_id, load_public_keys
 
 DICT = "wire/zstd.dict"
 MODEL = "device/rpi/device_int8.tflite"
@@ -138,7 +139,6 @@ def test_trust_keys_must_be_public_and_required_signatures_need_one(keys, tmp_pa
     with pytest.raises(UsageError, match="no \\*.pem public key"):
         load_public_keys([tmp_path])
     with pytest.raises(UsageError, match="--require-signature needs"):
-        from edgekit.bundle.signing import TrustPolicy
         TrustPolicy.from_options([], True)
 
 
@@ -164,11 +164,14 @@ def test_a_tampered_model_with_rehashed_manifest_is_refused_when_signed(run, key
     # the old signature no longer matches the manifest: refused, with or without a trusted key
     _refused_everywhere(run, copy, r"manifest.sig does not verify")
     _refused_everywhere(run, copy, r"manifest.sig does not verify", "--trust-key", trusted_pub, "--require-signature")
-    # the signature removed: refused when one is required
+    # the signature removed (the downgrade): a trust key alone requires a signature; --require-signature adds nothing
     (copy / "manifest.sig").unlink()
     assert Bundle.load(copy).bundle_id  # every hash matches: only a required signature stops it
-    _refused_everywhere(run, copy, r"bundle is not signed \(no manifest.sig\) and a signature is required",
-                        "--trust-key", trusted_pub, "--require-signature")
+    unsigned = r"bundle is not signed \(no manifest.sig\) and a signature is required by --trust-key"
+    _refused_everywhere(run, copy, unsigned, "--trust-key", trusted_pub)
+    _refused_everywhere(run, copy, unsigned, "--trust-key", trusted_pub, "--require-signature")
+    with pytest.raises(BundleError, match=unsigned):
+        Bundle.load(copy, trust=TrustPolicy.from_options([trusted_pub], require=False))
     # re-signed with the attacker's own key: refused by key
     assert run("sign", copy, "--key", keys["attacker"][0])[0] == 0
     _refused_everywhere(run, copy, r"signed by key [0-9a-f]{16}, which is not a trusted key",
@@ -179,6 +182,39 @@ def test_a_signature_that_is_not_a_signature_is_refused(copy):
     (copy / "manifest.sig").write_text('{"format": "edgekit-signature", "version": 1, "algorithm": "rsa"}')
     with pytest.raises(BundleError, match="not an edgekit Ed25519 signature document"):
         Bundle.load(copy)
+    (copy / "manifest.sig").write_text("[" * 10_000)  # nested too deep for json: RecursionError, not ValueError
+    with pytest.raises(BundleError, match="not an edgekit Ed25519 signature document"):
+        Bundle.load(copy)
+
+
+def test_a_manifest_nested_too_deep_is_one_line(run, copy):
+    (copy / "manifest.json").write_text("[" * 10_000)
+    _refused_everywhere(run, copy, r"cannot read .*manifest.json: maximum recursion depth exceeded")
+
+
+UNCHECKED = "the signature was not checked against a trusted key and proves nothing: pass --trust-key"
+
+
+def _unchecked_warnings(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if UNCHECKED in r.getMessage()]
+
+
+def test_a_signed_bundle_loaded_without_a_trust_key_warns_that_its_signature_proves_nothing(run, keys, copy,
+                                                                                            caplog):
+    caplog.set_level(logging.WARNING, logger="edgekit")
+    Bundle.load(copy)
+    assert not _unchecked_warnings(caplog)  # unsigned: nothing to say
+    assert run("sign", copy, "--key", keys["attacker"][0])[0] == 0  # anyone can sign: that is the point
+    caplog.clear()
+    assert Bundle.load(copy).signature.trusted is False
+    (warning,) = _unchecked_warnings(caplog)
+    assert warning.levelno == logging.WARNING and f"key {key_id(load_public_keys([keys['attacker'][1]])[0])}," in warning.getMessage()
+    code, out, _ = run("inspect", copy, "--no-selftest")
+    assert code == 0 and "valid, but unchecked: no --trust-key given, so it proves nothing" in out
+    caplog.clear()
+    assert run("sign", copy, "--key", keys["trusted"][0])[0] == 0
+    assert Bundle.load(copy, trust=TrustPolicy.from_options([keys["trusted"][1]], require=False)).signature.trusted
+    assert not _unchecked_warnings(caplog)  # checked against a trusted key: no warning
 
 
 def test_the_signed_bundle_runs_under_require_signature(run, keys, copy, stream, mosquitto, tmp_path):

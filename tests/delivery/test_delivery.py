@@ -35,11 +35,12 @@ def test_acks_are_batched_seq_ranges_and_junk_acks_are_refused():
     for junk in (b"", b"[]", b'{"boot_id": 1}', b'{"boot_id": 1, "ranges": [[5, 2]]}',
                  b'{"boot_id": "1", "ranges": []}', b'{"boot_id": 1, "ranges": [[1]]}',
                  b'{"boot_id": 1, "ranges": [[0, 99999999999999999999]]}', b'{"boot_id": -1, "ranges": [[0, 1]]}',
-                 b'\xff\xfe', b'{"boot_id": 1, "ranges": [[true, 2]]}'):
+                 b'\xff\xfe', b'{"boot_id": 1, "ranges": [[true, 2]]}', b"[" * 10_000):
         assert parse_ack(junk) is None, junk
     assert parse_drops(b'{"drops": [[7, 0, 4, "full"], [7, 9, 2, "age"], [2e9, 1, 2, "x"], "junk"]}') == \
         [(7, 0, 4)]
-    assert parse_drops(b"[1]") == parse_drops(b"\xff") == parse_drops(b'{"drops": 5}') == []
+    assert parse_drops(b"[1]") == parse_drops(b"\xff") == parse_drops(b'{"drops": 5}') == parse_drops(b"[" * 10_000) \
+        == []
     assert to_ranges([5, 1, 2, 3, 9]) == [(1, 3), (5, 5), (9, 9)]
     assert subtract([(0, 10)], [(2, 3), (8, 12)]) == [(0, 1), (4, 7)]
 

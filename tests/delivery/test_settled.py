@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from edgekit.device.spool import _SETTLED, REPORTED_BOOTS, Spool
-from edgekit.server.ledger import MAX_SETTLED_BOOTS, find_gaps, parse_settled
+from edgekit.server.ledger import MAX_SETTLED_BOOTS, find_gaps, parse_drops, parse_settled
 from edgekit.server.stats import format_table, summarize
 from edgekit.server.store import Result, ResultStore
 
@@ -106,8 +106,7 @@ def test_settled_entries_are_parsed_strictly_and_bounded():
     junk = [[7], [7, 1, 2], ["7", 1], [7, "1"], [7, 1.5], [7, True], [-1, 3], [2**32, 3], [7, -2], [7, 2**63 + 1],
             {"7": 1}, "7,1", None]
     assert parse_settled(beat(junk)) == []
-    assert parse_settled(beat([[7, 2**63 - 1]])) == [(7, 2**63 - 1)]  # the largest the store can merge
-    assert parse_settled(beat([[7, 2**63]])) == []
+    assert parse_settled(beat([[7, 2**63]])) == [(7, 2**63)]  # every seq up to the largest a frame may carry
     assert len(parse_settled(beat([[b, 1] for b in range(1000)]))) == MAX_SETTLED_BOOTS
     for payload in (b"", b"\xff", b"[1]", b"null", b'{"settled": 5}', b'{"settled": {"7": 1}}', b"{}"):
         assert parse_settled(payload) == [], payload
@@ -151,3 +150,24 @@ def test_stats_count_a_lost_tail(tmp_path):
     assert (a["device"], a["results"], a["stored"], a["missing"]) == ("cam-a", 10, 10, 5)
     assert (b["device"], b["results"], b["missing"]) == ("cam-b", 10, 2**64 - 2)
     assert format_table(summarize(db)).splitlines()[1].split()[-2:] == ["0", "5"]  # dropped, missing
+
+
+def test_ranges_reach_the_largest_seq_a_frame_may_carry(tmp_path):
+    """2**63 - 1 passes the wire checks, so the store merges ranges ending there (the merge used to look one seq
+    past ``last``: an integer SQLite cannot hold) and the ledger takes drops and marks reaching it."""
+    top = 2**63 - 1
+    beat = json.dumps({"drops": [[4, top - 4, top - 3]], "settled": [[4, 2**63]]}).encode()
+    assert parse_drops(beat) == [(4, top - 4, top - 3)] and parse_settled(beat) == [(4, 2**63)]
+    db = tmp_path / "r.sqlite"
+    store = ResultStore(db)
+    assert store.insert(_results("cam-m", 4, [top - 1, top])) == [True, True]
+    store.add_dropped("cam-m", parse_drops(beat))
+    store.add_settled("cam-m", parse_settled(beat))
+    store.insert(_results("cam-m", 4, [top - 2]))  # fills the space between the two: one stored range
+    alarms = store.update_gaps(lambda ranges, old: find_gaps(ranges, old, 10.0, 5.0))
+    assert alarms == [] and store.update_gaps(lambda ranges, old: find_gaps(ranges, old, 20.0, 5.0)) == \
+        [("cam-m", 4, 0, top - 5)]
+    store.close()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT kind, first, last FROM seq_ranges ORDER BY kind").fetchall() == \
+            [("dropped", top - 4, top - 3), ("settled", 0, top), ("stored", top - 2, top)]

@@ -81,6 +81,26 @@ def test_a_database_that_refuses_writes_holds_acks_then_stores_everything(fault,
     assert not [r for r in caplog.records if r.exc_info], "no traceback"
 
 
+def test_counters_not_recorded_is_one_line_per_outage(bundle, mosquitto, tmp_path, caplog):
+    """A summary every 10 s during a 5-minute outage said "counters not recorded" 30 times."""
+    refuse, allow, cause = FAULTS["read-only"]
+    receiver = _receiver(bundle, mosquitto, tmp_path / "r.sqlite")
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgekit.server.receiver"):
+            refuse(receiver)
+            for _ in range(5):
+                receiver.log_summary()
+            allow(receiver)
+            for _ in range(2):
+                receiver.log_summary()
+    finally:
+        receiver.stop()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("counters ")]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("counters not recorded") and cause in lines[0]
+    assert lines[1].startswith("counters recorded again")
+
+
 def test_frames_not_stored_when_the_receiver_stops_come_back_after_a_restart(bundle, mosquitto, tmp_path, caplog):
     """While the database is full nothing is acknowledged: the broker keeps the frames for the session."""
     db = tmp_path / "r.sqlite"

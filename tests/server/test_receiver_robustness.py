@@ -39,20 +39,20 @@ def receivers(bundle, mosquitto, tmp_path):
             receiver.stop()
 
 
-def _publish(url: str, payloads: list[bytes]) -> None:
+def _publish(url: str, payloads: list[bytes], device: str = "cam-r", kind: str = "features") -> None:
     broker = parse_broker_url(url)
     client = make_client("robust-sender", "5")
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
         for payload in payloads:
-            client.publish(topic("cam-r", "features"), payload, qos=1).wait_for_publish(5)
+            client.publish(topic(device, kind), payload, qos=1).wait_for_publish(5)
     finally:
         client.disconnect()
         client.loop_stop()
 
 
-def _frames(bundle, n: int) -> list[bytes]:
+def _frames(bundle, n: int, first_seq: int = 0) -> list[bytes]:
     from edgekit.bundle.manifest import Bundle
     from edgekit.wire.encoder import WireEncoder
 
@@ -61,17 +61,17 @@ def _frames(bundle, n: int) -> list[bytes]:
     shape = encoder.spec.code_shape
     scale, zero_point = encoder.spec.wire_quant
     return [encoder.encode(rng.integers(-8, 8, shape, dtype=np.int8), scale, zero_point, seq=i, boot_id=7,
-                           timestamp_ns=time.time_ns()) for i in range(n)]
+                           timestamp_ns=time.time_ns()) for i in range(first_seq, first_seq + n)]
 
 
 def test_a_result_the_store_refuses_is_dead_lettered_alone_and_acked(bundle, mosquitto, receivers, tmp_path):
     receiver = receivers()
     insert = receiver.store.insert
 
-    def poisoned_insert(results):  # as SQLite does for an integer beyond 64 bits
+    def poisoned_insert(results, *counters):  # as SQLite does for an integer beyond 64 bits
         if any(r.seq == POISON_SEQ for r in results):
             raise OverflowError("Python int too large to convert to SQLite INTEGER")
-        return insert(results)
+        return insert(results, *counters)
 
     receiver.store.insert = poisoned_insert
     _publish(mosquitto.url, _frames(bundle, 6))
