@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv mosquitto lint wheels-aarch64 test demo bench clean
+.PHONY: help venv mosquitto lint wheels-aarch64 test demo bench dist clean
 
 help:
 	@echo "make demo   train, convert, and stream the example through a broker, a server and a device agent"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   pyflakes-level checks (ruff); part of make test"
 	@echo "make wheels-aarch64   the core + device extra install from Linux aarch64 wheels (Pi); part of make test"
 	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make dist   build the sdist and the wheel (edgekit-split) into dist/, to copy to a Pi (docs/device.md)"
 
 venv: $(STAMP)
 
@@ -36,7 +37,7 @@ mosquitto:
 lint: venv
 	$(BIN)/ruff check --quiet .
 
-# A Raspberry Pi installs edgekit[device] from wheels only: a dependency without a Linux aarch64 wheel fails
+# A Raspberry Pi installs edgekit-split[device] from wheels only: a dependency without a Linux aarch64 wheel fails
 # here, naming it. Wheels are cached under .venv, so only the first run downloads (~120 MB).
 wheels-aarch64: venv
 	$(BIN)/python tools/check_wheels.py --extra device --python 3.11 --python 3.12 --python 3.13 \
@@ -54,5 +55,12 @@ bench: venv mosquitto
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_load.py
 
+# The distribution edgekit-split (the package and the command stay edgekit): dist/edgekit_split-VERSION.tar.gz and
+# dist/edgekit_split-VERSION-py3-none-any.whl, which a Pi installs with pip (docs/device.md, Install on a Pi).
+# python -m build makes the wheel from the sdist in a clean environment: nothing stale from build/ gets in.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .hypothesis
+	rm -rf $(VENV) .demo .pytest_cache .hypothesis build dist

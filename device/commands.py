@@ -8,7 +8,36 @@ import click
 from edgekit.bundle.commands import trust_args, trust_options, trust_policy
 from edgekit.mqtt.security import security_args, security_options
 
-__all__ = ["device_group"]
+__all__ = ["device_group", "AGENT_OPTIONS"]
+
+RUNTIMES = click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"])
+
+#: Options of ``device run`` that ``device systemd-unit`` takes too and passes on to the agent it starts.
+AGENT_OPTIONS = {
+    "runtime": click.option("--runtime", type=RUNTIMES, default=None,
+                            help="Force a runtime (default: the best one installed for the bundle's device model)."),
+    "codec": click.option("--codec", default=None, help="Feature codec (default: the bundle's, else the best one it "
+                                                        "offers that this device can run)."),
+    "spool": click.option("--spool", type=click.Path(dir_okay=False), default=None,
+                          help="Spool file (default: ~/.cache/edgekit/spool-<device-id>.sqlite)."),
+    "spool_max_mb": click.option("--spool-max-mb", type=float, default=256.0, show_default=True,
+                                 help="Spool bound in MiB."),
+    "spool_max_age": click.option("--spool-max-age", type=float, default=7 * 24 * 3600.0, show_default=True,
+                                  help="Frames older than this many seconds expire unsent."),
+    "spool_policy": click.option("--spool-policy", type=click.Choice(["drop-oldest", "drop-newest"]),
+                                 default="drop-oldest", show_default=True,
+                                 help="What a full spool does with a new frame."),
+    "frame_key": click.option("--frame-key", "frame_key", type=click.Path(dir_okay=False), default=None,
+                              help="This device's key file (edgekit keys add): tag every frame, accept only signed "
+                                   "results."),
+}
+
+
+def agent_options(command):
+    """Add the :data:`AGENT_OPTIONS` to a command, in their order."""
+    for option in reversed(AGENT_OPTIONS.values()):
+        command = option(command)
+    return command
 
 
 @click.group("device")
@@ -28,19 +57,9 @@ def device_group() -> None:
               help="Frames per second (0: as fast as possible).")
 @click.option("--loop", is_flag=True, help="Replay a finite source forever.")
 @click.option("--limit", type=int, default=None, help="Stop after this many frames.")
-@click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]), default=None,
-              help="Force a runtime (default: the best one installed for the bundle's device model).")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 @click.option("--target", default=None, help="Device model target in the bundle (default: the first).")
-@click.option("--codec", default=None,
-              help="Feature codec (default: the bundle's, else the best one it offers that this device can run).")
-@click.option("--spool", type=click.Path(dir_okay=False), default=None,
-              help="Spool file (default: ~/.cache/edgekit/spool-<device-id>.sqlite).")
-@click.option("--spool-max-mb", type=float, default=256.0, show_default=True, help="Spool bound in MiB.")
-@click.option("--spool-max-age", type=float, default=7 * 24 * 3600.0, show_default=True,
-              help="Frames older than this many seconds expire unsent.")
-@click.option("--spool-policy", type=click.Choice(["drop-oldest", "drop-newest"]), default="drop-oldest",
-              show_default=True, help="What a full spool does with a new frame.")
+@agent_options
 @click.option("--max-frame-bytes", type=int, default=None,
               help="Refuse larger frames locally (needed with MQTT 3.1.1 brokers that cap message size).")
 @click.option("--mqtt", "protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
@@ -54,8 +73,6 @@ def device_group() -> None:
                    "unconfirmed stay spooled for the next start).")
 @click.option("--allow-failing-parity", is_flag=True,
               help="Run a bundle that failed its parity check at convert time (warned, and marked in the status).")
-@click.option("--frame-key", "frame_key", type=click.Path(dir_okay=False), default=None,
-              help="This device's key file (edgekit keys add): tag every frame, accept only signed results.")
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
@@ -68,7 +85,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
     sent once (or forever with --loop); once the broker has it all, the agent waits up to --linger for the
     confirmations and exits (unconfirmed frames stay spooled for the next start). At start the agent runs
     the bundle's self-test (see edgekit device selftest) and exits 4 when it fails; a bundle that failed
-    parity at convert time exits 3 unless --allow-failing-parity.
+    parity at convert time exits 3 unless --allow-failing-parity. Either way it first leaves a retained
+    "refused" status with the reason on the broker, when the broker takes it within 5 s.
 
     \b
     Example:
@@ -111,7 +129,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
 
 @device_group.command("selftest")
 @click.option("--bundle", "bundle", required=True, type=click.Path(), help="Bundle folder from edgekit convert.")
-@click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]), default=None,
+@click.option("--runtime", type=RUNTIMES, default=None,
               help="Runtime to test (default: the one edgekit device run would pick).")
 @click.option("--threads", type=int, default=None, help="Inference threads (default: all cores).")
 @click.option("--target", default=None, help="Device model target in the bundle (default: the first).")
@@ -154,21 +172,25 @@ def selftest_command(bundle, runtime, threads, target, as_json, trust_keys, requ
 @click.option("--user", default=None, help="User the agent runs as (default: the current user, e.g. pi).")
 @click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
               help="Inference threads (a Raspberry Pi 4/5 has 4 cores).")
+@agent_options
 @security_options
 @trust_options
-def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, trust_keys, require_signature,
-                         **security) -> None:
+def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, trust_keys, require_signature, runtime,
+                         codec, spool, spool_max_mb, spool_max_age, spool_policy, frame_key, **security) -> None:
     """Print a systemd unit that runs the agent at boot, with this virtualenv's edgekit.
 
-    The unit waits for the network, restarts the agent whenever it stops, and gives up only on the exits a
-    restart cannot fix (3: failing-parity bundle, 4: failed self-test). Install it as shown in its header.
+    The unit waits for the network and restarts the agent after a crash, but never after a configuration
+    error a restart cannot fix (exit 2: usage or bundle error, 3: failing-parity bundle, 4: failed self-test,
+    5: the broker refused the credentials). A camera source is restarted even after a clean exit; a finite
+    source (a file, a folder, a video) is sent once. --runtime, --codec, --frame-key and the spool options go
+    to the agent as given. Install the unit as shown in its header.
 
     \b
     Example:
       edgekit device systemd-unit --bundle ~/bundles/fmnist-v1 --broker mqtt://gw:1883 \\
           --device-id cam-07 --user pi | sudo tee /etc/systemd/system/edgekit-agent-cam-07.service
       edgekit device systemd-unit --bundle ~/bundles/fmnist-v1 --broker mqtts://cam-07@gw --ca ~/ca.crt \\
-          --password-file ~/.config/edgekit/mqtt-password --device-id cam-07 --user pi
+          --password-file ~/.config/edgekit/mqtt-password --device-id cam-07 --user pi --frame-key ~/cam-07.key
     """
     import getpass
     import shutil
@@ -176,24 +198,73 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, 
     from pathlib import Path
 
     from edgekit.bundle.manifest import Bundle
-    from edgekit.device.systemd import render_unit
+    from edgekit.device.sources import check_preprocessing, is_endless
+    from edgekit.device.systemd import agent_command, render_unit, under_root
     from edgekit.errors import UsageError
     from edgekit.mqtt.topics import check_device_id
     from edgekit.mqtt.urls import parse_broker_url, resolve_broker
 
     root = Path(bundle).expanduser().resolve()
-    Bundle.load(root, trust=trust_policy(trust_keys, require_signature))  # no unit for a bundle it would refuse
+    device_id = check_device_id(device_id)
+    loaded = Bundle.load(root, trust=trust_policy(trust_keys, require_signature))  # no unit the agent would refuse
+    _check_agent_options(loaded, device_id, runtime, codec, frame_key)
     if parse_broker_url(broker).security.password:
         raise UsageError("a password in --broker would be written into a world-readable unit file",
                          "put it in a file readable by the agent's user only and pass --password-file")
     resolve_broker(broker, **security, environ={})  # the TLS files and password file load here too
-    broker_args = security_args(security)
     user = user or getpass.getuser()
     for name, value in (("--user", user), ("--source", source), ("--broker", broker)):
         if not value or any(not c.isprintable() for c in value) or (name == "--user" and " " in value):
             raise UsageError(f"{name} {value!r} cannot go into a unit file",
                              "use a value without control characters (and a user name without spaces)")
+    endless = is_endless(source)  # an unknown kind of source is an error here already
+    try:
+        check_preprocessing(source, loaded.input.preprocessing)
+    except UsageError as err:  # the agent would stop at once (exit 2), and the unit with it
+        click.echo(f"warning: the agent will stop at start: {err}", err=True)
     venv_edgekit = Path(sys.prefix) / "bin" / "edgekit"
     edgekit = venv_edgekit if venv_edgekit.is_file() else Path(shutil.which("edgekit") or venv_edgekit)
-    click.echo(render_unit(edgekit.absolute(), root, broker, check_device_id(device_id), source, fps, user, threads,
-                           broker_args, trust_args(trust_keys, require_signature)), nl=False)
+    command = agent_command(edgekit.absolute(), root, broker, device_id, source, fps, threads,
+                            security_args(security), trust_args(trust_keys, require_signature), _given_agent_args())
+    hidden = under_root(command, user)
+    if hidden:
+        click.echo(f"warning: the agent runs as {user} but {hidden[0]}"
+                   f"{f' (and {len(hidden) - 1} more path(s))' if len(hidden) > 1 else ''} is under /root, which only "
+                   f"root can enter: put the virtualenv, the bundle and the agent's files under ~{user}, or pass --user root",
+                   err=True)
+    click.echo(render_unit(command, device_id, user, threads, endless), nl=False)
+
+
+def _check_agent_options(loaded, device_id: str, runtime: str | None, codec: str | None, frame_key: str | None) -> None:
+    """Refuse now what the agent would refuse at boot (a runtime or a codec the bundle lacks, a bad key file or
+    one for another device), as the bundle itself: the unit would stop at once."""
+    from pathlib import Path
+
+    loaded.device_model(runtime=runtime)
+    if codec is not None:
+        from edgekit.wire.encoder import WireEncoder
+
+        WireEncoder.from_bundle(loaded, codec=codec)
+    if frame_key is not None:
+        from edgekit.auth.keys import read_key_file
+
+        read_key_file(Path(frame_key).expanduser(), device_id)
+
+
+def _given_agent_args() -> tuple[str, ...]:
+    """The :data:`AGENT_OPTIONS` given on this command line, as the agent's arguments: paths made absolute (systemd
+    runs the agent from ``/``), options left at their default left out (the agent's own default applies)."""
+    from pathlib import Path
+
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    args: list[str] = []
+    for param in ctx.command.params:
+        if param.name not in AGENT_OPTIONS or ctx.get_parameter_source(param.name) is ParameterSource.DEFAULT:
+            continue
+        value = ctx.params[param.name]
+        if isinstance(param.type, click.Path):
+            value = Path(value).expanduser().resolve()
+        args += [param.opts[0], str(value)]
+    return tuple(args)

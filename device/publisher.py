@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -42,7 +43,7 @@ from edgekit.wire.frame_v1 import HEADER_SIZE, frame_bundle_prefix
 from edgekit.wire.frame_v2 import frame_version_of
 from edgekit.wire.spec import mqtt5_properties
 
-__all__ = ["PublisherCounters", "Publisher"]
+__all__ = ["PublisherCounters", "Publisher", "publish_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,38 @@ class Publisher(ClientLoop):
         return {**asdict(self.counters), "inflight": self.inflight, "unconfirmed": self.unconfirmed,
                 "connected": self.connected.is_set(),
                 "connects": self.connects, "dropped_offline": self.dropped_offline}
+
+
+class _StatusOnce(ClientLoop):
+    """A short-lived client that publishes one retained status and stops (the agent refused to run)."""
+
+    def __init__(self, url: BrokerUrl, device_id: str, protocol: str, payload: str):
+        # Its own client id: a duplicate agent of this device, if one runs, keeps its session.
+        super().__init__(url, f"edgekit-device-{device_id}-status", protocol, name=f"status-{device_id}")
+        self.status_topic = topic(device_id, "status")
+        self.payload = payload
+        self.delivered = threading.Event()
+
+    def on_connected(self, session_present: bool) -> None:
+        self.publish_checked(self.status_topic, self.payload, qos=1, retain=True)
+
+    def on_published(self, mid: int, failure: str | None) -> None:
+        if failure is None:
+            self.delivered.set()
+
+
+def publish_refusal(url: BrokerUrl, device_id: str, protocol: str, details: dict, timeout_s: float = 5.0) -> bool:
+    """Publish the retained ``{"state": "refused", ...details}`` status of an agent that will not run, so the
+    server sees why the device is gone (docs/device.md, Status). True once the broker acknowledged it; False
+    when it was not reachable (or refused us) within ``timeout_s``: the agent exits either way."""
+    status = {"state": "refused", "device": device_id, "since": time.time(), **details}
+    client = _StatusOnce(url, device_id, protocol, json.dumps(status))
+    client.start()
+    deadline = time.monotonic() + timeout_s
+    while not client.delivered.is_set() and client.alive and time.monotonic() < deadline:
+        client.delivered.wait(0.05)
+    client.stop(timeout=1.0)
+    return client.delivered.is_set()
 
 
 @functools.lru_cache(maxsize=16)

@@ -5,7 +5,7 @@ Every source yields float32 model inputs (one sample, no batch axis), preprocess
 
     --source x.npz | x.npy | npz:PATH      uint8 arrays: pixels, preprocessed; float arrays: model inputs as-is
     --source images:DIR | images:GLOB      image files in name order (Pillow)
-    --source camera:0 | video:PATH         OpenCV (pip install 'edgekit[camera]')
+    --source camera:0 | video:PATH         OpenCV (pip install 'edgekit-split[camera]')
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import numpy as np
 from edgekit.errors import UsageError
 from edgekit.preprocess import IMAGE_SUFFIXES, Preprocessing
 
-__all__ = ["Source", "open_source"]
+__all__ = ["Source", "open_source", "source_kind", "check_preprocessing", "is_endless"]
 
 NPZ_KEYS = ("x", "images", "x_test", "inputs")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+IMAGE_KINDS = ("images", "camera", "video")  # sources of pixels, which need the bundle's preprocessing
 SOURCE_HELP = "use x.npz, npz:PATH, images:DIR, images:'GLOB', camera:0 or video:PATH"
 
 
@@ -42,16 +43,33 @@ class Source:
 
 def open_source(spec: str, pre: Preprocessing | None, input_shape: tuple[int, ...]) -> Source:
     """Parse ``--source`` and open it; a one-line UsageError for anything that cannot work."""
-    kind, _, rest = spec.partition(":")
-    if kind in ("npz", "npy", "images", "camera", "video") and rest:
-        target = rest
-    else:
-        kind, target = _guess_kind(spec), spec
+    kind, target = source_kind(spec)
     if kind in ("npz", "npy"):
         return _array_source(Path(target), pre, tuple(input_shape))
     if kind == "images":
         return _image_source(target, _require_pre(pre, spec))
     return _opencv_source(kind, target, _require_pre(pre, spec))
+
+
+def source_kind(spec: str) -> tuple[str, str]:
+    """``(kind, target)`` of a ``--source``: kind is npz, npy, images, camera or video (guessed from the path when
+    it has no prefix); a one-line UsageError when it cannot be told."""
+    kind, _, rest = spec.partition(":")
+    if kind in ("npz", "npy", "images", "camera", "video") and rest:
+        return kind, rest
+    return _guess_kind(spec), spec
+
+
+def check_preprocessing(spec: str, pre: Preprocessing | None) -> None:
+    """Refuse an image source (a folder, a camera, a video) when the bundle records no preprocessing, before
+    anything is opened: ``edgekit device systemd-unit`` checks it, so no unit restarts into this error."""
+    if source_kind(spec)[0] in IMAGE_KINDS:
+        _require_pre(pre, spec)
+
+
+def is_endless(spec: str) -> bool:
+    """Whether a source never ends by itself (a camera): only then does an agent that exits 0 need a restart."""
+    return source_kind(spec)[0] == "camera"
 
 
 def _guess_kind(spec: str) -> str:
@@ -68,7 +86,9 @@ def _guess_kind(spec: str) -> str:
 def _require_pre(pre: Preprocessing | None, spec: str) -> Preprocessing:
     if pre is None:
         raise UsageError(f"source {spec!r} needs image preprocessing but the bundle has none",
-                         "re-convert with --image-size etc., or stream model inputs from an .npz")
+                         "record it at convert time: edgekit convert ... --image-size HxW, with --color, --scale, "
+                         "--mean, --std and --layout as the model was trained (any one of them records it); "
+                         "or stream model inputs from an .npz")
     return pre
 
 
@@ -119,7 +139,7 @@ def _opencv_source(kind: str, target: str, pre: Preprocessing) -> Source:
     try:
         import cv2
     except ImportError:
-        raise UsageError(f"{kind} sources need OpenCV", "pip install 'edgekit[camera]'") from None
+        raise UsageError(f"{kind} sources need OpenCV", "pip install 'edgekit-split[camera]'") from None
     device = int(target) if kind == "camera" and target.isdigit() else target
     if kind == "video" and not Path(target).is_file():
         raise UsageError(f"video {target} not found", SOURCE_HELP)

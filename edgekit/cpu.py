@@ -5,7 +5,7 @@ AVX512-VNNI accumulates int8 products exactly (VPDPBUSD); x86 with only AVX2 mul
 VPMADDUBSW, whose int16 pair sums saturate; Arm uses NEON (SDOT/UDOT where present), which is exact. So an
 int8 figure means little without the CPU that measured it.
 
-    /proc/cpuinfo (Linux) ──► arch, model name, avx2 / avx512_vnni / avx_vnni / neon
+    /proc/cpuinfo (Linux) ──► arch, model (a board's "Model" line first), avx2 / avx512_vnni / avx_vnni / neon
     elsewhere              ──► platform.machine() / platform.processor(), flags unknown (None)
 
 Standard library only: the device agent may record it too.
@@ -17,7 +17,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INT8_FLAGS", "cpu_features", "describe_cpu", "x86_without_vnni"]
+__all__ = ["INT8_FLAGS", "cpu_features", "describe_cpu", "parse_cpuinfo", "x86_without_vnni"]
 
 # The flags that decide which int8 kernels a runtime picks (x86: AVX2/VNNI/AMX; Arm: NEON, dot product, i8mm).
 INT8_FLAGS = ("neon", "asimd", "asimddp", "i8mm", "sve", "sse4_2", "fma", "avx2", "avx512f", "avx512_vnni",
@@ -27,21 +27,30 @@ _X86 = ("x86_64", "amd64", "i386", "i686")
 _ARM = ("aarch64", "arm64", "armv7l", "armv8l")
 
 
-def _read_cpuinfo(path: Path) -> tuple[str | None, set[str]] | None:
-    """(model name, flags) of the first processor listed, or None when the file is unreadable."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return None
-    model, flags = None, set()
+def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:
+    """(model, flags) from the text of /proc/cpuinfo: the flags of the first processor listed; the model from
+    the board's ``Model`` line when there is one (a Raspberry Pi: ``Raspberry Pi 4 Model B Rev 1.4``, while its
+    CPU lines name no model and ``Hardware`` says only ``BCM2835``), else the first ``model name`` or ``Hardware``.
+    ``Model`` is matched with its capital: x86's lower-case ``model`` line is a number."""
+    board, model, flags = None, None, set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware") and model is None:
-            model = value.strip() or None
-        elif key in ("flags", "features") and not flags:
+        key, value = key.strip(), value.strip()
+        if key == "Model" and board is None:
+            board = value or None
+        elif key.lower() in ("model name", "hardware") and model is None:
+            model = value or None
+        elif key.lower() in ("flags", "features") and not flags:
             flags = set(value.split())
-    return model, flags
+    return board or model, flags
+
+
+def _read_cpuinfo(path: Path) -> tuple[str | None, set[str]] | None:
+    """:func:`parse_cpuinfo` of the file, or None when it is unreadable."""
+    try:
+        return parse_cpuinfo(path.read_text(errors="replace"))
+    except OSError:
+        return None
 
 
 def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any]:

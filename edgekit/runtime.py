@@ -59,7 +59,7 @@ def available_tflite_runtime() -> str:
         return name
     raise UsageError(
         "no TFLite runtime is installed",
-        "pip install 'edgekit[device]' (ai-edge-litert), or 'edgekit[device-legacy]' on numpy-1 images",
+        "pip install 'edgekit-split[device]' (ai-edge-litert), or 'edgekit-split[device-legacy]' on numpy-1 images",
     )
 
 
@@ -190,7 +190,7 @@ def open_device_runner(
     if path.suffix == ".onnx":
         if runtime not in (None, "onnxruntime"):
             raise UsageError(f"{path.name} is an ONNX model; runtime {runtime!r} runs TFLite", "use --runtime onnxruntime")
-        _require("onnxruntime", "pip install 'edgekit[device-onnx]'")
+        _require("onnxruntime", "pip install 'edgekit-split[device-onnx]'")
         return _open_onnx_device(path, threads, code_quant, fused)
     if runtime == "onnxruntime":
         raise UsageError(f"{path.name} is a TFLite model; onnxruntime runs ONNX", "pick the bundle's ONNX device model")
@@ -229,7 +229,7 @@ def open_server_runner(path: str | Path, threads: int | None = None) -> ServerRu
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"server model {path} not found", "check the bundle path, or re-run edgekit convert")
-    _require("onnxruntime", "pip install 'edgekit[server]'")
+    _require("onnxruntime", "pip install 'edgekit-split[server]'")
     session = _ort_session(path, threads or _default_threads())
     inp = session.get_inputs()[0]
     shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)

@@ -1,6 +1,6 @@
 """Check that edgekit's core and ``device`` dependencies install from binary wheels on a Raspberry Pi.
 
-A dependency without a Linux ARM wheel (constriction was one) makes ``pip install 'edgekit[device]'`` fail
+A dependency without a Linux ARM wheel (constriction was one) makes ``pip install 'edgekit-split[device]'`` fail
 on a Pi without a compiler toolchain, while every test on x86 passes. This resolves the requirements listed
 in ``pyproject.toml`` with ``pip download --only-binary=:all:`` for manylinux aarch64 up to glibc 2.36
 (Raspberry Pi OS bookworm) and each ``--python`` version, and fails with one line naming a requirement that
@@ -22,14 +22,16 @@ from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 GLIBC_MINORS = range(17, 37)  # manylinux_2_17 (= manylinux2014) .. manylinux_2_36 (Debian bookworm)
 
 
 def requirements(extras: list[str], also: list[str]) -> list[Requirement]:
-    """The core dependencies, those of ``extras`` (self-references expanded) and ``also``."""
+    """The core dependencies, those of ``extras`` (self-references, ``edgekit-split[...]``, expanded) and ``also``."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    itself = canonicalize_name(project["name"])
     optional = project.get("optional-dependencies", {})
     reqs = [Requirement(r) for r in project["dependencies"] + also]
     pending, seen = list(extras), set()
@@ -40,7 +42,7 @@ def requirements(extras: list[str], also: list[str]) -> list[Requirement]:
         seen.add(extra)
         for line in optional[extra]:
             req = Requirement(line)
-            if req.name == project["name"]:
+            if canonicalize_name(req.name) == itself:
                 pending.extend(req.extras)
             else:
                 reqs.append(req)

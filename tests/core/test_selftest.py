@@ -216,8 +216,8 @@ def test_systemd_unit_is_a_valid_unit_that_restarts_the_agent(bundle, tmp_path, 
                          "--device-id", "cam-07", "--source", "images:/data/my frames", "--threads", "3")
     assert code == 0
     service = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
-    assert service["Restart"] == "always" and service["After"] == "network-online.target"
-    assert service["RestartPreventExitStatus"] == "3 4" and service["Environment"] == "OMP_NUM_THREADS=3"
+    assert service["Restart"] == "on-failure" and service["After"] == "network-online.target"  # images: finite
+    assert service["RestartPreventExitStatus"] == "2 3 4 5" and service["Environment"] == "OMP_NUM_THREADS=3"
     edgekit = service["ExecStart"].split()[0]
     assert edgekit == str(Path(sys.prefix) / "bin" / "edgekit")
     assert f"--bundle {bundle.resolve()}" in service["ExecStart"]
