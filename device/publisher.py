@@ -232,7 +232,7 @@ class Publisher(ClientLoop):
             return
         try:
             result = json.loads(message.payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep for the parser
             result = None
         if not isinstance(result, dict):
             self._ignore_result(message.topic)
@@ -253,7 +253,7 @@ class Publisher(ClientLoop):
         """
         try:
             status = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if isinstance(status, dict) and status.get("state") == "offline" and status.get("boot_id") != self.boot_id:
             log.info("%s: boot %s reported offline on our status topic; restating online", self.device_id,

@@ -133,3 +133,27 @@ def test_a_late_offline_of_another_boot_does_not_leave_the_status_offline(mosqui
     status = json.loads(payload)
     assert retained and (status["state"], status["boot_id"]) == ("online", 7), status
     pub.stop()
+
+
+def test_json_nested_too_deep_on_our_topics_is_ignored_without_a_traceback(mosquitto, tmp_path, caplog):
+    """``json.loads`` raises RecursionError, not ValueError, on deep nesting: junk like any other, one count."""
+    import logging
+
+    from edgekit.mqtt.client import make_client
+
+    pub = start_publisher(Spool(tmp_path / "spool.sqlite"), mosquitto, boot_id=7)
+    assert pub.connected.wait(5) and pub.subscribed.wait(5)
+    sender = make_client("nester", "5")
+    sender.connect(mosquitto.host, mosquitto.port)
+    sender.loop_start()
+    nested = b"[" * 100_000
+    with caplog.at_level(logging.DEBUG, logger="edgekit"):
+        for kind in ("results", "status", "acks"):
+            for _ in range(3):
+                sender.publish(topic("dev-1", kind), nested, qos=1).wait_for_publish(5)
+        assert wait_until(lambda: pub.counters.ignored_results == 3 and pub.counters.ignored_acks == 3)
+    sender.disconnect()
+    sender.loop_stop()
+    assert pub.connected.is_set()
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    pub.stop()
