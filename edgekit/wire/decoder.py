@@ -2,10 +2,10 @@
 
 ::
 
-    bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► shape, scale and
-    zero point, limits, codec id/param ─► codec.decode (bounded by raw_len) ─► Frame
+    bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► the bundle's frame
+    versions, shape, scale and zero point, limits, codec id/param ─► codec.decode (bounded by raw_len) ─► Frame
     (first byte E0..EF: split_v2 ─► candidates by 1-byte reference ─► CRC seeded with each full
-    bundle id picks the bundle ─► fields, tag, quant, codec ─► codec.decode)
+    bundle id picks the bundle ─► its frame versions, fields, tag, quant, codec ─► codec.decode)
 
 Every rejection is a documented :class:`edgekit.wire.errors.FrameError` subclass, raised in the order of
 docs/wire-format.md's checks.
@@ -30,6 +30,7 @@ from edgekit.wire.errors import (
     Unauthenticated,
     UnknownBundle,
     UnknownCodec,
+    VersionNotAllowed,
 )
 from edgekit.wire.frame_v1 import HEADER_SIZE, Header, unpack_header
 from edgekit.wire.frame_v2 import V2_BYTE, HeaderV2, check_fields_v2, crc_matches_v2, split_v2, timestamp_ns_v2
@@ -43,6 +44,14 @@ class _Route:
         self.spec = spec
         self.codecs = {name: spec.build(name) for name in spec.wire.get("codecs", {}) if name in BY_NAME}
         self.crc_seed = crc32c(spec.full_id)  # a version-2 CRC starts with the full bundle id
+        self.versions = spec.frame_versions
+
+    def check_version(self, version: int) -> None:
+        """Refuse a frame version the bundle's ``wire.frame_versions`` does not list (absent: version 1 only):
+        the list is the bundle's contract with its receivers, so a frame outside it is never decoded."""
+        if version not in self.versions:
+            raise VersionNotAllowed(f"frame version {version}, but bundle {self.spec.bundle_id[:16]} allows "
+                                    f"{list(self.versions)} (wire.frame_versions)")
 
 
 class WireDecoder:
@@ -93,6 +102,7 @@ class WireDecoder:
         route = self._routes.get(header.bundle_prefix)
         if route is None:
             raise UnknownBundle(f"no loaded bundle has id prefix {header.bundle_prefix.hex()}")
+        route.check_version(header.version)
         spec = route.spec
         if header.shape != spec.code_shape:
             raise ShapeMismatch(f"frame code shape {header.shape}, bundle {spec.code_shape}")
@@ -118,7 +128,8 @@ class WireDecoder:
         return codec, row.name
 
     def _decode_v2(self, data: bytes, now_ns: int, verify_tag: Callable[[str, bytes, bytes], None] | None) -> Frame:
-        """Version 2, in the documented order: framing, route, size, CRC, fields, tag, quant, codec, payload."""
+        """Version 2, in the documented order: framing, route, size, CRC, version, fields, tag, quant, codec,
+        payload."""
         header = split_v2(data)
         route = self._route_v2(data, header)
         check_fields_v2(header)
@@ -165,5 +176,6 @@ class WireDecoder:
                 if header.payload_len > route.spec.max_payload_bytes:
                     raise FrameTooLarge(f"payload {header.payload_len} bytes above bundle "
                                         f"{route.spec.bundle_id[:16]}'s limit {route.spec.max_payload_bytes}")
+                route.check_version(2)
                 return route
         raise CrcMismatch(f"crc32c 0x{header.crc:08x} matches no loaded bundle with reference {ref.hex()}")

@@ -74,6 +74,13 @@ class UnknownBundle(FrameError):
     code = "unknown-bundle"
 
 
+class VersionNotAllowed(FrameError):
+    """A frame version this decoder implements, but the frame's bundle does not list in ``wire.frame_versions``:
+    the bundle says which versions its receivers read, so a sender that ignores it is refused, not guessed."""
+
+    code = "version-not-allowed"
+
+
 class ShapeMismatch(FrameError):
     """The frame's code shape differs from the bundle's code shape."""
 
@@ -116,6 +123,7 @@ ERROR_TYPES: tuple[type[FrameError], ...] = (
     CrcMismatch,
     BadHeader,
     UnknownBundle,
+    VersionNotAllowed,
     ShapeMismatch,
     QuantMismatch,
     UnknownCodec,

@@ -5,10 +5,11 @@ Device and server build their codec from the same bundle (``manifest["wire"]`` a
 
     device:  int8 code ─► codec.encode ─► pack_frame(header, payload) ─► bytes ─► MQTT
              (version 2, the default where the bundle allows it: pack_frame_v2)
-    server:  bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► shape, scale and
-             zero point, limits, codec id/param ─► codec.decode (bounded by raw_len) ─► Frame ─► dequantize
+    server:  bytes ─► unpack_header (framing, caps, CRC) ─► route by bundle-id prefix ─► frame version
+             allowed (wire.frame_versions), shape, scale and zero point, limits, codec id/param ─► codec.decode
+             (bounded by raw_len) ─► Frame ─► dequantize
              (first byte E0..EF: split_v2 ─► candidates by 1-byte reference ─► CRC seeded with each full
-             bundle id picks the bundle ─► fields, tag, quant, codec ─► codec.decode)
+             bundle id picks the bundle ─► version allowed, fields, tag, quant, codec ─► codec.decode)
 
 Both can be built from plain values (bundle id, code shape, wire section, bundle directory, wire
 quantization), which is what ``from_bundle`` reads off a :class:`edgekit.bundle.manifest.Bundle` (manifest keys

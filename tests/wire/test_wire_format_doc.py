@@ -8,7 +8,10 @@ in the document must be what the code produces today.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -22,14 +25,20 @@ from wire_helpers import (
     EXAMPLE_PRIOR,
     EXAMPLE_QUANT,
     EXAMPLE_WIRE,
+    ZSTD_VECTOR_SHAPE,
     as_v2,
     example_frames,
     example_frames_v2,
     hexdump,
+    vectors_v2,
 )
 
+from edgekit.auth.authenticator import BadTag
+from edgekit.auth.tags import tag_ok, verify_frame
+from edgekit.wire.codecs.fit import limits_for
 from edgekit.wire.decoder import WireDecoder
 from edgekit.wire.encoder import WireEncoder
+from edgekit.wire.frame_v2 import split_v2
 from edgekit.wire.spec import WireSpec
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
@@ -242,3 +251,182 @@ def test_the_documents_version_2_extensions_parse(tmp_path, flags):
     decoder = WireDecoder([spec], verify_tag=lambda bundle_id, signed, tag: None)
     decoded = decoder.decode(frame, now_ns=EXAMPLE_NOW_NS)
     assert np.array_equal(decoded.code, EXAMPLE_CODE) and decoded.timestamp_ns == head["timestamp_ns"]
+
+
+# ------------------------------------------------------------------------------ test vectors, version 2
+
+VECTORS = ("TS_NS", "QUANT", "LONG_REF", "AUTH", "ans per channel", "zstd dictionary")
+
+
+def doc_section(title: str) -> str:
+    """The text of one ``###`` section of the page."""
+    return DOC.read_text().split(f"\n### {title}\n")[1].split("\n### ")[0]
+
+
+def hex_blocks(text: str) -> list[bytes]:
+    """The xxd-style blocks of ``text`` (``0000: e2 00 ...``), as bytes."""
+    blocks = re.findall(r"```\n((?:[0-9a-f]{4}: .*\n)+)```", text)
+    return [bytes.fromhex(" ".join(line.split(": ", 1)[1] for line in block.splitlines())) for block in blocks]
+
+
+def vector_texts(section: str) -> dict[str, str]:
+    """Each vector's paragraphs, from its bold name to the next vector's."""
+    parts = re.split(r"\n\*\*([^*]+)\*\* \(", section)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def vector_rows(section: str) -> dict[str, dict]:
+    """The table of what each vector decodes to."""
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip().strip("`").replace("−", "-") for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in VECTORS:
+            codec, param = cells[3].split(", ")
+            scale, zero_point = cells[7].split(", ")
+            rows[cells[0]] = dict(bytes=int(cells[1]), flags=int(cells[2], 16), codec=codec, param=int(param),
+                                  seq=int(cells[4]), boot_id=int(cells[5], 16), timestamp_ns=int(cells[6]),
+                                  scale=float(np.float32(scale)), zero_point=int(zero_point),
+                                  code=json.loads(cells[8]))
+    return rows
+
+
+def dictionary_parts(data: bytes) -> list[tuple[int, int]]:
+    """The first and last byte of each part of a formatted zstd dictionary, found by the page's list:
+    magic, id, the literals' Huffman tree description, three FSE table descriptions, repeat offsets, content."""
+    header = data[8]
+    huffman_end = 9 + (header if header < 128 else (header - 127 + 1) // 2)
+    ends = [4, 8, huffman_end]
+    for _ in range(3):
+        ends.append(fse_description_end(data, ends[-1]))
+    ends += [ends[-1] + 12, len(data)]
+    return [(start, end - 1) for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def fse_description_end(data: bytes, pos: int) -> int:
+    """Where an FSE table description (RFC 8878, "FSE Table Description") starting at ``pos`` ends: 4 bits of
+    accuracy log, then probabilities until they add up to ``1 << accuracy_log`` (a zero is followed by 2-bit
+    repeat flags), rounded up to a whole byte."""
+    bits, offset = int.from_bytes(data[pos:], "little"), 0
+
+    def take(n: int) -> int:
+        nonlocal offset
+        offset += n
+        return (bits >> (offset - n)) & ((1 << n) - 1)
+
+    accuracy = take(4) + 5
+    remaining, threshold, width, zero = (1 << accuracy) + 1, 1 << accuracy, accuracy + 1, False
+    while remaining > 1:
+        while zero and take(2) == 3:  # the repeat flags after a zero probability; only their length matters
+            pass
+        small = 2 * threshold - 1 - remaining
+        if (bits >> offset) & (threshold - 1) < small:
+            value = take(width - 1)
+        else:
+            value = take(width)
+            value -= small if value >= threshold else 0
+        remaining -= abs(value - 1)
+        zero = value == 1
+        while remaining < threshold:
+            width, threshold = width - 1, threshold >> 1
+    return pos + (offset + 7) // 8
+
+
+def vector_spec(name: str, text: str, root: Path) -> WireSpec:
+    """The bundle a vector names on the page: the worked example's, with the prior or the dictionary the
+    vector shows written into ``root``."""
+    wire = {**EXAMPLE_WIRE, "frame_versions": [1, 2], "codecs": {"raw": {}}}
+    bundle_id, shape = doc_bundle_id(), (2, 2, 2)
+    (root / "wire").mkdir(parents=True, exist_ok=True)
+    if name == "ans per channel":
+        (root / "wire" / "prior.json").write_text(re.search(r"```json\n(.*?)```", text, re.S)[1])
+        wire["codecs"] = {"ans": {"prior": "wire/prior.json"}}
+    if name == "zstd dictionary":
+        bundle_id = re.search(r"id\s+`([0-9a-f]{64})`", text)[1]
+        shape = tuple(json.loads(re.search(r"`code.shape` `(\[.*?\])`", text)[1]))
+        wire["codecs"] = json.loads(re.search(r"`wire.codecs` `(\{.*?\})`", text)[1])
+        (root / wire["codecs"]["zstd"]["dictionary"]).write_bytes(hex_blocks(text)[1])
+        wire["limits"] = limits_for(shape)
+    return WireSpec(bundle_id, shape, wire, root, EXAMPLE_QUANT)
+
+
+def doc_bundle_id() -> str:
+    """The whole bundle id the version-2 worked example spells out."""
+    return re.search(r"`([0-9a-f]{64})`", doc_section("Worked example, version 2"))[1]
+
+
+def test_the_version_2_worked_example_spells_out_the_bundle_id_its_crc_starts_with():
+    assert doc_bundle_id() == EXAMPLE_BUNDLE_ID
+
+
+@pytest.mark.parametrize("name", VECTORS)
+def test_each_version_2_test_vector_decodes_to_its_row(tmp_path, name):
+    section = doc_section("Test vectors, version 2")
+    row, text = vector_rows(section)[name], vector_texts(section)[name]
+    frame = hex_blocks(text)[0]
+    fields = re.search(r"\n(`[0-9a-f]{2}` version · .*)\n", text)[1]
+    assert bytes.fromhex("".join(re.findall(r"`([0-9a-f ]+)`", fields))) == frame, "the byte breakdown"
+    spec = vector_spec(name, text, tmp_path / "bundle")
+    verify_tag = None
+    if name == "AUTH":
+        verify_tag = auth_vector_verifier(text, frame)
+    decoded = WireDecoder([spec], verify_tag=verify_tag).decode(frame, now_ns=EXAMPLE_NOW_NS)
+    assert len(frame) == row["bytes"] and decoded.flags == row["flags"]
+    assert (decoded.codec, split_v2(frame).codec_param) == (row["codec"], row["param"])
+    assert (decoded.seq, decoded.boot_id, decoded.timestamp_ns) == (row["seq"], row["boot_id"], row["timestamp_ns"])
+    assert (decoded.scale, decoded.zero_point) == (row["scale"], row["zero_point"])
+    assert decoded.code.ravel().tolist() == row["code"]
+    if name == "zstd dictionary":  # libzstd's trainer and compressor may write other (valid) bytes elsewhere
+        assert spec.code_shape == ZSTD_VECTOR_SHAPE, "the zstd vector's code.shape"
+    else:
+        assert frame == vectors_v2(tmp_path / "made")[name], f"the {name} vector is not what the encoder makes"
+
+
+def auth_vector_verifier(text: str, frame: bytes):
+    """Check the AUTH vector's key, device id and tag with edgekit.auth, and the MAC input the page spells
+    out with hashlib alone; the decoder's tag check for it."""
+    key = bytes.fromhex(re.search(r"key\s+`([0-9a-f]{64})`", text)[1])
+    device = re.search(r"device id `([^`]+)`", text)[1]
+    tag = bytes.fromhex(re.search(r"tag is\s+`([0-9a-f]{32})`", text)[1])
+    assert frame[-16:] == tag and verify_frame(key, device, frame) and not verify_frame(key, device + "x", frame)
+    message = b"edgekit-frame-mac-v1\0" + bytes([len(device)]) + device.encode() + frame[:-16]
+    assert hmac.new(key, message, hashlib.sha256).digest()[:16] == tag
+
+    def verify(bundle_id: str, signed: bytes, tag: bytes) -> None:
+        if not tag_ok(key, device, signed, tag):
+            raise BadTag("the AUTH vector's tag does not verify")
+    return verify
+
+
+def test_the_per_channel_ans_vector_decodes_channel_by_channel(tmp_path):
+    text = vector_texts(doc_section("Test vectors, version 2"))["ans per channel"]
+    prior = json.loads(re.search(r"```json\n(.*?)```", text, re.S)[1])
+    trace: list = []
+    payload = parse_v2(hex_blocks(text)[0], doc_bundle_id(), EXAMPLE_NOW_NS)["payload"]
+    code = ans_decode_doc(payload, prior, (2, 2, 2), trace)
+    assert code.ravel().tolist() == EXAMPLE_CODE.ravel().tolist()
+    stated = re.search(r"symbols `([\d ]+)`, `([\d ]+)`, bytes `([\d ]+)`", text).groups()
+    assert [symbol for _, _, symbol in trace] == [int(s) for group in stated for s in group.split()]
+
+
+def test_the_zstd_vector_needs_the_whole_dictionary(tmp_path):
+    """Its parts lie where the page says, and a decoder given the content alone cannot decode the frame:
+    the frame uses the dictionary's tables."""
+    text = vector_texts(doc_section("Test vectors, version 2"))["zstd dictionary"]
+    frame, dictionary = hex_blocks(text)
+    table = text.split("| bytes | part |")[1]
+    stated = [tuple(map(int, m)) for m in re.findall(r"^\| (\d+)\.\.(\d+) \|", table, re.M)]
+    parts = dictionary_parts(dictionary)
+    assert stated == parts and dictionary[:4] == bytes.fromhex("37a430ec")
+    dictionary_id = int(re.search(r"`Dictionary_ID` \(0x([0-9A-F]{8})\)", table)[1], 16)
+    assert dictionary_id == int.from_bytes(dictionary[4:8], "little")
+    assert int(re.search(r"\(header `([0-9a-f]{2})`", table)[1], 16) == dictionary[8]
+    first, _ = parts[6]
+    offsets = [int.from_bytes(dictionary[first + 4 * i:first + 4 * i + 4], "little") for i in range(3)]
+    assert re.search(r"repeat offsets ([\d, ]+) \|", table)[1] == ", ".join(map(str, offsets))
+    spec = vector_spec("zstd dictionary", text, tmp_path)
+    code = decode_doc(frame, tmp_path, spec.wire, spec.code_shape, spec.bundle_id, EXAMPLE_NOW_NS)
+    assert code.ravel().tolist() == vector_rows(doc_section("Test vectors, version 2"))["zstd dictionary"]["code"]
+    payload = parse_v2(frame, spec.bundle_id, EXAMPLE_NOW_NS)["payload"]
+    content = zstandard.ZstdCompressionDict(dictionary[parts[7][0]:], dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    with pytest.raises(zstandard.ZstdError):
+        zstandard.ZstdDecompressor(dict_data=content).decompress(b"\x28\xb5\x2f\xfd" + payload, max_output_size=24)

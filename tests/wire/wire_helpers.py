@@ -214,3 +214,87 @@ def example_frames_v2(root: Path) -> dict[str, bytes]:
         fields = dict(EXAMPLE_FIELDS)
         out[codec] = enc.encode(EXAMPLE_CODE, fields.pop("scale"), fields.pop("zero_point"), **fields)
     return out
+
+
+# ------------------------------------------------------------------------- docs test vectors, version 2
+
+VECTOR_KEY = bytes(range(32))  # the AUTH vector's device key: 00 01 .. 1f
+VECTOR_DEVICE = "cam-07"
+#: the per-channel prior of the ans vector: one row per channel of the (2, 2, 2) code's last axis
+VECTOR_PRIOR_PER_CHANNEL = {**EXAMPLE_PRIOR, "mode": "per_channel",
+                            "freqs": [[1 << 23, 1 << 22, 1 << 21, 1 << 20, 1 << 20],
+                                      [1 << 21, 1 << 22, 1 << 23, 1 << 20, 1 << 20]]}
+#: the zstd vector's bundle: a (2, 3, 4) code, so that zstd codes it with the dictionary's tables and content
+ZSTD_VECTOR_BUNDLE_ID = "a3f1c2d4e5b60718293a4b5c6d7e8f90" * 2
+ZSTD_VECTOR_SHAPE = (2, 3, 4)
+
+
+def zstd_vector_dictionary() -> tuple[bytes, np.ndarray]:
+    """A 256-byte formatted dictionary trained (as convert trains one) on 200 codes drawn from a fixed seed,
+    and the code of the vector (the last of them). The bytes depend on libzstd's trainer: the document's
+    vector is checked by decoding it, not by training again."""
+    import zstandard
+
+    rng = np.random.default_rng(0)
+    values = np.array([-1, 0, 0, 0, 1, 1, 2, 3, -2], dtype=np.int8)
+    base = rng.choice(values, 24)
+    samples = []
+    for _ in range(200):
+        sample = base.copy()
+        sample[rng.integers(0, 24, 3)] = rng.choice(values, 3)
+        samples.append(sample)
+    dictionary = zstandard.train_dictionary(256, [s.tobytes() for s in samples]).as_bytes()
+    return dictionary, samples[-1].reshape(ZSTD_VECTOR_SHAPE)
+
+
+def vector_specs(root: Path, dictionary: bytes) -> dict[str, WireSpec]:
+    """The bundles the version-2 test vectors are made with: the worked example's, the same with the
+    per-channel prior, and the zstd vector's with ``dictionary`` (artifacts written under ``root``)."""
+    import json
+
+    from edgekit.wire.codecs.fit import limits_for
+
+    example_frames(root)  # writes the per-tensor prior
+    (root / "wire" / "ans_per_channel.json").write_text(json.dumps(VECTOR_PRIOR_PER_CHANNEL))
+    (root / "wire" / "zstd.dict").write_bytes(dictionary)
+    versions = {"frame_versions": [1, 2]}
+    per_channel = {"raw": {}, "ans": {"prior": "wire/ans_per_channel.json", "mode": "per_channel"}}
+    zstd = {"raw": {}, "zstd": {"level": 19, "dictionary": "wire/zstd.dict"}}
+    return {
+        "example": WireSpec(EXAMPLE_BUNDLE_ID, (2, 2, 2), {**EXAMPLE_WIRE, **versions}, root, EXAMPLE_QUANT),
+        "per_channel": WireSpec(EXAMPLE_BUNDLE_ID, (2, 2, 2), {**EXAMPLE_WIRE, **versions, "codecs": per_channel},
+                                root, EXAMPLE_QUANT),
+        "zstd": WireSpec(ZSTD_VECTOR_BUNDLE_ID, ZSTD_VECTOR_SHAPE,
+                         {**EXAMPLE_WIRE, **versions, "codecs": zstd, "limits": limits_for(ZSTD_VECTOR_SHAPE)},
+                         root, EXAMPLE_QUANT),
+    }
+
+
+def vectors_v2(root: Path) -> dict[str, bytes]:
+    """docs/wire-format.md's version-2 test vectors, made by edgekit's encoder (``pack_frame_v2`` for the
+    flags the encoder does not choose by itself): the worked example's fields, one feature per vector."""
+    from edgekit.auth.tags import seal
+    from edgekit.wire.encoder import WireEncoder
+    from edgekit.wire.frame_v2 import pack_frame_v2
+
+    dictionary, zstd_code = zstd_vector_dictionary()
+    specs = vector_specs(root, dictionary)
+    fields = {k: v for k, v in EXAMPLE_FIELDS.items() if k not in ("scale", "zero_point")}
+
+    def encoder(spec: WireSpec, codec: str) -> WireEncoder:
+        return WireEncoder(spec.bundle_id, spec.code_shape, spec.wire, root, codec, spec.wire_quant)
+
+    def packed(**flags) -> bytes:
+        frame = dict(codec_id=0, codec_param=0, bundle_id=specs["example"].full_id, payload=EXAMPLE_CODE.tobytes())
+        return pack_frame_v2(**{**frame, **fields, **flags})
+
+    authenticated = encoder(specs["example"], "raw")
+    authenticated.sealer = seal(VECTOR_KEY, VECTOR_DEVICE)
+    return {
+        "TS_NS": packed(full_timestamp=True),
+        "QUANT": packed(quant=EXAMPLE_QUANT),
+        "LONG_REF": packed(long_ref=True, seq=300),
+        "AUTH": authenticated.encode(EXAMPLE_CODE, *EXAMPLE_QUANT, **fields),
+        "ans per channel": encoder(specs["per_channel"], "ans").encode(EXAMPLE_CODE, *EXAMPLE_QUANT, **fields),
+        "zstd dictionary": encoder(specs["zstd"], "zstd").encode(zstd_code, *EXAMPLE_QUANT, **fields),
+    }
