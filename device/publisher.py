@@ -6,7 +6,7 @@
       ▲                        │ too big: discard, count, log (never sent: no reconnect loop)
       │                        └─ PUBACK (on_publish): in flight → awaiting the receiver
       └── confirm(boot, seq ranges) ◄── edgekit/v1/<id>/acks ◄── receiver, after its store commit
-          no ack within confirm_timeout_s (×2 per attempt, capped): re-send, oldest first
+          no ack in time: re-send, oldest first (below)
 
 A frame leaves the spool only when a receiver confirms it is stored (docs/device.md, Delivery); the
 broker's PUBACK only frees a place in the ``window`` of publishes awaiting PUBACK. PUBACKs are tracked in
@@ -16,6 +16,13 @@ messages queued while offline); paho itself re-sends unPUBACKed frames after a r
 (its policy applies), not in the broker. Spool rows that carry no seq (not frames) leave on the PUBACK.
 An agent crash leaves unconfirmed rows in the spool, to be sent again on restart (the receiver's store is
 idempotent).
+
+Re-sends must not feed an overload that delays confirmations (issue 20: a receiver more than the timeout
+behind made every device re-send, tripling its input). A frame is re-sent when its timer runs out (the
+confirm timeout, or the confirmations' own measured delay if longer, as TCP sets its retransmission
+timeout; ×2 per attempt, capped, ±20% jitter so devices do not re-send in step) *and* either the receiver has
+confirmed a frame sent after it (so it was skipped: lost) or it has confirmed nothing for that long (gone).
+A receiver that is merely behind keeps confirming older frames, and the newer ones wait in the queue.
 
 The broker's size limit is learned from the MQTT 5 CONNACK (Maximum Packet Size) and combined with the
 configured ``max_frame_bytes``: paho ignores the broker's limit, and an oversized publish makes the broker
@@ -28,6 +35,7 @@ import functools
 import json
 import logging
 import math
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -72,7 +80,29 @@ class _Unconfirmed:
 
     mid: int | None  # the publish awaiting PUBACK; None once PUBACKed (the re-send timer runs)
     attempts: int  # re-sends so far
+    sent_at: float  # monotonic time of the latest send
     due: float = math.inf  # monotonic time of the next re-send
+
+
+class _ConfirmDelay:
+    """Smoothed delay from sending a frame to its confirmation, and the timeout it implies (RFC 6298's
+    SRTT + 4·RTTVAR, never below the configured timeout)."""
+
+    def __init__(self, floor_s: float):
+        self.floor_s = floor_s
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def sample(self, delay_s: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = delay_s, delay_s / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - delay_s)
+            self.srtt = 0.875 * self.srtt + 0.125 * delay_s
+
+    @property
+    def timeout_s(self) -> float:
+        return self.floor_s if self.srtt is None else max(self.floor_s, self.srtt + 4 * self.rttvar)
 
 
 class Publisher(ClientLoop):
@@ -108,6 +138,10 @@ class Publisher(ClientLoop):
         self.confirm_window = confirm_window
         self._inflight: dict[int, tuple[int, bool]] = {}  # paho mid -> (spool row id, awaits a receiver's ack)
         self._unconfirmed: dict[int, _Unconfirmed] = {}  # spool row id -> its state, for frames with a seq
+        self._delay = _ConfirmDelay(confirm_timeout_s)
+        self._last_confirm = -math.inf  # monotonic time of the latest confirmation of one of our frames
+        self._newest_confirmed_send = -math.inf  # the latest send time among the frames confirmed so far
+        self._jitter = random.Random(f"{device_id}/{boot_id}")
         self._high_water = 0  # highest spool row id handed to paho
         self._next_expire = 0.0
         self._next_resend_check = 0.0
@@ -177,8 +211,11 @@ class Publisher(ClientLoop):
             self._high_water = row.id  # only now: a publish that raised is retried on the next tick
 
     def _resend_due(self, now: float) -> None:
-        """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time (as the window allows)."""
-        due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now)
+        """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time, if a later frame was
+        confirmed or the receivers have been silent as long (as the window allows)."""
+        silent = now - self._last_confirm >= self._delay.timeout_s
+        due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now
+                     and (silent or u.sent_at < self._newest_confirmed_send))
         due = due[:self.window - len(self._inflight)]
         if not due:
             return
@@ -200,7 +237,7 @@ class Publisher(ClientLoop):
         confirmable = row.seq is not None
         self._inflight[info.mid] = (row.id, confirmable)
         if confirmable:
-            self._unconfirmed[row.id] = _Unconfirmed(info.mid, attempts)
+            self._unconfirmed[row.id] = _Unconfirmed(info.mid, attempts, time.monotonic())
         self.counters.sent += 1
         self.counters.bytes_sent += len(row.payload)
 
@@ -218,8 +255,8 @@ class Publisher(ClientLoop):
         pending = self._unconfirmed.get(row_id)
         if pending is not None:  # start the re-send timer (None: a receiver confirmed it already)
             pending.mid = None
-            pending.due = time.monotonic() + min(self.confirm_backoff_cap_s,
-                                                 self.confirm_timeout_s * 2 ** pending.attempts)
+            wait = min(self.confirm_backoff_cap_s, self._delay.timeout_s * 2 ** pending.attempts)
+            pending.due = time.monotonic() + wait * self._jitter.uniform(0.8, 1.2)
         elif not confirmable:
             self.spool.ack(row_id)
 
@@ -277,10 +314,20 @@ class Publisher(ClientLoop):
             log.log(level, "%s: ignored a malformed ack (%d so far)", self.device_id, self.counters.ignored_acks)
             return
         boot_id, ranges = ack
+        now = time.monotonic()
         for first, last in ranges:
             for row_id in self.spool.confirm(boot_id, first, last):
-                self._unconfirmed.pop(row_id, None)
-                self.counters.confirmed += 1
+                self._confirmed(self._unconfirmed.pop(row_id, None), now)
+
+    def _confirmed(self, pending: _Unconfirmed | None, now: float) -> None:
+        """Count a confirmation; a frame sent once times the confirmation delay (a re-sent one is ambiguous)."""
+        self.counters.confirmed += 1
+        self._last_confirm = now
+        if pending is None:
+            return
+        self._newest_confirmed_send = max(self._newest_confirmed_send, pending.sent_at)
+        if pending.attempts == 0:
+            self._delay.sample(now - pending.sent_at)
 
     def _ignore_result(self, topic_name: str) -> None:
         """Count a result that is not a JSON object; warn only the first time, so a bad server cannot flood."""

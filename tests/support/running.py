@@ -24,7 +24,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
 
 
 def start_publisher(spool, broker, **kw) -> Publisher:
-    """A started publisher for device ``dev-1`` (boot id 5) on ``broker``."""
+    """A started publisher for device ``dev-1`` on ``broker``, MQTT 5."""
     pub = Publisher(spool, parse_broker_url(broker.url), "dev-1", "5", **kw)
     pub.start()
     return pub

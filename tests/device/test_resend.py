@@ -1,0 +1,107 @@
+"""Re-sends under a receiver that is behind, against a real Mosquitto (issue 20: a receiver more than the confirm
+timeout behind made every device re-send, tripling its input).
+
+A stand-in receiver (a plain MQTT client) takes the device's frames in order and confirms them at its own pace,
+as a saturated receiver does: confirmations keep flowing, each for an older frame.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+from support.running import start_publisher, wait_until
+
+from edgekit.delivery.acks import encode_ack
+from edgekit.device.spool import Spool
+from edgekit.mqtt.client import make_client
+from edgekit.mqtt.topics import topic
+
+FEATURES, ACKS = topic("dev-1", "features"), topic("dev-1", "acks")
+BOOT = 5
+
+
+class SlowReceiver:
+    """Confirms one frame every ``interval_s``, oldest first; ``lose`` seqs are dropped the first time seen."""
+
+    def __init__(self, url, interval_s: float, lose: set[int] = frozenset()):
+        self.seen: collections.Counter[int] = collections.Counter()
+        self.lose = set(lose)
+        self._queue: collections.deque[int] = collections.deque()
+        self._stop = threading.Event()
+        self.client = make_client("slow-receiver", "5")
+        self.client.on_message = lambda c, u, m: self._arrived(int.from_bytes(m.payload[:4], "big"))
+        self.client.connect(url.host, url.port)
+        self.client.subscribe(FEATURES, qos=1)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._confirm, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _arrived(self, seq: int) -> None:
+        self.seen[seq] += 1
+        if seq in self.lose:
+            self.lose.discard(seq)
+            return
+        self._queue.append(seq)
+
+    def _confirm(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            if self._queue:
+                seq = self._queue.popleft()
+                self.client.publish(ACKS, encode_ack(BOOT, [(seq, seq)]), qos=1)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _spool_frames(spool: Spool, n: int) -> None:
+    for seq in range(n):
+        spool.put(FEATURES, seq.to_bytes(4, "big") * 4, boot_id=BOOT, seq=seq)
+
+
+def test_a_receiver_that_is_behind_gets_no_re_sends(mosquitto, tmp_path):
+    """60 frames at once, confirmed at 25 per second: the last waits 2.4 s, eight times the timeout."""
+    receiver = SlowReceiver(mosquitto, 0.04)
+    spool = Spool(tmp_path / "spool.sqlite")
+    pub = start_publisher(spool, mosquitto, confirm_timeout_s=0.3, boot_id=BOOT)
+    try:
+        _spool_frames(spool, 60)
+        assert wait_until(lambda: pub.counters.confirmed == 60, 30), pub.counters
+        assert pub.counters.resent == 0 and set(receiver.seen.values()) == {1}, (pub.counters, receiver.seen)
+        assert spool.depth == 0
+    finally:
+        pub.stop()
+        receiver.close()
+
+
+def test_a_frame_the_receiver_never_got_is_re_sent(mosquitto, tmp_path):
+    """The receiver confirms later frames but not seq 3: it was lost, so it is sent again and confirmed."""
+    receiver = SlowReceiver(mosquitto, 0.01, lose={3})
+    spool = Spool(tmp_path / "spool.sqlite")
+    pub = start_publisher(spool, mosquitto, confirm_timeout_s=0.3, boot_id=BOOT)
+    try:
+        _spool_frames(spool, 20)
+        assert wait_until(lambda: pub.counters.confirmed == 20, 30), pub.counters
+        assert receiver.seen[3] == 2 and pub.counters.resent >= 1 and spool.depth == 0
+    finally:
+        pub.stop()
+        receiver.close()
+
+
+def test_a_silent_receiver_still_gets_re_sends(mosquitto, tmp_path):
+    """No confirmation at all for longer than the timeout: the frames may be lost with the receiver, send again."""
+    spool = Spool(tmp_path / "spool.sqlite")
+    pub = start_publisher(spool, mosquitto, confirm_timeout_s=0.2, boot_id=BOOT)
+    try:
+        _spool_frames(spool, 5)
+        assert wait_until(lambda: pub.counters.resent >= 5, 10), pub.counters
+        time.sleep(0.1)
+        receiver = SlowReceiver(mosquitto, 0.01)
+        assert wait_until(lambda: pub.counters.confirmed == 5, 30), pub.counters
+        receiver.close()
+    finally:
+        pub.stop()
