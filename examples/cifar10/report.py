@@ -87,7 +87,8 @@ def _training_line(results: dict) -> str:
     """What training the re-encoders cost (kept beside each model, so a ``--reuse`` run still reports it)."""
     costs = {name: c for name, c in results.get("training", {}).items() if c}
     if not costs:
-        return "Training: none in this run (pca fits in seconds)."
+        return ("Training: none recorded (pca fits in seconds; a model trained outside this benchmark, e.g. by the "
+                "CLI, has no cost file beside it).")
     return "Training (wall / CPU s): " + ", ".join(f"{n} {c['wall_s']} / {c['cpu_s']}" for n, c in costs.items())
 
 

@@ -72,7 +72,8 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="keep re-encoded models and bundles under --out")
     parser.add_argument("--reconvert", action="store_true",
                         help="with --reuse: keep the trained models but convert them again (e.g. after a wire change)")
-    parser.add_argument("--only", nargs="*", help="re-encoder points to run (names in REENCODERS); default all")
+    parser.add_argument("--only", nargs="*", choices=[name for _, name, _ in REENCODERS], metavar="POINT",
+                        help="re-encoder points to run (default all): " + ", ".join(n for _, n, _ in REENCODERS))
     parser.add_argument("--no-e2e", action="store_true", help="skip the Mosquitto confirmations")
     args = parser.parse_args()
     out = Path(args.out) / ("quick" if args.quick else "full")
@@ -144,7 +145,7 @@ def main() -> int:
     markdown = table_markdown(results)
     (out / "results.md").write_text(markdown)
     plot(results, out / "rate_accuracy.png")
-    if not args.quick:  # the committed copy shown by README.md and docs/results.md
+    if not (args.quick or args.only):  # the committed copy shown by README.md and docs/results.md: whole runs only
         plot(results, Path(__file__).resolve().parents[2] / "docs" / "cifar10_rate_accuracy.png")
     print(markdown)
     print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'rate_accuracy.png'} "
