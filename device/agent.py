@@ -17,12 +17,13 @@ import logging
 import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekit.device.publisher import Publisher
+from edgekit.device.publisher import Publisher, publish_refusal
 from edgekit.device.spool import Spool
-from edgekit.errors import BundleError, UsageError
+from edgekit.errors import BundleError, EdgekitError, UsageError
 from edgekit.logs import strict_json
 from edgekit.mqtt.topics import HEARTBEAT_MAX_BYTES, topic
 from edgekit.mqtt.urls import BrokerUrl
@@ -73,6 +74,29 @@ class AgentCounters:
     refused_too_big: int = 0
 
 
+def codec_description(encoder) -> str:
+    """The codec frames go out with and, for ``ans``, its backend: ``constriction`` (native) or ``portable`` (the
+    numpy/pure-Python rANS, same bytes, 3-5x slower), which a Raspberry Pi uses: a slow device is then explained."""
+    backend = getattr(encoder.codec, "backend", None)
+    return f"{encoder.codec_name} ({backend.name} backend)" if backend is not None else encoder.codec_name
+
+
+@contextmanager
+def _refusal_published(cfg: AgentConfig, **details):
+    """Around a start-up check: when it refuses the bundle, publish the retained ``refused`` status with the
+    reason before the error ends the agent, so the server can see why this device is gone."""
+    try:
+        yield
+    except EdgekitError as err:
+        if publish_refusal(cfg.broker, cfg.device_id, cfg.protocol,
+                           {"reason": str(err), "exit_code": err.exit_code, **details}):
+            log.info("%s: published the refused status", cfg.device_id)
+        else:
+            log.warning("%s: broker %s did not take the refused status (unreachable, or refusing us)", cfg.device_id,
+                        cfg.broker)
+        raise
+
+
 def _read_key(cfg: AgentConfig) -> bytes | None:
     """The device's key from ``--frame-key`` (a one-line error for a bad or foreign key file), or None."""
     if cfg.key is None:
@@ -99,13 +123,16 @@ class Agent:
         self.spool = Spool(cfg.spool or default_spool_path(cfg.device_id), cfg.spool_max_bytes,  # locked: first
                            cfg.spool_max_age_s, cfg.spool_policy)
         self.bundle = Bundle.load(cfg.bundle, trust=cfg.trust)
-        failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
+        with _refusal_published(cfg):
+            failing_allowed = check_parity(self.bundle, cfg.allow_failing_parity)
         model = self.bundle.device_model(target=cfg.target, runtime=cfg.runtime)
         self.runner = open_device_runner(model.path, runtime=cfg.runtime, threads=cfg.threads,
                                          code_quant=model.code_quant)
         if self.runner.code_quant is None:
             raise UsageError(f"device model {model.path.name} is not quantized", "use a bundle from edgekit convert")
-        self.selftest = require_pass(device_selftest(self.bundle, self.runner, model.path))
+        selftest = device_selftest(self.bundle, self.runner, model.path)
+        with _refusal_published(cfg, selftest=selftest.as_dict()):
+            self.selftest = require_pass(selftest)
         status = {"selftest": self.selftest.as_dict(),
                   "parity": {"passed": self.bundle.manifest["parity"]["passed"], "allowed_failing": failing_allowed}}
         self.encoder = WireEncoder.from_bundle(self.bundle, codec=pick_codec(self.bundle.wire, cfg.codec))
@@ -133,9 +160,10 @@ class Agent:
         self.results_this_boot = 0
         self._started = time.monotonic()
         self._next_beat = self._started
-        log.info("agent %s: bundle %s, %s via %s, source %s, boot %08x, spool %s (%d frames waiting)",
+        log.info("agent %s: bundle %s, %s via %s, codec %s, source %s, boot %08x, spool %s (%d frames waiting)",
                  cfg.device_id, self.bundle.bundle_id[:12], model.path.name, self.runner.runtime,
-                 self.source.description, self.boot_id, self.spool.path, self.spool.depth)
+                 codec_description(self.encoder), self.source.description, self.boot_id, self.spool.path,
+                 self.spool.depth)
 
     # ---- main loop --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> dict:

@@ -1,7 +1,8 @@
 """Receiver-confirmed delivery and gap accounting, in-process against a real Mosquitto and real SQLite.
 
 Faults are injected for real: rows deleted from a spool file, a spool whose SQLite file cannot grow
-(``PRAGMA max_page_count``), a second agent on a locked spool.
+(``PRAGMA max_page_count``), a second agent on a locked spool. The page limit tests the policy's logic only:
+it never stops the WAL, which a real full filesystem does; that is tests/device/test_spool_full_disk.py.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def _fill_until_full(spool: Spool, pages: int, boot_id: int = 1) -> int:
 
 
 def test_a_full_spool_drops_the_oldest_logs_once_and_recovers(tmp_path, caplog):
+    """The policy's logic at SQLite's page limit; a real full filesystem: tests/device/test_spool_full_disk.py."""
     spool = Spool(tmp_path / "spool.sqlite")
     with caplog.at_level(logging.WARNING, logger="edgekit.device.spool"):
         sent = _fill_until_full(spool, pages=40)
@@ -77,6 +79,7 @@ def test_a_full_spool_drops_the_oldest_logs_once_and_recovers(tmp_path, caplog):
 
 
 def test_a_full_spool_with_drop_newest_refuses_new_frames(tmp_path):
+    """The policy's logic at SQLite's page limit; a real full filesystem: tests/device/test_spool_full_disk.py."""
     spool = Spool(tmp_path / "spool.sqlite", policy="drop-newest")
     sent = _fill_until_full(spool, pages=10)
     assert spool.put(FEATURES, bytes(1000), boot_id=1, seq=sent) is None
@@ -151,6 +154,8 @@ def test_a_gap_made_in_a_spool_is_reported_missing_once(bundle, stream, mosquitt
 
 
 def test_a_spool_full_while_running_and_at_restart_keeps_sending(bundle, stream, mosquitto, tmp_path):
+    """At SQLite's page limit, where the WAL still grows; on a real full filesystem (the WAL cannot grow
+    either) the same story is tests/device/test_spool_full_disk.py."""
     db, spool = tmp_path / "r.sqlite", tmp_path / "spool.sqlite"
     first = RunningAgent(bundle, mosquitto.url, spool, stream(400)).start()  # no receiver: the spool fills
     db_spool = first.agent.spool._db
