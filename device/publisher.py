@@ -21,8 +21,10 @@ Re-sends must not feed an overload that delays confirmations (issue 20: a receiv
 behind made every device re-send, tripling its input). A frame is re-sent when its timer runs out (the
 confirm timeout, or the confirmations' own measured delay if longer, as TCP sets its retransmission
 timeout; ×2 per attempt, capped, ±20% jitter so devices do not re-send in step) *and* either the receiver has
-confirmed a frame sent after it (so it was skipped: lost) or it has confirmed nothing for that long (gone).
-A receiver that is merely behind keeps confirming older frames, and the newer ones wait in the queue.
+confirmed a frame sent after it (so it was skipped: lost) or it has neither confirmed nor answered one for that
+long (gone). A receiver that is merely behind keeps confirming older frames, and the newer ones wait in the
+queue. A frame whose result came is stored (only a new row publishes one): its ack is on the way, so it waits
+the backoff cap (a result can outrun its ack by many seconds under load: benchmarks/bench_resend.py).
 
 The broker's size limit is learned from the MQTT 5 CONNACK (Maximum Packet Size) and combined with the
 configured ``max_frame_bytes``: paho ignores the broker's limit, and an oversized publish makes the broker
@@ -81,7 +83,9 @@ class _Unconfirmed:
     mid: int | None  # the publish awaiting PUBACK; None once PUBACKed (the re-send timer runs)
     attempts: int  # re-sends so far
     sent_at: float  # monotonic time of the latest send
+    key: tuple[int | None, int | None] = (None, None)  # (boot_id, seq): what a result names
     due: float = math.inf  # monotonic time of the next re-send
+    answered: bool = False  # a result came for it: stored, its ack is on the way
 
 
 class _ConfirmDelay:
@@ -139,9 +143,10 @@ class Publisher(ClientLoop):
         self._inflight: dict[int, tuple[int, bool]] = {}  # paho mid -> (spool row id, awaits a receiver's ack)
         self._unconfirmed: dict[int, _Unconfirmed] = {}  # spool row id -> its state, for frames with a seq
         self._delay = _ConfirmDelay(confirm_timeout_s)
-        self._last_confirm = -math.inf  # monotonic time of the latest confirmation of one of our frames
+        self._last_progress = -math.inf  # monotonic time of the latest ack or result for this boot's frames
         self._newest_confirmed_send = -math.inf  # the latest send time among the frames confirmed so far
         self._jitter = random.Random(f"{device_id}/{boot_id}")
+        self._row_of: dict[tuple[int | None, int | None], int] = {}  # (boot_id, seq) -> spool row, unconfirmed
         self._high_water = 0  # highest spool row id handed to paho
         self._next_expire = 0.0
         self._next_resend_check = 0.0
@@ -213,7 +218,7 @@ class Publisher(ClientLoop):
     def _resend_due(self, now: float) -> None:
         """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time, if a later frame was
         confirmed or the receivers have been silent as long (as the window allows)."""
-        silent = now - self._last_confirm >= self._delay.timeout_s
+        silent = now - self._last_progress >= self._delay.timeout_s
         due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now
                      and (silent or u.sent_at < self._newest_confirmed_send))
         due = due[:self.window - len(self._inflight)]
@@ -221,7 +226,7 @@ class Publisher(ClientLoop):
             return
         rows = self.spool.get(due)
         for row_id in set(due) - {row.id for row in rows}:  # dropped by the spool's policy meanwhile
-            del self._unconfirmed[row_id]
+            self._forget(row_id)
         for row in rows:
             self._send_row(row, attempts=self._unconfirmed[row.id].attempts + 1)
             self.counters.resent += 1
@@ -230,14 +235,15 @@ class Publisher(ClientLoop):
         """Publish one spooled frame with QoS 1, or refuse it when it is over the size limit."""
         limit = self.size_limit(row.topic)
         if limit is not None and len(row.payload) > limit:
-            self._unconfirmed.pop(row.id, None)
+            self._forget(row.id)
             self._refuse(row.id, len(row.payload), limit)
             return
         info = self._aliases.publish(self.client, row.topic, row.payload, 1, self._frame_properties(row.payload))
         confirmable = row.seq is not None
         self._inflight[info.mid] = (row.id, confirmable)
         if confirmable:
-            self._unconfirmed[row.id] = _Unconfirmed(info.mid, attempts, time.monotonic())
+            self._unconfirmed[row.id] = _Unconfirmed(info.mid, attempts, time.monotonic(), (row.boot_id, row.seq))
+            self._row_of[(row.boot_id, row.seq)] = row.id
         self.counters.sent += 1
         self.counters.bytes_sent += len(row.payload)
 
@@ -247,7 +253,7 @@ class Publisher(ClientLoop):
             return
         if failure:
             self.counters.rejected += 1
-            self._unconfirmed.pop(row_id, None)
+            self._forget(row_id)
             self.spool.discard(row_id, f"broker: {failure}")
             log.error("%s: broker rejected a frame (%s); dropped it", self.device_id, failure)
             return
@@ -255,7 +261,8 @@ class Publisher(ClientLoop):
         pending = self._unconfirmed.get(row_id)
         if pending is not None:  # start the re-send timer (None: a receiver confirmed it already)
             pending.mid = None
-            wait = min(self.confirm_backoff_cap_s, self._delay.timeout_s * 2 ** pending.attempts)
+            wait = self.confirm_backoff_cap_s if pending.answered else min(
+                self.confirm_backoff_cap_s, self._delay.timeout_s * 2 ** pending.attempts)
             pending.due = time.monotonic() + wait * self._jitter.uniform(0.8, 1.2)
         elif not confirmable:
             self.spool.ack(row_id)
@@ -278,6 +285,7 @@ class Publisher(ClientLoop):
             self._ignore_forged(message.topic)
             return
         self.counters.results += 1
+        self._answered(result)
         if self.on_result is not None:
             self.on_result(result)
 
@@ -317,12 +325,33 @@ class Publisher(ClientLoop):
         now = time.monotonic()
         for first, last in ranges:
             for row_id in self.spool.confirm(boot_id, first, last):
-                self._confirmed(self._unconfirmed.pop(row_id, None), now)
+                self._confirmed(self._forget(row_id), now)
+
+    def _forget(self, row_id: int) -> _Unconfirmed | None:
+        """Stop tracking a frame (confirmed, dropped, refused); its state, if it was tracked."""
+        pending = self._unconfirmed.pop(row_id, None)
+        if pending is not None:
+            self._row_of.pop(pending.key, None)
+        return pending
+
+    def _answered(self, result: dict) -> None:
+        """A result means the receiver stored the frame (only a new row publishes one): its ack is on the way,
+        behind the receiver's other messages; do not send it again unless that ack is lost (then only after the
+        backoff cap). The receiver is alive, too."""
+        row_id = self._row_of.get((result.get("boot_id"), result.get("seq")))
+        pending = self._unconfirmed.get(row_id) if row_id is not None else None
+        if pending is None:
+            return
+        now = time.monotonic()
+        self._last_progress = now
+        if pending.mid is None:
+            pending.due = max(pending.due, now + self.confirm_backoff_cap_s)
+        pending.answered = True
 
     def _confirmed(self, pending: _Unconfirmed | None, now: float) -> None:
         """Count a confirmation; a frame sent once times the confirmation delay (a re-sent one is ambiguous)."""
         self.counters.confirmed += 1
-        self._last_confirm = now
+        self._last_progress = now
         if pending is None:
             return
         self._newest_confirmed_send = max(self._newest_confirmed_send, pending.sent_at)

@@ -8,6 +8,7 @@ as a saturated receiver does: confirmations keep flowing, each for an older fram
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 
@@ -23,11 +24,15 @@ BOOT = 5
 
 
 class SlowReceiver:
-    """Confirms one frame every ``interval_s``, oldest first; ``lose`` seqs are dropped the first time seen."""
+    """Confirms ``per_ack`` frames every ``interval_s``, oldest first; ``lose`` seqs are dropped the first time
+    seen; with ``results``, a result goes out for each frame as it arrives (acks then lag behind the results, as
+    a loaded receiver's do: its acks queue behind its results)."""
 
-    def __init__(self, url, interval_s: float, lose: set[int] = frozenset()):
+    def __init__(self, url, interval_s: float, lose: set[int] = frozenset(), per_ack: int = 1,
+                 results: bool = False):
         self.seen: collections.Counter[int] = collections.Counter()
         self.lose = set(lose)
+        self.per_ack, self.results = per_ack, results
         self._queue: collections.deque[int] = collections.deque()
         self._stop = threading.Event()
         self.client = make_client("slow-receiver", "5")
@@ -44,12 +49,14 @@ class SlowReceiver:
             self.lose.discard(seq)
             return
         self._queue.append(seq)
+        if self.results:
+            self.client.publish(topic("dev-1", "results"), json.dumps({"seq": seq, "boot_id": BOOT}), qos=1)
 
     def _confirm(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
-            if self._queue:
-                seq = self._queue.popleft()
-                self.client.publish(ACKS, encode_ack(BOOT, [(seq, seq)]), qos=1)
+            seqs = [self._queue.popleft() for _ in range(min(self.per_ack, len(self._queue)))]
+            if seqs:
+                self.client.publish(ACKS, encode_ack(BOOT, [(s, s) for s in seqs]), qos=1)
 
     def close(self) -> None:
         self._stop.set()
@@ -73,6 +80,20 @@ def test_a_receiver_that_is_behind_gets_no_re_sends(mosquitto, tmp_path):
         assert wait_until(lambda: pub.counters.confirmed == 60, 30), pub.counters
         assert pub.counters.resent == 0 and set(receiver.seen.values()) == {1}, (pub.counters, receiver.seen)
         assert spool.depth == 0
+    finally:
+        pub.stop()
+        receiver.close()
+
+
+def test_results_show_a_receiver_is_alive_while_its_acks_lag(mosquitto, tmp_path):
+    """Results for every frame at once, acks only every 1.5 s (five timeouts): nothing is sent twice."""
+    receiver = SlowReceiver(mosquitto, 1.5, per_ack=1000, results=True)
+    spool = Spool(tmp_path / "spool.sqlite")
+    pub = start_publisher(spool, mosquitto, confirm_timeout_s=0.3, boot_id=BOOT)
+    try:
+        _spool_frames(spool, 30)
+        assert wait_until(lambda: pub.counters.confirmed == 30, 30), pub.counters
+        assert pub.counters.results == 30 and pub.counters.resent == 0, pub.counters
     finally:
         pub.stop()
         receiver.close()
