@@ -23,8 +23,9 @@ confirm timeout, or the confirmations' own measured delay if longer, as TCP sets
 timeout; ×2 per attempt, capped, ±20% jitter so devices do not re-send in step) *and* either the receiver has
 confirmed a frame sent after it (so it was skipped: lost) or it has neither confirmed nor answered one for that
 long (gone). A receiver that is merely behind keeps confirming older frames, and the newer ones wait in the
-queue. A frame whose result came is stored (only a new row publishes one): its ack is on the way, so it waits
-the backoff cap (a result can outrun its ack by many seconds under load: benchmarks/bench_resend.py).
+queue. A frame whose result came is stored (only a new row publishes one): its ack is on the way (a result can
+outrun its ack by many seconds under load: benchmarks/bench_resend.py), so it is re-sent only after four times
+as long a silence, when the receiver that stored it is gone with the ack.
 
 The broker's size limit is learned from the MQTT 5 CONNACK (Maximum Packet Size) and combined with the
 configured ``max_frame_bytes``: paho ignores the broker's limit, and an oversized publish makes the broker
@@ -54,6 +55,10 @@ from edgekit.wire.frame_v2 import frame_version_of
 from edgekit.wire.spec import mqtt5_properties
 
 __all__ = ["PublisherCounters", "Publisher", "publish_refusal"]
+
+#: A frame a result answered is re-sent only after this many confirm timeouts of silence from every receiver:
+#: it is stored, and only an ack lost with a receiver that stopped (never one that is just behind) needs it.
+ANSWERED_SILENCE = 4
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +150,8 @@ class Publisher(ClientLoop):
         self._delay = _ConfirmDelay(confirm_timeout_s)
         self._last_progress = -math.inf  # monotonic time of the latest ack or result for this boot's frames
         self._newest_confirmed_send = -math.inf  # the latest send time among the frames confirmed so far
-        self._jitter = random.Random(f"{device_id}/{boot_id}")
+        # Per device and boot, not per frame: devices do not re-send in step, a device's frames stay in order.
+        self._jitter = random.Random(f"{device_id}/{boot_id}").uniform(0.8, 1.2)
         self._row_of: dict[tuple[int | None, int | None], int] = {}  # (boot_id, seq) -> spool row, unconfirmed
         self._high_water = 0  # highest spool row id handed to paho
         self._next_expire = 0.0
@@ -216,11 +222,14 @@ class Publisher(ClientLoop):
             self._high_water = row.id  # only now: a publish that raised is retried on the next tick
 
     def _resend_due(self, now: float) -> None:
-        """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time, if a later frame was
-        confirmed or the receivers have been silent as long (as the window allows)."""
-        silent = now - self._last_progress >= self._delay.timeout_s
+        """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time (as the window allows): one a
+        later frame overtook, or any once the receivers have been silent as long; a frame a result answered
+        (stored, its ack lost with a receiver that stopped) only after ``ANSWERED_SILENCE`` times that."""
+        silence = now - self._last_progress
+        timeout = self._delay.timeout_s
         due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now
-                     and (silent or u.sent_at < self._newest_confirmed_send))
+                     and (silence >= timeout * ANSWERED_SILENCE if u.answered
+                          else silence >= timeout or u.sent_at < self._newest_confirmed_send))
         due = due[:self.window - len(self._inflight)]
         if not due:
             return
@@ -261,9 +270,8 @@ class Publisher(ClientLoop):
         pending = self._unconfirmed.get(row_id)
         if pending is not None:  # start the re-send timer (None: a receiver confirmed it already)
             pending.mid = None
-            wait = self.confirm_backoff_cap_s if pending.answered else min(
-                self.confirm_backoff_cap_s, self._delay.timeout_s * 2 ** pending.attempts)
-            pending.due = time.monotonic() + wait * self._jitter.uniform(0.8, 1.2)
+            wait = min(self.confirm_backoff_cap_s, self._delay.timeout_s * 2 ** pending.attempts)
+            pending.due = time.monotonic() + wait * self._jitter
         elif not confirmable:
             self.spool.ack(row_id)
 
@@ -336,17 +344,12 @@ class Publisher(ClientLoop):
 
     def _answered(self, result: dict) -> None:
         """A result means the receiver stored the frame (only a new row publishes one): its ack is on the way,
-        behind the receiver's other messages; do not send it again unless that ack is lost (then only after the
-        backoff cap). The receiver is alive, too."""
+        behind the receiver's other messages (seconds behind, under load). The receiver is alive, too."""
         row_id = self._row_of.get((result.get("boot_id"), result.get("seq")))
         pending = self._unconfirmed.get(row_id) if row_id is not None else None
-        if pending is None:
-            return
-        now = time.monotonic()
-        self._last_progress = now
-        if pending.mid is None:
-            pending.due = max(pending.due, now + self.confirm_backoff_cap_s)
-        pending.answered = True
+        if pending is not None:
+            self._last_progress = time.monotonic()
+            pending.answered = True
 
     def _confirmed(self, pending: _Unconfirmed | None, now: float) -> None:
         """Count a confirmation; a frame sent once times the confirmation delay (a re-sent one is ambiguous)."""

@@ -39,6 +39,6 @@ def test_entropy_calibration_json_and_progress(run_cli, digits_onnx, tmp_path):
     assert report["passed"] and report["models"][0]["reference_kernels"]["kernels_agree"]
     lines = [line for line in stderr.splitlines() if line.startswith("convert: ")]
     steps = [line.split(" (")[0] for line in lines]
-    assert "convert: fitting wire codecs on 200 calibration codes" in steps
+    assert "convert: fitting wire codecs on 200 calibration codes, measuring them on 300 held-out codes" in steps
     assert "convert: calibrating and quantizing the device half for cpu" in steps
     assert all(line.endswith(" s elapsed)") for line in lines[:-1]) and lines[-1].startswith("convert: done in ")

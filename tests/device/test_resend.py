@@ -86,8 +86,8 @@ def test_a_receiver_that_is_behind_gets_no_re_sends(mosquitto, tmp_path):
 
 
 def test_results_show_a_receiver_is_alive_while_its_acks_lag(mosquitto, tmp_path):
-    """Results for every frame at once, acks only every 1.5 s (five timeouts): nothing is sent twice."""
-    receiver = SlowReceiver(mosquitto, 1.5, per_ack=1000, results=True)
+    """Results for every frame at once, acks only every 0.9 s (three timeouts): nothing is sent twice."""
+    receiver = SlowReceiver(mosquitto, 0.9, per_ack=1000, results=True)
     spool = Spool(tmp_path / "spool.sqlite")
     pub = start_publisher(spool, mosquitto, confirm_timeout_s=0.3, boot_id=BOOT)
     try:
