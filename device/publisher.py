@@ -34,6 +34,7 @@ drop the connection, paho re-send it on reconnect, and so on forever.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import logging
@@ -93,6 +94,30 @@ class _Unconfirmed:
     answered: bool = False  # a result came for it: stored, its ack is on the way
 
 
+class _Silence:
+    """How long the receivers have said nothing about this boot's frames, and how long they go quiet while
+    alive: a receiver starved of CPU answers in bursts seconds apart, so a silence shorter than twice the
+    longest of the last five minutes' proves nothing."""
+
+    WINDOW_S = 300.0
+    MIN_GAP_S = 1.0  # shorter pauses are just the gaps between acks
+
+    def __init__(self):
+        self.last = -math.inf
+        self._gaps: collections.deque[tuple[float, float]] = collections.deque()  # (when it ended, its length)
+
+    def progress(self, now: float) -> None:
+        if now - self.last >= self.MIN_GAP_S and self.last > -math.inf:
+            self._gaps.append((now, now - self.last))
+        self.last = now
+
+    def limit(self, now: float, timeout_s: float) -> float:
+        """The silence after which the receivers count as gone: the timeout, or twice a recent live pause."""
+        while self._gaps and now - self._gaps[0][0] > self.WINDOW_S:
+            self._gaps.popleft()
+        return max([timeout_s] + [2 * gap for _, gap in self._gaps])
+
+
 class _ConfirmDelay:
     """Smoothed delay from sending a frame to its confirmation, and the timeout it implies (RFC 6298's
     SRTT + 4·RTTVAR, never below the configured timeout)."""
@@ -148,7 +173,7 @@ class Publisher(ClientLoop):
         self._inflight: dict[int, tuple[int, bool]] = {}  # paho mid -> (spool row id, awaits a receiver's ack)
         self._unconfirmed: dict[int, _Unconfirmed] = {}  # spool row id -> its state, for frames with a seq
         self._delay = _ConfirmDelay(confirm_timeout_s)
-        self._last_progress = -math.inf  # monotonic time of the latest ack or result for this boot's frames
+        self._silence = _Silence()  # since the latest ack or result for this boot's frames
         self._newest_confirmed_send = -math.inf  # the latest send time among the frames confirmed so far
         # Per device and boot, not per frame: devices do not re-send in step, a device's frames stay in order.
         self._jitter = random.Random(f"{device_id}/{boot_id}").uniform(0.8, 1.2)
@@ -225,11 +250,11 @@ class Publisher(ClientLoop):
         """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time (as the window allows): one a
         later frame overtook, or any once the receivers have been silent as long; a frame a result answered
         (stored, its ack lost with a receiver that stopped) only after ``ANSWERED_SILENCE`` times that."""
-        silence = now - self._last_progress
-        timeout = self._delay.timeout_s
+        silence = now - self._silence.last
+        limit = self._silence.limit(now, self._delay.timeout_s)
         due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now
-                     and (silence >= timeout * ANSWERED_SILENCE if u.answered
-                          else silence >= timeout or u.sent_at < self._newest_confirmed_send))
+                     and (silence >= limit * ANSWERED_SILENCE if u.answered
+                          else silence >= limit or u.sent_at < self._newest_confirmed_send))
         due = due[:self.window - len(self._inflight)]
         if not due:
             return
@@ -348,13 +373,13 @@ class Publisher(ClientLoop):
         row_id = self._row_of.get((result.get("boot_id"), result.get("seq")))
         pending = self._unconfirmed.get(row_id) if row_id is not None else None
         if pending is not None:
-            self._last_progress = time.monotonic()
+            self._silence.progress(time.monotonic())
             pending.answered = True
 
     def _confirmed(self, pending: _Unconfirmed | None, now: float) -> None:
         """Count a confirmation; a frame sent once times the confirmation delay (a re-sent one is ambiguous)."""
         self.counters.confirmed += 1
-        self._last_progress = now
+        self._silence.progress(now)
         if pending is None:
             return
         self._newest_confirmed_send = max(self._newest_confirmed_send, pending.sent_at)
