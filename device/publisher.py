@@ -21,8 +21,8 @@ Re-sends must not feed an overload that delays confirmations (issue 20: a receiv
 behind made every device re-send, tripling its input). A frame is re-sent when its timer runs out (the
 confirm timeout, or the confirmations' own measured delay if longer, as TCP sets its retransmission
 timeout; ×2 per attempt, capped, ±20% jitter so devices do not re-send in step) *and* either the receiver has
-confirmed a frame sent after it (so it was skipped: lost) or it has neither confirmed nor answered one for that
-long (gone). A receiver that is merely behind keeps confirming older frames, and the newer ones wait in the
+confirmed a frame sent after it (so it was skipped: lost) or it has neither confirmed nor answered one for
+longer than is normal for it now (gone: see ``_Silence``). A receiver that is merely behind keeps confirming older frames, and the newer ones wait in the
 queue. A frame whose result came is stored (only a new row publishes one): its ack is on the way (a result can
 outrun its ack by many seconds under load: benchmarks/bench_resend.py), so it is re-sent only after four times
 as long a silence, when the receiver that stored it is gone with the ack.
@@ -95,27 +95,36 @@ class _Unconfirmed:
 
 
 class _Silence:
-    """How long the receivers have said nothing about this boot's frames, and how long they go quiet while
-    alive: a receiver starved of CPU answers in bursts seconds apart, so a silence shorter than twice the
-    longest of the last five minutes' proves nothing."""
+    """How long the receivers have said nothing about this boot's frames, and what silence is normal for them
+    now. A receiver starved of CPU answers in bursts seconds apart, and one that confirms our frames at r per
+    second needs (frames awaiting it) / r to reach the newest: a silence shorter than twice the longest live
+    pause of the last five minutes, or than twice that backlog time, proves nothing."""
 
     WINDOW_S = 300.0
+    RATE_WINDOW_S = 60.0
     MIN_GAP_S = 1.0  # shorter pauses are just the gaps between acks
 
     def __init__(self):
         self.last = -math.inf
         self._gaps: collections.deque[tuple[float, float]] = collections.deque()  # (when it ended, its length)
+        self._confirmed: collections.deque[tuple[float, int]] = collections.deque()  # (when, frames confirmed)
 
-    def progress(self, now: float) -> None:
+    def progress(self, now: float, confirmed: int = 0) -> None:
         if now - self.last >= self.MIN_GAP_S and self.last > -math.inf:
             self._gaps.append((now, now - self.last))
         self.last = now
+        if confirmed:
+            self._confirmed.append((now, confirmed))
 
-    def limit(self, now: float, timeout_s: float) -> float:
-        """The silence after which the receivers count as gone: the timeout, or twice a recent live pause."""
+    def limit(self, now: float, timeout_s: float, backlog: int) -> float:
+        """The silence after which the receivers count as gone, with ``backlog`` frames awaiting them."""
         while self._gaps and now - self._gaps[0][0] > self.WINDOW_S:
             self._gaps.popleft()
-        return max([timeout_s] + [2 * gap for _, gap in self._gaps])
+        while self._confirmed and now - self._confirmed[0][0] > self.RATE_WINDOW_S:
+            self._confirmed.popleft()
+        span = now - self._confirmed[0][0] if self._confirmed else 0.0
+        rate = sum(n for _, n in self._confirmed) / span if span >= self.MIN_GAP_S else 0.0
+        return max([timeout_s, 2 * backlog / rate if rate else 0.0] + [2 * gap for _, gap in self._gaps])
 
 
 class _ConfirmDelay:
@@ -251,7 +260,7 @@ class Publisher(ClientLoop):
         later frame overtook, or any once the receivers have been silent as long; a frame a result answered
         (stored, its ack lost with a receiver that stopped) only after ``ANSWERED_SILENCE`` times that."""
         silence = now - self._silence.last
-        limit = self._silence.limit(now, self._delay.timeout_s)
+        limit = self._silence.limit(now, self._delay.timeout_s, len(self._unconfirmed))
         due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now
                      and (silence >= limit * ANSWERED_SILENCE if u.answered
                           else silence >= limit or u.sent_at < self._newest_confirmed_send))
@@ -379,7 +388,7 @@ class Publisher(ClientLoop):
     def _confirmed(self, pending: _Unconfirmed | None, now: float) -> None:
         """Count a confirmation; a frame sent once times the confirmation delay (a re-sent one is ambiguous)."""
         self.counters.confirmed += 1
-        self._silence.progress(now)
+        self._silence.progress(now, confirmed=1)
         if pending is None:
             return
         self._newest_confirmed_send = max(self._newest_confirmed_send, pending.sent_at)

@@ -32,7 +32,7 @@ class SlowReceiver:
                  results: bool = False):
         self.seen: collections.Counter[int] = collections.Counter()
         self.lose = set(lose)
-        self.per_ack, self.results = per_ack, results
+        self.per_ack, self.results, self.interval_s = per_ack, results, interval_s  # pace: may change mid-test
         self._queue: collections.deque[int] = collections.deque()
         self._stop = threading.Event()
         self.client = make_client("slow-receiver", "5")
@@ -40,7 +40,7 @@ class SlowReceiver:
         self.client.connect(url.host, url.port)
         self.client.subscribe(FEATURES, qos=1)
         self.client.loop_start()
-        self._thread = threading.Thread(target=self._confirm, args=(interval_s,), daemon=True)
+        self._thread = threading.Thread(target=self._confirm, daemon=True)
         self._thread.start()
 
     def _arrived(self, seq: int) -> None:
@@ -52,8 +52,8 @@ class SlowReceiver:
         if self.results:
             self.client.publish(topic("dev-1", "results"), json.dumps({"seq": seq, "boot_id": BOOT}), qos=1)
 
-    def _confirm(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
+    def _confirm(self) -> None:
+        while not self._stop.wait(self.interval_s):
             seqs = [self._queue.popleft() for _ in range(min(self.per_ack, len(self._queue)))]
             if seqs:
                 self.client.publish(ACKS, encode_ack(BOOT, [(s, s) for s in seqs]), qos=1)
@@ -94,6 +94,25 @@ def test_results_show_a_receiver_is_alive_while_its_acks_lag(mosquitto, tmp_path
         _spool_frames(spool, 30)
         assert wait_until(lambda: pub.counters.confirmed == 30, 30), pub.counters
         assert pub.counters.results == 30 and pub.counters.resent == 0, pub.counters
+    finally:
+        pub.stop()
+        receiver.close()
+
+
+def test_a_receiver_slowing_down_with_a_backlog_gets_no_re_sends(mosquitto, tmp_path):
+    """Ten frames every 0.2 s, then ten every 2 s (silences of almost seven timeouts, four times its earlier
+    pauses) while 60 frames wait: at the pace measured, serving them takes far longer than a silence."""
+    receiver = SlowReceiver(mosquitto, 0.2, per_ack=10)
+    spool = Spool(tmp_path / "spool.sqlite")
+    pub = start_publisher(spool, mosquitto, confirm_timeout_s=0.3, boot_id=BOOT)
+    try:
+        _spool_frames(spool, 30)
+        assert wait_until(lambda: pub.counters.confirmed == 30, 30), pub.counters
+        receiver.interval_s = 2.0
+        for seq in range(30, 90):
+            spool.put(FEATURES, seq.to_bytes(4, "big") * 4, boot_id=BOOT, seq=seq)
+        assert wait_until(lambda: pub.counters.confirmed == 90, 60), pub.counters
+        assert pub.counters.resent == 0 and set(receiver.seen.values()) == {1}, (pub.counters, receiver.seen)
     finally:
         pub.stop()
         receiver.close()
