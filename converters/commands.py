@@ -135,11 +135,12 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
 
 
 def _parity_fix(report: dict) -> str:
-    """Fused int8 kernels that disagree with the reference are a scheme problem, not a calibration one."""
-    from .parity import KERNEL_FIX
-
-    if any(not (m.get("reference_kernels") or {}).get("kernels_agree", True) for m in report["models"]):
-        return f"ONNX Runtime's fused int8 kernels differ from the reference on this CPU (see report.md): {KERNEL_FIX}"
+    """Fused int8 kernels that disagree with the reference are a scheme problem, not a calibration one: the
+    report's kernel warning says what to do, knowing the scheme the run already used."""
+    kernels = next((w for w in report["warnings"] if "fused int8 kernels" in w), None)
+    if kernels is not None:
+        return ("ONNX Runtime's fused int8 kernels differ from the reference on this CPU (see report.md): "
+                + kernels.rsplit(" — ", 1)[-1])
     layers = ", ".join(report.get("layers_to_check") or []) or "see report.md"
     return (f"look at layers {layers}; try more or more representative calibration data, --calib-method "
             "entropy or percentile, or a split point after fewer layers")

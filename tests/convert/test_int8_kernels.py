@@ -165,3 +165,15 @@ def test_advice_never_recommends_the_scheme_the_run_used():
     assert "already used uint8 activations and weights" in after_u8u8 and "onnx.activation_type" not in after_u8u8
     [after_s8s8] = kernel_warnings([row], cpu_features(), {"cpu": s8s8})
     assert "onnx.activation_type and weight_type uint8" in after_s8s8
+
+
+def test_the_failing_parity_line_repeats_the_reports_advice():
+    """The one-line error of a failing convert gives the same scheme-aware advice as the report's warning."""
+    from edgekit.converters.commands import _parity_fix
+
+    row = {"target": "cpu", "runtime": "onnx", "code_sqnr_db": 20.0, "top1_agreement": 0.80,
+           "reference_kernels": {"kernels_agree": False, "max_level_difference": 9, "code_sqnr_db": 30.0,
+                                 "top1_agreement": 0.85}}
+    warnings = kernel_warnings([row], cpu_features(), {"cpu": load_target("cpu").onnx})
+    fix = _parity_fix({"models": [row], "warnings": warnings})
+    assert "already used uint8 activations and weights" in fix and "onnx.activation_type" not in fix
