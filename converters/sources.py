@@ -79,7 +79,7 @@ def load_keras(path: str | Path) -> Any:
     except UsageError:
         raise
     except Exception as err:  # Keras raises many types for a corrupt or foreign file
-        raise UsageError(f"cannot read model {path}: {_first_line(err)}",
+        raise UsageError(f"cannot read model {path}: {first_line(err)}",
                          "check that the file is a complete Keras 3 model or SavedModel") from None
     raise UsageError(f"{path} is an ONNX model, not a Keras/TF model", "ONNX sources produce ONNX outputs only")
 
@@ -114,10 +114,10 @@ def load_onnx(path: str | Path) -> Any:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as err:  # protobuf DecodeError, ValidationError, OSError
-        raise UsageError(f"cannot read ONNX model {path}: {_first_line(err)}", "check the file is a complete .onnx export") from None
+        raise UsageError(f"cannot read ONNX model {path}: {first_line(err)}", "check the file is a complete .onnx export") from None
     return model
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__

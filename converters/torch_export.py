@@ -18,6 +18,8 @@ from typing import Any
 from edgekit.errors import ConversionError, UsageError
 from edgekit.reencode.metadata import CODE_NAME, read_metadata
 
+from .sources import first_line
+
 __all__ = ["import_torch", "load_program", "export_pt2_onnx"]
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,7 @@ def load_program(torch: Any, path: Path) -> Any:
         with _quiet_torch():
             return torch.export.load(str(path))
     except Exception as err:  # torch raises several types for a file that is not a saved program
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UsageError(f"cannot read {path} as a torch.export program: {first}",
+        raise UsageError(f"cannot read {path} as a torch.export program: {first_line(err)}",
                          "save it with torch.export.save(torch.export.export(model, example_args), 'model.pt2')"
                          ) from None
 
@@ -74,8 +75,7 @@ def export_pt2_onnx(path: str | Path, out: Path) -> Path:
             torch.onnx.export(program, example[0], str(out), dynamo=True, opset_version=OPSET, verbose=False,
                               external_data=False)
         except Exception as err:  # the exporter's errors are long reports: keep their first line
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise UsageError(f"torch.onnx could not export {path}: {first}",
+            raise UsageError(f"torch.onnx could not export {path}: {first_line(err)}",
                              "export it to ONNX yourself (torch.onnx.export) and pass the .onnx") from None
     record = read_metadata(path)
     if record and record.get("code_node"):

@@ -108,6 +108,7 @@ class _Silence:
         self.last = -math.inf
         self._gaps: collections.deque[tuple[float, float]] = collections.deque()  # (when it ended, its length)
         self._confirmed: collections.deque[tuple[float, int]] = collections.deque()  # (when, frames confirmed)
+        self._confirmed_total = 0  # the frames in ``_confirmed``
 
     def progress(self, now: float, confirmed: int = 0) -> None:
         if now - self.last >= self.MIN_GAP_S and self.last > -math.inf:
@@ -115,15 +116,16 @@ class _Silence:
         self.last = now
         if confirmed:
             self._confirmed.append((now, confirmed))
+            self._confirmed_total += confirmed
 
     def limit(self, now: float, timeout_s: float, backlog: int) -> float:
         """The silence after which the receivers count as gone, with ``backlog`` frames awaiting them."""
         while self._gaps and now - self._gaps[0][0] > self.WINDOW_S:
             self._gaps.popleft()
         while self._confirmed and now - self._confirmed[0][0] > self.RATE_WINDOW_S:
-            self._confirmed.popleft()
+            self._confirmed_total -= self._confirmed.popleft()[1]
         span = now - self._confirmed[0][0] if self._confirmed else 0.0
-        rate = sum(n for _, n in self._confirmed) / span if span >= self.MIN_GAP_S else 0.0
+        rate = self._confirmed_total / span if span >= self.MIN_GAP_S else 0.0
         return max([timeout_s, 2 * backlog / rate if rate else 0.0] + [2 * gap for _, gap in self._gaps])
 
 
@@ -365,9 +367,11 @@ class Publisher(ClientLoop):
             return
         boot_id, ranges = ack
         now = time.monotonic()
-        for first, last in ranges:
-            for row_id in self.spool.confirm(boot_id, first, last):
-                self._confirmed(self._forget(row_id), now)
+        rows = [row_id for first, last in ranges for row_id in self.spool.confirm(boot_id, first, last)]
+        for row_id in rows:
+            self._confirmed(self._forget(row_id), now)
+        if rows:
+            self._silence.progress(now, confirmed=len(rows))
 
     def _forget(self, row_id: int) -> _Unconfirmed | None:
         """Stop tracking a frame (confirmed, dropped, refused); its state, if it was tracked."""
@@ -388,7 +392,6 @@ class Publisher(ClientLoop):
     def _confirmed(self, pending: _Unconfirmed | None, now: float) -> None:
         """Count a confirmation; a frame sent once times the confirmation delay (a re-sent one is ambiguous)."""
         self.counters.confirmed += 1
-        self._silence.progress(now, confirmed=1)
         if pending is None:
             return
         self._newest_confirmed_send = max(self._newest_confirmed_send, pending.sent_at)

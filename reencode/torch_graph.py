@@ -121,11 +121,15 @@ def _reencoded_module(torch: Any, cut: TorchCut, encoder: Any, decoder: Any) -> 
     return Reencoded()
 
 
+def _innermost_module(node: Any) -> str | None:
+    """The attribute path of the submodule a node of an exported program was computed in (None: the top)."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    return stack[-1][0] if stack else None
+
+
 def _code_node(program: Any) -> str:
     """The last node computed inside the ``encoder`` submodule: its output is the code."""
-    inside = [n.name for n in program.graph.nodes
-              if n.op == "call_function" and list((n.meta.get("nn_module_stack") or {}).values())[-1:]
-              and list(n.meta["nn_module_stack"].values())[-1][0] == "encoder"]
+    inside = [n.name for n in program.graph.nodes if n.op == "call_function" and _innermost_module(n) == "encoder"]
     if not inside:
         raise RuntimeError("the exported program has no node inside the encoder")  # a bug, not a user mistake
     return inside[-1]
