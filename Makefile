@@ -4,13 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: help venv mosquitto lint wheels-aarch64 test demo bench dist clean
+.PHONY: help venv mosquitto postgres lint wheels-aarch64 test demo bench dist clean
 
 help:
 	@echo "make demo   train, convert, and stream the example through a broker, a server and a device agent"
-	@echo "make test   run the test suite (installs Mosquitto with apt-get when run as root)"
+	@echo "make test   run the test suite (installs Mosquitto and PostgreSQL with apt-get when run as root)"
 	@echo "make lint   pyflakes-level checks (ruff); part of make test"
-	@echo "make wheels-aarch64   the core + device extra install from Linux aarch64 wheels (Pi); part of make test"
+	@echo "make wheels-aarch64   the core + device and device-onnx extras install from Linux aarch64 wheels (Pi); part of make test"
 	@echo "make bench  run the benchmarks in benchmarks/"
 	@echo "make dist   build the sdist and the wheel (edgekit-split) into dist/, to copy to a Pi (docs/device.md)"
 
@@ -34,16 +34,30 @@ mosquitto:
 	  command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 	    echo "error: Mosquitto is not installed: run 'sudo apt-get install mosquitto' and try again"; exit 1; }; }
 
+# The real PostgreSQL for the results store's tests (they start their own server from its binaries, so the
+# package's own service is disabled). Installed when we can (root with apt-get); otherwise the exact command.
+PG_INITDB = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+postgres:
+	@$(PG_INITDB) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql (apt-get)"; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && \
+	     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }) \
+	    && systemctl disable --now postgresql >/dev/null 2>&1 || true; \
+	  fi; \
+	  $(PG_INITDB) || { \
+	    echo "error: PostgreSQL is not installed: run 'sudo apt-get install postgresql' and try again"; exit 1; }; }
+
 lint: venv
 	$(BIN)/ruff check --quiet .
 
 # A Raspberry Pi installs edgekit-split[device] from wheels only: a dependency without a Linux aarch64 wheel fails
 # here, naming it. Wheels are cached under .venv, so only the first run downloads (~120 MB).
 wheels-aarch64: venv
-	$(BIN)/python tools/check_wheels.py --extra device --python 3.11 --python 3.12 --python 3.13 \
+	$(BIN)/python tools/check_wheels.py --extra device --extra device-onnx --python 3.11 --python 3.12 --python 3.13 \
 	  --dest $(VENV)/wheels-aarch64
 
-test: venv mosquitto lint wheels-aarch64
+test: venv mosquitto postgres lint wheels-aarch64
 	$(BIN)/python -m pytest -q
 
 # The demo prefers Mosquitto and falls back to the embedded amqtt broker when it cannot be installed.

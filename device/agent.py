@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekit.device.publisher import Publisher, publish_refusal
+from edgekit.device.metrics import AgentMetrics
 from edgekit.device.spool import Spool
 from edgekit.errors import BundleError, EdgekitError, UsageError
 from edgekit.logs import strict_json
@@ -72,6 +73,7 @@ class AgentCounters:
     captured: int = 0
     spooled: int = 0
     refused_too_big: int = 0
+    refused_input: int = 0  # inputs the device half refused (a text bundle's empty or non-UTF-8 lines)
 
 
 def codec_description(encoder) -> str:
@@ -109,7 +111,7 @@ def _read_key(cfg: AgentConfig) -> bytes | None:
 class Agent:
     """Loads the bundle (hashes verified), the device half and the source; :meth:`run` streams them."""
 
-    def __init__(self, cfg: AgentConfig):
+    def __init__(self, cfg: AgentConfig, registry=None):  # registry: where the metrics go (device/metrics.py)
         from edgekit.bundle.manifest import Bundle
         from edgekit.wire.codecs.registry import pick_codec
         from edgekit.device.sources import open_source
@@ -149,7 +151,15 @@ class Agent:
                 raise BundleError(f"bundle {self.bundle.bundle_id[:12]} allows only frame version 1, and authenticated "
                                   "frames are version 2", "re-create the bundle with edgekit convert")
             self.encoder.sealer = seal(key, cfg.device_id)
-        self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
+        if "text" in self.bundle.manifest:  # lines of text, tokenized on the device (device/text_device.py)
+            from edgekit.device.text_device import open_text_input
+
+            self.source, self.text_half = open_text_input(cfg.source, self.bundle, self.runner)
+            self._device_half = self.text_half.code
+        else:
+            self.source = open_source(cfg.source, self.bundle.input.preprocessing, self.runner.input_shape)
+            self.text_half = None
+            self._device_half = lambda x: self.runner.run(x[None])[0]
         self.boot_id = new_boot_id()
         self.features = topic(cfg.device_id, "features")
         self.publisher = Publisher(self.spool, cfg.broker, cfg.device_id, cfg.protocol, boot_id=self.boot_id,
@@ -157,6 +167,7 @@ class Agent:
                                    status=status, results_key=key, confirm_timeout_s=cfg.confirm_timeout_s)
         self.counters = AgentCounters()
         self.latency = LatencyWindow()
+        self.metrics = AgentMetrics(self, registry)
         self.results_this_boot = 0
         self._started = time.monotonic()
         self._next_beat = self._started
@@ -200,9 +211,15 @@ class Agent:
 
     def _capture(self, x) -> None:
         captured_ns = time.time_ns()
-        code = self.runner.run(x[None])[0]
+        with self.metrics.inference_seconds.time():
+            code = self._device_half(x)
         scale, zero_point = self.runner.code_quant
         seq = self.counters.captured
+        if code is None:  # refused (logged by the text source): its seq is dropped, so the server sees no hole
+            self.counters.captured += 1
+            self.counters.refused_input += 1
+            self.spool.record_drop(self.boot_id, seq, "refused-input")
+            return
         payload = self.encoder.encode(code, scale, zero_point, seq=seq, boot_id=self.boot_id,
                                       timestamp_ns=captured_ns)
         self.counters.captured += 1
@@ -241,10 +258,17 @@ class Agent:
             return
         e2e_ms = (time.time_ns() - capture_ns) / 1e6
         self.latency.add(e2e_ms)
+        self.metrics.latency_seconds.observe(e2e_ms / 1e3)
         top = (result.get("topk") or [[None, None]])[0]
         log.info("result seq %s: %s (%.3f), end-to-end %.1f ms", result.get("seq"), top[0], top[1] or 0.0, e2e_ms,
                  extra={"event": "result", "seq": result.get("seq"), "boot_id": result.get("boot_id"),
                         "label": top[0], "score": top[1], "e2e_ms": round(e2e_ms, 3)})
+
+    @property
+    def dropped(self) -> int:
+        """Frames lost by policy: dropped by the spool, refused as too big, or rejected by the broker."""
+        p = self.publisher.counters
+        return self.spool.counters.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big
 
     def stats(self) -> dict:
         p = self.publisher.counters
@@ -254,8 +278,10 @@ class Agent:
             "spooled": self.counters.spooled, "sent": p.sent, "bytes_sent": p.bytes_sent, "acknowledged": p.acknowledged,
             "confirmed": p.confirmed, "resent": p.resent, "unconfirmed": self.publisher.unconfirmed,
             "acks": p.acks, "ack_bytes": p.ack_bytes,
-            "dropped": s.dropped + p.refused_too_big + p.rejected + self.counters.refused_too_big,
+            "dropped": self.dropped,
             "refused_too_big": p.refused_too_big + self.counters.refused_too_big + s.refused_too_big,
+            "refused_input": self.counters.refused_input,
+            "truncated": self.text_half.truncated if self.text_half is not None else 0,
             "queue_depth": self.spool.depth, "inflight": self.publisher.inflight, "results": p.results,
             "forged_results": p.forged_results, "forged_acks": p.forged_acks,
             "connected": self.publisher.connected.is_set(), "connects": self.publisher.connects,

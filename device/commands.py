@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from edgekit.bundle.commands import trust_args, trust_options, trust_policy
+from edgekit.metrics import HOST_OPTION, PORT_OPTION
 from edgekit.mqtt.security import security_args, security_options
 
 __all__ = ["device_group", "AGENT_OPTIONS"]
@@ -30,6 +31,8 @@ AGENT_OPTIONS = {
     "frame_key": click.option("--frame-key", "frame_key", type=click.Path(dir_okay=False), default=None,
                               help="This device's key file (edgekit keys add): tag every frame, accept only signed "
                                    "results."),
+    "metrics_port": PORT_OPTION,
+    "metrics_host": HOST_OPTION,
 }
 
 
@@ -52,7 +55,9 @@ def device_group() -> None:
 @security_options
 @click.option("--device-id", required=True, help="This device's id (one topic level, e.g. cam-07).")
 @click.option("--source", required=True,
-              help="x.npz | npz:PATH | images:DIR | images:'GLOB' | camera:0 | video:PATH.")
+              help="x.npz | npz:PATH | images:DIR | images:'GLOB' | camera:0 | video:PATH; a text bundle: "
+                   "FILE.txt | text:FILE | - (stdin), one text per line, or FILE.tsv | pairs:FILE, two texts per line "
+                   "(docs/device.md, Text bundles).")
 @click.option("--fps", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Frames per second (0: as fast as possible).")
 @click.option("--loop", is_flag=True, help="Replay a finite source forever.")
@@ -77,7 +82,8 @@ def device_group() -> None:
 @trust_options
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
                 spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, confirm_timeout, heartbeat,
-                linger, allow_failing_parity, frame_key, json_logs, trust_keys, require_signature, **security) -> None:
+                linger, allow_failing_parity, frame_key, metrics_port, metrics_host, json_logs, trust_keys,
+                require_signature, **security) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
 
     Frames go to a bounded on-disk spool and leave it only when a receiver confirms it stored them, so broker
@@ -96,6 +102,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
       edgekit device run --bundle bundles/fmnist-v1 --broker mqtts://gw:8883 --ca pki/ca.crt \\
           --cert pki/clients/cam-07.crt --key pki/clients/cam-07.key --device-id cam-07 --source camera:0
       edgekit device run --bundle bundles/fmnist-v1 --device-id cam-07 --source camera:0 --frame-key cam-07.key
+      transcriber | edgekit device run --bundle bundles/minilm --device-id kiosk-1 --source - --fps 0
     """
     import json
     import signal
@@ -104,6 +111,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
 
     from edgekit.device.agent import Agent, AgentConfig
     from edgekit.logs import setup_run_logging
+    from edgekit.metrics import MetricsEndpoint
     from edgekit.mqtt.topics import check_device_id
     from edgekit.mqtt.urls import resolve_broker
 
@@ -117,11 +125,15 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
                       limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity,
                       trust=trust_policy(trust_keys, require_signature),
                       key=Path(frame_key) if frame_key else None)
-    agent = Agent(cfg)
+    metrics = MetricsEndpoint(metrics_host, metrics_port)  # before the slow loading: a taken port fails at once
+    agent = Agent(cfg, metrics.registry)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stats = agent.run(stop)
+    try:
+        stats = agent.run(stop)
+    finally:
+        metrics.close()
     click.echo(json.dumps(stats) if json_logs else
                f"device {stats['device']}: captured {stats['captured']}, confirmed {stats['confirmed']}, "
                f"dropped {stats['dropped']}, still spooled {stats['queue_depth']}, results {stats['results']}")
@@ -176,14 +188,15 @@ def selftest_command(bundle, runtime, threads, target, as_json, trust_keys, requ
 @security_options
 @trust_options
 def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, trust_keys, require_signature, runtime,
-                         codec, spool, spool_max_mb, spool_max_age, spool_policy, frame_key, **security) -> None:
+                         codec, spool, spool_max_mb, spool_max_age, spool_policy, frame_key, metrics_port, metrics_host,
+                         **security) -> None:
     """Print a systemd unit that runs the agent at boot, with this virtualenv's edgekit.
 
     The unit waits for the network and restarts the agent after a crash, but never after a configuration
     error a restart cannot fix (exit 2: usage or bundle error, 3: failing-parity bundle, 4: failed self-test,
     5: the broker refused the credentials). A camera source is restarted even after a clean exit; a finite
-    source (a file, a folder, a video) is sent once. --runtime, --codec, --frame-key and the spool options go
-    to the agent as given. Install the unit as shown in its header.
+    source (a file, a folder, a video) is sent once. --runtime, --codec, --frame-key, the spool and the metrics
+    options go to the agent as given. Install the unit as shown in its header.
 
     \b
     Example:
@@ -200,6 +213,7 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, 
     from edgekit.bundle.manifest import Bundle
     from edgekit.device.sources import check_preprocessing, is_endless
     from edgekit.device.systemd import agent_command, render_unit, under_root
+    from edgekit.metrics import check_port
     from edgekit.errors import UsageError
     from edgekit.mqtt.topics import check_device_id
     from edgekit.mqtt.urls import parse_broker_url, resolve_broker
@@ -208,6 +222,7 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, 
     device_id = check_device_id(device_id)
     loaded = Bundle.load(root, trust=trust_policy(trust_keys, require_signature))  # no unit the agent would refuse
     _check_agent_options(loaded, device_id, runtime, codec, frame_key)
+    check_port(metrics_port)
     if parse_broker_url(broker).security.password:
         raise UsageError("a password in --broker would be written into a world-readable unit file",
                          "put it in a file readable by the agent's user only and pass --password-file")
@@ -217,11 +232,17 @@ def systemd_unit_command(bundle, broker, device_id, source, fps, user, threads, 
         if not value or any(not c.isprintable() for c in value) or (name == "--user" and " " in value):
             raise UsageError(f"{name} {value!r} cannot go into a unit file",
                              "use a value without control characters (and a user name without spaces)")
-    endless = is_endless(source)  # an unknown kind of source is an error here already
-    try:
-        check_preprocessing(source, loaded.input.preprocessing)
-    except UsageError as err:  # the agent would stop at once (exit 2), and the unit with it
-        click.echo(f"warning: the agent will stop at start: {err}", err=True)
+    if "text" in loaded.manifest:  # lines of a file (device/text_source.py): sent once, an unknown kind refused
+        from edgekit.device.text_source import text_source_kind
+
+        text_source_kind(source)
+        endless = False
+    else:
+        endless = is_endless(source)  # an unknown kind of source is an error here already
+        try:
+            check_preprocessing(source, loaded.input.preprocessing)
+        except UsageError as err:  # the agent would stop at once (exit 2), and the unit with it
+            click.echo(f"warning: the agent will stop at start: {err}", err=True)
     venv_edgekit = Path(sys.prefix) / "bin" / "edgekit"
     edgekit = venv_edgekit if venv_edgekit.is_file() else Path(shutil.which("edgekit") or venv_edgekit)
     command = agent_command(edgekit.absolute(), root, broker, device_id, source, fps, threads,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekit.bundle.commands import trust_options, trust_policy
+from edgekit.metrics import metrics_options
 from edgekit.mqtt.security import security_options
 
 __all__ = ["server_group"]
@@ -22,7 +23,8 @@ def server_group() -> None:
               help="Broker URL mqtt://HOST:PORT or mqtts://[USER@]HOST:PORT (TLS; see docs/security.md).")
 @security_options
 @click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
-              help="SQLite results file (shared safely by several receivers).")
+              help="Results database: a SQLite file (shared safely by receivers on this machine) or a "
+                   "postgresql://USER@HOST:PORT/DBNAME URL (receivers on many machines; docs/server.md, PostgreSQL).")
 @click.option("--group", default=None,
               help="Share the load with the other receivers of this group ($share/GROUP/..., MQTT 5). "
                    "See docs/server.md for the broker-restart caveat.")
@@ -58,12 +60,23 @@ def server_group() -> None:
               help="Newest dead-letter samples kept in the database.")
 @click.option("--deadletter-keep-days", type=float, default=7.0, show_default=True,
               help="Dead-letter samples older than this are deleted.")
+@click.option("--task", type=click.Choice(["similarity", "retrieve", "classify"]), default=None,
+              help="Text bundles: what to answer. similarity: cosine of pairs (frames 2k and 2k+1 of a device, "
+                   "from its --source pairs.tsv); retrieve: top-k of --index; classify: top-k of --labelled's "
+                   "labels. See docs/server.md, Text bundles.")
+@click.option("--index", "index", type=click.Path(dir_okay=False), default=None,
+              help="--task retrieve: the documents, one per line (a result names them by line number).")
+@click.option("--labelled", type=click.Path(dir_okay=False), default=None,
+              help="--task classify: LABEL<TAB>TEXT per line; a frame gets the label of the nearest mean.")
+@click.option("--search", type=click.Choice(["auto", "exact", "hnsw"]), default="auto", show_default=True,
+              help="--task retrieve: exact (numpy), hnsw (faiss, approximate), auto: hnsw above 20,000 documents.")
+@metrics_options
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, threads, topk, protocol,
                 summary_every, allow_failing_parity, ack_every_ms, gap_grace, session_expiry, keys, require_auth,
-                deadletter_rate, deadletter_keep, deadletter_keep_days, json_logs, trust_keys, require_signature,
-                **security) -> None:
+                deadletter_rate, deadletter_keep, deadletter_keep_days, task, index, labelled, search, metrics_port,
+                metrics_host, json_logs, trust_keys, require_signature, **security) -> None:
     """Receive frames from every device, micro-batch them through ONNX Runtime, store and publish results.
 
     Invalid frames go to edgekit/v1/<device>/deadletter with the reason. Results are idempotent: keyed by
@@ -75,10 +88,14 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     \b
     Example:
       edgekit server run --bundle bundles/fmnist-v1 --broker mqtt://localhost:1883 --db results.sqlite
+      PGPASSWORD=... edgekit server run --bundle bundles/fmnist-v1 --db postgresql://edgekit@db:5432/results
       edgekit server run --bundle bundles/v1 --bundle bundles/v2 --group rx --client-id rx-2 --json
       EDGEKIT_MQTT_PASSWORD=... edgekit server run --bundle bundles/fmnist-v1 \\
           --broker mqtts://edgekit-server@gw:8883 --ca pki/ca.crt
       edgekit server run --bundle bundles/fmnist-v1 --frame-keys /etc/edgekit/keys --require-auth
+      edgekit server run --bundle bundles/fmnist-v1 --metrics-port 9108 --metrics-host 0.0.0.0
+      edgekit server run --bundle bundles/minilm --task similarity
+      edgekit server run --bundle bundles/minilm --task retrieve --index docs.txt --topk 10
     """
     import math
     import signal
@@ -87,10 +104,12 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
 
     from edgekit.errors import UsageError
     from edgekit.logs import setup_run_logging
+    from edgekit.metrics import MetricsEndpoint
     from edgekit.mqtt.urls import resolve_broker
     from edgekit.server.deadletters import SampleRate
     from edgekit.server.receiver import Receiver, ReceiverConfig
     from edgekit.server.store import Retention
+    from edgekit.server.text_tasks import TextTaskConfig
 
     setup_run_logging(json_logs)
     if max_batch < 1 or max_wait_ms < 0:
@@ -98,7 +117,7 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
     if deadletter_rate < 0 or deadletter_keep < 0 or deadletter_keep_days < 0:
         raise UsageError("--deadletter-rate, --deadletter-keep and --deadletter-keep-days must be >= 0",
                          "e.g. --deadletter-rate 10 --deadletter-keep 10000 --deadletter-keep-days 7")
-    cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=resolve_broker(broker, **security), db=Path(db),
+    cfg = ReceiverConfig(bundles=[Path(b) for b in bundles], broker=resolve_broker(broker, **security), db=db,
                          group=group, client_id=client_id, protocol=protocol,
                          max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, threads=threads, topk=topk,
                          summary_every_s=summary_every, allow_failing_parity=allow_failing_parity,
@@ -106,17 +125,23 @@ def run_command(bundles, broker, db, group, client_id, max_batch, max_wait_ms, t
                          trust=trust_policy(trust_keys, require_signature),
                          keys=Path(keys) if keys else None, require_auth=require_auth,
                          deadletter_rate=SampleRate(deadletter_rate, burst=math.ceil(20 * deadletter_rate)),
-                         deadletter_retention=Retention(deadletter_keep, deadletter_keep_days * 86400))
-    receiver = Receiver(cfg)
+                         deadletter_retention=Retention(deadletter_keep, deadletter_keep_days * 86400),
+                         text=TextTaskConfig(task, Path(index) if index else None,
+                                             Path(labelled) if labelled else None, search))
+    metrics = MetricsEndpoint(metrics_host, metrics_port)  # before the slow loading: a taken port fails at once
+    receiver = Receiver(cfg, metrics.registry)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    receiver.serve(stop)
+    try:
+        receiver.serve(stop)
+    finally:
+        metrics.close()
 
 
 @server_group.command("stats")
 @click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
-              help="SQLite results file written by edgekit server run.")
+              help="Results database given to edgekit server run: a SQLite file or a postgresql:// URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def stats_command(db: str, as_json: bool) -> None:
     """Show results per device, end-to-end latency percentiles, dead letters and receiver counters.
@@ -125,16 +150,10 @@ def stats_command(db: str, as_json: bool) -> None:
     Example:
       edgekit server stats --db results.sqlite
       edgekit server stats --db results.sqlite --json | jq .p95_ms
+      edgekit server stats --db postgresql://edgekit@db:5432/results
     """
-    import sqlite3
-
-    from edgekit.errors import UsageError
     from edgekit.logs import strict_json
     from edgekit.server.stats import format_table, summarize
 
-    try:
-        summary = summarize(db)
-    except sqlite3.DatabaseError as err:  # not a results database (or a damaged one): the user's to fix
-        raise UsageError(f"cannot read the results database {db}: {err}",
-                         "pass the --db file given to edgekit server run") from None
+    summary = summarize(db)  # a database it cannot read is a one-line UsageError
     click.echo(strict_json(summary, indent=2) if as_json else format_table(summary))  # no results yet: null

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 
 from edgekit.server.store import DeadLetter, ResultStore, Retention
-from edgekit.server.store_outage import describe
 
 __all__ = ["SampleRate", "DeadLetterSink"]
 
@@ -114,10 +112,10 @@ class DeadLetterSink:
             return
         try:
             self.store.dead_letters(samples, totals, self.retention)
-        except sqlite3.Error as err:
+        except self.store.errors as err:
             self._merge_back(totals)
             if not self._failing:
-                cause, fix = describe(err, self.store.path)
+                cause, fix = self.store.describe(err)
                 log.warning("dead letters not stored (still counted): %s — %s", cause, fix)
             self._failing = True
             return

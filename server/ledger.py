@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 
@@ -94,6 +93,7 @@ class Ledger:
         self.grace_s = grace_s
         self.check_every_s = check_every_s
         self.alarms = 0
+        self.missing_frames = 0  # in the ranges alarmed (the receiver's metrics)
         self._lock = threading.Lock()
         self._heartbeats: dict[str, bytes] = {}  # the latest per device: each carries recent drops, settled marks
         self._stop = threading.Event()
@@ -127,6 +127,7 @@ class Ledger:
         for device, boot_id, first, last in self.store.update_gaps(
                 lambda ranges, old: find_gaps(ranges, old, now, self.grace_s)):
             self.alarms += 1
+            self.missing_frames += size([(first, last)])
             log.warning("missing frames: device %s boot %08x seq %d-%d (%d frames): neither stored nor dropped by "
                         "the device after %.0f s", device, boot_id, first, last, size([(first, last)]), self.grace_s,
                         extra={"event": "missing", "device": device, "boot_id": boot_id, "first": first,
@@ -136,7 +137,7 @@ class Ledger:
         while not self._stop.wait(self.check_every_s):
             try:
                 self.check()
-            except sqlite3.OperationalError as err:  # full, locked, read-only: the receiver's store_outage line says
+            except self.store.outage_errors as err:  # full, locked, read-only, gone: the store_outage line says
                 log.debug("delivery accounting waits for the database: %s", err)
             except Exception:  # never die: the next check redoes the work from the database
                 log.exception("delivery accounting failed; retrying in %.0f s", self.check_every_s)

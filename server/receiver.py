@@ -5,9 +5,9 @@
     broker ─► link thread (paho, manual ack) ─► validate ─┬─ invalid ─► count, ack; a rate-limited sample is
                                                           │            published and stored in batches (deadletters)
                                                           └─ valid ──► batcher ─► worker thread:
-             ack ◄── link thread ◄── results published ◄── SQLite INSERT OR IGNORE ◄── ONNX Runtime (batched)
-                                                              │ database full/locked/read-only: retry with
-                                                              ▼ backoff, acking nothing (store_outage)
+             ack ◄── link thread ◄── results published ◄── INSERT … ON CONFLICT DO NOTHING ◄── ONNX Runtime (batched)
+                                                              │ database full/locked/read-only/gone: retry
+                                                              ▼ with backoff, acking nothing (store_outage)
 
 A frame is acknowledged to the broker only after its result is committed (paho's ``manual_ack``), and the
 session is persistent, so a receiver that stops or crashes gets every unacknowledged frame again when it
@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,8 +47,10 @@ from edgekit.mqtt.client_loop import ClientLoop
 from edgekit.server.batcher import Batcher
 from edgekit.server.deadletters import DeadLetterSink, SampleRate
 from edgekit.server.ledger import Ledger
+from edgekit.server.metrics import ReceiverMetrics
 from edgekit.server.store import DeadLetter, Result, ResultStore, Retention
-from edgekit.server.store_outage import StoreOutage, StoreUnavailable, describe
+from edgekit.server.store_outage import StoreOutage, StoreUnavailable
+from edgekit.server.text_tasks import Answer, TextTaskConfig, open_text_tasks
 from edgekit.latency import LatencyWindow
 from edgekit.bundle.signing import TrustPolicy
 
@@ -66,7 +67,7 @@ PACKET_MARGIN = 1024  # bytes above the largest frame PUBLISH we accept: propert
 class ReceiverConfig:
     bundles: list[Path]
     broker: BrokerUrl
-    db: Path
+    db: str | Path  # a SQLite file, or a postgresql:// URL
     group: str | None = None  # a shared-subscription group: N receivers split the load (MQTT 5)
     client_id: str | None = None
     protocol: str = "auto"
@@ -85,6 +86,7 @@ class ReceiverConfig:
     session_expiry_s: int | None = None  # None: 7 days alone, GROUP_SESSION_EXPIRY_S in a --group
     deadletter_rate: SampleRate = SampleRate()  # dead letters sampled (stored, published) per device
     deadletter_retention: Retention = Retention()  # bound of the deadletters table
+    text: TextTaskConfig = TextTaskConfig()  # what text bundles answer (server/text_tasks.py)
 
 
 GROUP_SESSION_EXPIRY_S = 10  # a dead group member's queued frames are re-sent by their devices after this
@@ -156,7 +158,7 @@ class _Link(ClientLoop):
 class Receiver:
     """Loads the bundles and runners, then serves until :meth:`stop`."""
 
-    def __init__(self, cfg: ReceiverConfig):
+    def __init__(self, cfg: ReceiverConfig, registry=None):  # registry: where the metrics go (server/metrics.py)
         from edgekit.bundle.manifest import Bundle
         from edgekit.runtime import open_server_runner
         from edgekit.selftest import check_parity, require_pass, server_selftest
@@ -174,15 +176,17 @@ class Receiver:
                           for b in self.bundles}
         self.client_id = cfg.client_id or f"edgekit-server-{socket.gethostname()}"
         self.store = ResultStore(cfg.db, receiver=self.client_id)
+        self.text_tasks = open_text_tasks(cfg.text, self.bundles, cfg.db, cfg.topk)
         self.auth = FrameAuthenticator(keys, self.store, require=cfg.require_auth) if keys is not None else None
         self.batcher: Batcher[_Item] = Batcher(cfg.max_batch, cfg.max_wait_s)
         self.counters = ReceiverCounters.resumed(self.store.counters())
         self.latency = LatencyWindow()
+        self.metrics = ReceiverMetrics(self, registry)
         self.acks = AckBatcher(cfg.ack_every_s)
         self.ledger = Ledger(self.store, cfg.gap_grace_s)
         self._stop = threading.Event()
         self.deadletters = DeadLetterSink(self.store, cfg.deadletter_rate, cfg.deadletter_retention)
-        self.outage = StoreOutage(cfg.db, self._stop)
+        self.outage = StoreOutage(self.store, self._stop)
         self._counters_failing = False  # the last record of the counters failed: said once, until one succeeds
         self.link = _Link(self, cfg, self.client_id, max_incoming_packet(self.bundles))
         self._worker = threading.Thread(target=self._work, name="receiver-worker", daemon=True)
@@ -204,6 +208,8 @@ class Receiver:
         self.link.stop()
         self.deadletters.stop()
         self._save_counters()
+        for task in self.text_tasks.values():
+            task.close()
         self.store.close()
 
     def serve(self, stop: threading.Event) -> None:
@@ -230,14 +236,14 @@ class Receiver:
         writes costs this record, never the receiver, and one line per outage, not one per summary."""
         try:
             self.store.set_counters(self.counters.flat())
-        except sqlite3.Error as err:
+        except self.store.errors as err:
             if not self._counters_failing:
-                cause, fix = describe(err, self.cfg.db)
+                cause, fix = self.store.describe(err)
                 log.warning("counters not recorded: %s — %s", cause, fix)
             self._counters_failing = True
             return
         if self._counters_failing:
-            log.warning("counters recorded again: the results database %s takes writes", self.cfg.db)
+            log.warning("counters recorded again: the results database %s takes writes", self.store.name)
         self._counters_failing = False
 
     def _log_summary_line(self) -> None:
@@ -274,19 +280,25 @@ class Receiver:
             return
         self.counters.received += 1
         payload = bytes(message.payload)
+        self.metrics.received_bytes += len(payload)
         problem = device_id_problem(device)
         if problem is not None:
             self._dead_letter_bad_id(message, device, problem, len(payload), received_ns)
             return
         frame = None
         try:
-            frame = self.decoder.decode(payload, verify_tag=self.auth.tag_check(device) if self.auth else None)
+            with self.metrics.decode_seconds.time():
+                frame = self.decoder.decode(payload, verify_tag=self.auth.tag_check(device) if self.auth else None)
             if self.auth is not None:
                 self.auth.admit(device, frame)
         except FrameError as err:
             if isinstance(err, Replayed):  # a genuine frame already stored: its device may have missed the ack
                 self.acks.add(device, int(frame.boot_id), int(frame.seq))
             self._dead_letter(message, device, err.code, err.reason, len(payload), received_ns)
+            return
+        except self.store.outage_errors as err:  # the replay window's memory (the store) is away: not the frame's
+            log.debug("frame from %s not admitted (%s): never confirmed, its device sends it again", device, err)
+            self.link.client.ack(message.mid, message.qos)
             return
         except Exception as err:  # a decoder bug: keep serving, but keep the evidence
             log.exception("decoder failed on a frame from %s", device)
@@ -385,6 +397,7 @@ class Receiver:
         if new:
             self.counters.stored += 1
             self.latency.add((result.done_ns - result.capture_ns) / 1e6)
+            self.metrics.stored(result, item.frame.frame_bytes)
             key = self.auth.key(item.device) if self.auth is not None else None
             self.link.send(topic(item.device, "results"), _result_json(result, infer_ms, key), qos=1)
         else:
@@ -406,19 +419,31 @@ class Receiver:
         bundle = next(b for b in self.bundles if b.bundle_id == bundle_id)
         codes = np.stack([item.frame.dequantize() for item in items])
         start = time.perf_counter()
-        probs = _as_probabilities(np.asarray(self.runners[bundle_id].run(codes)).reshape(len(items), -1))
+        outputs = np.asarray(self.runners[bundle_id].run(codes)).reshape(len(items), -1)
+        task = self.text_tasks.get(bundle_id)  # a text bundle's outputs are embeddings (server/text_tasks.py)
+        answers = (task.answer(bundle_id, [(i.device, int(i.frame.boot_id), int(i.frame.seq)) for i in items], outputs)
+                   if task is not None else _top_labels(outputs, bundle.output.labels, self.cfg.topk))
         infer_ms = (time.perf_counter() - start) * 1e3
+        self.metrics.inferred(len(items), infer_ms / 1e3)
         done_ns = time.time_ns()
-        labels = bundle.output.labels or [str(i) for i in range(probs.shape[1])]
         out = []
-        for item, row in zip(items, probs):
-            order = np.argsort(-row)[: self.cfg.topk]
-            topk = [(labels[i], round(float(row[i]), 6)) for i in order]
+        for item, answer in zip(items, answers):
             f = item.frame
-            out.append((item, Result(item.device, int(f.boot_id), int(f.seq), bundle_id, int(order[0]),
-                                     topk[0][0], topk[0][1], topk, int(f.timestamp_ns), item.received_ns,
-                                     done_ns, len(items)), infer_ms))
+            out.append((item, Result(item.device, int(f.boot_id), int(f.seq), bundle_id, *answer,
+                                     int(f.timestamp_ns), item.received_ns, done_ns, len(items)), infer_ms))
         return out
+
+
+def _top_labels(outputs: np.ndarray, labels: list[str] | None, topk: int) -> list[Answer]:
+    """An image bundle's answers: the ``topk`` most probable labels of each row."""
+    probs = _as_probabilities(outputs)
+    labels = labels or [str(i) for i in range(probs.shape[1])]
+    answers = []
+    for row in probs:
+        order = np.argsort(-row)[:topk]
+        best = [(labels[i], round(float(row[i]), 6)) for i in order]
+        answers.append(Answer(int(order[0]), best[0][0], best[0][1], best))
+    return answers
 
 
 def max_incoming_packet(bundles) -> int:

@@ -1,63 +1,67 @@
 """Counters and latencies at a glance: the ``edgekit server stats`` table read straight from the results
-database (so it works on a copy of the file, while receivers run, and after they are gone)."""
+database, SQLite or PostgreSQL (so it works on a copy of the file, while receivers run, and after they are
+gone)."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-
 
 from edgekit.delivery.ranges import size, subtract, union
 from edgekit.errors import UsageError
 from edgekit.latency import percentiles
+from edgekit.server.store import open_database
 
 __all__ = ["summarize", "format_table"]
 
 
 def summarize(db: str | Path) -> dict:
-    """Per-device results, latencies (device capture → result stored), dead letters and receiver counters."""
-    path = Path(db)
-    if not path.is_file():
-        raise UsageError(f"no results database at {path}", "pass the --db file given to edgekit server run")
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    """Per-device results, latencies (device capture → result stored), dead letters and receiver counters;
+    a database that cannot be read (not a results database, a damaged one) is a one-line :class:`UsageError`."""
+    database = open_database(db, read_only=True)
     try:
-        devices = []
-        for device, n, boots in con.execute(
-                "SELECT device, COUNT(*), COUNT(DISTINCT boot_id) FROM results GROUP BY device ORDER BY device"):
-            lat = [r[0] / 1e6 for r in con.execute(
-                "SELECT done_ns - capture_ns FROM results WHERE device = ?", (device,))]
-            devices.append({"device": device, "results": n, "boots": boots, **percentiles(lat)})
-        all_lat = [r[0] / 1e6 for r in con.execute("SELECT done_ns - capture_ns FROM results")]
-        batch = con.execute("SELECT AVG(batch_size) FROM results").fetchone()[0]
-        deadletters = _deadletter_totals(con)
-        samples = con.execute("SELECT COUNT(*) FROM deadletters").fetchone()[0]
-        counters: dict[str, dict[str, int]] = {}
-        for receiver, name, value in con.execute("SELECT receiver, name, value FROM counters ORDER BY 1, 2"):
-            counters.setdefault(receiver, {})[name] = value
-        delivery = _delivery(con)
+        return _summarize(database)
+    except database.errors as err:
+        raise UsageError(f"cannot read the results database {database.name}: {' '.join(str(err).split())}",
+                         "pass the --db given to edgekit server run") from None
     finally:
-        con.close()
+        database.close()
+
+
+def _summarize(database) -> dict:
+    con, tables = database.conn, database.tables()
+    devices = []
+    for device, n, boots in con.execute(
+            "SELECT device, COUNT(*), COUNT(DISTINCT boot_id) FROM results GROUP BY device ORDER BY device"):
+        lat = [r[0] / 1e6 for r in con.execute(
+            "SELECT done_ns - capture_ns FROM results WHERE device = ?", (device,))]
+        devices.append({"device": device, "results": n, "boots": boots, **percentiles(lat)})
+    all_lat = [r[0] / 1e6 for r in con.execute("SELECT done_ns - capture_ns FROM results")]
+    batch = con.execute("SELECT AVG(batch_size) FROM results").fetchone()[0]  # PostgreSQL: a Decimal
+    deadletters = _deadletter_totals(con, tables)
+    samples = con.execute("SELECT COUNT(*) FROM deadletters").fetchone()[0]
+    counters: dict[str, dict[str, int]] = {}
+    for receiver, name, value in con.execute("SELECT receiver, name, value FROM counters ORDER BY 1, 2"):
+        counters.setdefault(receiver, {})[name] = value
+    delivery = _delivery(con, tables)
     for d in devices:
         d.update(delivery.get(d["device"], {"stored": d["results"], "dropped": 0, "missing": 0, "pending": 0}))
     total = sum(d["results"] for d in devices)
-    return {"devices": devices, "results": total, "mean_batch": batch or 0.0, "deadletters": deadletters,
+    return {"devices": devices, "results": total, "mean_batch": float(batch or 0.0), "deadletters": deadletters,
             "deadletter_samples": samples, "receivers": counters, **percentiles(all_lat)}
 
 
-def _deadletter_totals(con: sqlite3.Connection) -> dict[str, int]:
+def _deadletter_totals(con, tables: set[str]) -> dict[str, int]:
     """Dead letters by reason: every one counted (``deadletter_totals``), not just the sample rows kept; a
     database written before the totals existed has only the rows."""
-    has_totals = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'deadletter_totals'").fetchone()
-    sql = ("SELECT reason, SUM(count) FROM deadletter_totals GROUP BY reason ORDER BY reason" if has_totals
-           else "SELECT reason, COUNT(*) FROM deadletters GROUP BY reason ORDER BY reason")
-    return dict(con.execute(sql))
+    sql = ("SELECT reason, SUM(count) FROM deadletter_totals GROUP BY reason ORDER BY reason"
+           if "deadletter_totals" in tables else "SELECT reason, COUNT(*) FROM deadletters GROUP BY reason ORDER BY reason")
+    return {reason: int(n) for reason, n in con.execute(sql)}  # PostgreSQL's SUM is a Decimal
 
 
-def _delivery(con: sqlite3.Connection) -> dict[str, dict[str, int]]:
+def _delivery(con, tables: set[str]) -> dict[str, dict[str, int]]:
     """Per device (docs/server.md, Every frame accounted for): frames stored, dropped by the device's policy
     (and never stored), missing (holes older than the receiver's grace period) and pending (younger holes,
     which re-sends may still fill). Empty for a database written before the accounting existed."""
-    tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if not {"seq_ranges", "gaps"} <= tables:
         return {}
     boots: dict[tuple[str, int], dict[str, list]] = {}

@@ -1,8 +1,12 @@
-"""Results in SQLite, idempotent by construction.
+"""Results in SQLite or PostgreSQL, idempotent by construction.
 
-A result is keyed by ``(device, boot_id, seq)`` with a UNIQUE constraint and written with INSERT OR IGNORE,
-so a QoS 1 re-delivery, a re-send after an agent restart or a second receiver sharing the file never creates
-a second row. WAL mode and a busy timeout let several receivers (and ``edgekit server stats``) share one file.
+A result is keyed by ``(device, boot_id, seq)`` with a UNIQUE constraint and written with ``ON CONFLICT DO
+NOTHING``, so a QoS 1 re-delivery, a re-send after an agent restart or a second receiver sharing the database
+never creates a second row. ``--db`` is a SQLite file (WAL mode and a busy timeout let several receivers on
+one machine, and ``edgekit server stats``, share it) or a ``postgresql://`` URL (receivers on many machines).
+The SQL below is written once, with ``?`` placeholders, for both; each back end (store_sqlite.py,
+store_postgres.py) opens its database, runs a write transaction (one writer at a time) and names its errors.
+The schema carries a version number (``schema_version``) and is created or migrated when a store opens.
 Dead letters and per-receiver counters live beside the results, so the database alone tells the story
 (``stored`` and ``duplicates`` are counted by the results' own transaction, the rest recorded with it):
 every dead letter is counted in ``deadletter_totals`` (per receiver, device and reason), and a bounded sample
@@ -17,7 +21,6 @@ when each was first seen and whether it has been reported missing.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -25,33 +28,36 @@ from pathlib import Path
 
 from edgekit.errors import UsageError
 from edgekit.delivery.ranges import merge_range, to_ranges
+from edgekit.server.store_sqlite import SqliteDatabase
 
-__all__ = ["Result", "DeadLetter", "Retention", "ResultStore"]
+__all__ = ["Result", "DeadLetter", "Retention", "ResultStore", "open_database", "SCHEMA_VERSION"]
 
+# The schema of version 1, for both back ends: SQLite reads BIGINT and DOUBLE PRECISION as its INTEGER and REAL.
+# Only the auto-numbered id differs ({id_column}). Statements are separated by ";" at a line end.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     device TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
+    boot_id BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
     bundle_id TEXT NOT NULL,
-    label_index INTEGER NOT NULL,
+    label_index BIGINT NOT NULL,
     label TEXT NOT NULL,
-    score REAL NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
     topk TEXT NOT NULL,           -- JSON [[label, score], ...]
-    capture_ns INTEGER NOT NULL,  -- device clock, from the frame
-    received_ns INTEGER NOT NULL, -- receiver clock
-    done_ns INTEGER NOT NULL,
-    batch_size INTEGER NOT NULL,
+    capture_ns BIGINT NOT NULL,   -- device clock, from the frame
+    received_ns BIGINT NOT NULL,  -- receiver clock
+    done_ns BIGINT NOT NULL,
+    batch_size BIGINT NOT NULL,
     receiver TEXT NOT NULL,
     UNIQUE (device, boot_id, seq)
 );
 CREATE TABLE IF NOT EXISTS deadletters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {id_column},
     device TEXT,
     reason TEXT NOT NULL,         -- a FrameError code (bad-magic, crc-mismatch, unknown-bundle, ...)
     error TEXT NOT NULL,
-    nbytes INTEGER NOT NULL,
-    received_ns INTEGER NOT NULL,
+    nbytes BIGINT NOT NULL,
+    received_ns BIGINT NOT NULL,
     receiver TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deadletters_by_time ON deadletters (received_ns);
@@ -59,37 +65,37 @@ CREATE TABLE IF NOT EXISTS deadletter_totals (
     receiver TEXT NOT NULL,
     device TEXT NOT NULL,
     reason TEXT NOT NULL,
-    count INTEGER NOT NULL,
+    count BIGINT NOT NULL,
     PRIMARY KEY (receiver, device, reason)
 );
 CREATE TABLE IF NOT EXISTS auth_boots (  -- boots opened by an authenticated frame (edgekit/auth/)
     device TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    first_seen_ns INTEGER NOT NULL,
+    boot_id BIGINT NOT NULL,
+    first_seen_ns BIGINT NOT NULL,
     PRIMARY KEY (boot_id, device)
 );
 CREATE TABLE IF NOT EXISTS counters (
     receiver TEXT NOT NULL,
     name TEXT NOT NULL,
-    value INTEGER NOT NULL,
+    value BIGINT NOT NULL,
     PRIMARY KEY (receiver, name)
 );
 CREATE TABLE IF NOT EXISTS seq_ranges (
     device TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
+    boot_id BIGINT NOT NULL,
     kind TEXT NOT NULL,           -- 'stored'; from the device's heartbeats: 'dropped' by its policy, or
                                   -- 'settled' (0..below-1: those frames have left its spool)
-    first INTEGER NOT NULL,       -- inclusive seq range, merged with its neighbours
-    last INTEGER NOT NULL,
+    first BIGINT NOT NULL,        -- inclusive seq range, merged with its neighbours
+    last BIGINT NOT NULL,
     PRIMARY KEY (device, boot_id, kind, first)
 );
 CREATE TABLE IF NOT EXISTS gaps (
     device TEXT NOT NULL,
-    boot_id INTEGER NOT NULL,
-    first INTEGER NOT NULL,
-    last INTEGER NOT NULL,
-    since REAL NOT NULL,          -- wall-clock seconds when the hole was first seen
-    alarmed INTEGER NOT NULL,     -- 1 once older than the grace period: missing, alarm logged
+    boot_id BIGINT NOT NULL,
+    first BIGINT NOT NULL,
+    last BIGINT NOT NULL,
+    since DOUBLE PRECISION NOT NULL,  -- wall-clock seconds when the hole was first seen
+    alarmed BIGINT NOT NULL,      -- 1 once older than the grace period: missing, alarm logged
     PRIMARY KEY (device, boot_id, first)
 );
 """
@@ -98,14 +104,22 @@ CREATE TABLE IF NOT EXISTS gaps (
 #: the process; :meth:`ResultStore.set_counters` leaves them alone.
 _COUNTED_BY_INSERT = ("stored", "duplicates")
 
+_INSERT_RESULTS = ("INSERT INTO results (device, boot_id, seq, bundle_id, label_index, label, score, topk, capture_ns,"
+                   " received_ns, done_ns, batch_size, receiver) VALUES ")
+#: Rows per INSERT statement: 13 parameters each, well inside SQLite's 32,766 and PostgreSQL's 65,535.
+_ROWS_PER_INSERT = 256
+
 # Stored ranges of a database written before seq_ranges existed (gaps and islands).
 _BACKFILL = """
 INSERT INTO seq_ranges (device, boot_id, kind, first, last)
 SELECT device, boot_id, 'stored', MIN(seq), MAX(seq) FROM (
     SELECT device, boot_id, seq, seq - ROW_NUMBER() OVER (PARTITION BY device, boot_id ORDER BY seq) AS island
-    FROM results)
+    FROM results) AS numbered
 GROUP BY device, boot_id, island
 """
+
+#: The schema's version: :func:`_migrate` brings an older database here when a store opens it.
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -143,13 +157,34 @@ class Retention:
 
 
 class ResultStore:
-    """One SQLite file of results, dead letters and counters; safe to share between threads and processes."""
+    """One database of results, dead letters and counters (``db``: a SQLite file or a ``postgresql://`` URL);
+    safe to share between threads, processes and receivers.
 
-    def __init__(self, path: str | Path, receiver: str = "receiver"):
-        self.path = Path(path)
+    ``errors`` are the back end's error classes, ``outage_errors`` those that mean the database refuses
+    writes for now (full, locked, read-only, gone away: edgekit.server.store_outage waits them out), and
+    :meth:`describe` says one of them in one line (cause, fix)."""
+
+    def __init__(self, db: str | Path, receiver: str = "receiver"):
         self.receiver = receiver
         self._lock = threading.Lock()
-        self._db = _open(self.path)
+        self.database = open_database(db)
+        self.name = self.database.name
+        self.errors = self.database.errors
+        self.outage_errors = self.database.outage_errors
+        self._db = self.database.conn
+        try:
+            _migrate(self.database)
+        except self.errors as err:  # e.g. a read-only SQLite file, a user without CREATE rights
+            cause, fix = self.database.describe(err)
+            self.database.close()
+            raise UsageError(cause, fix) from None
+        except UsageError:  # a newer schema
+            self.database.close()
+            raise
+
+    def describe(self, err: Exception) -> tuple[str, str]:
+        """``(cause, fix)`` for an error of :attr:`errors` that is the database's fault, not a frame's."""
+        return self.database.describe(err)
 
     def insert(self, results: list[Result], counters: dict[str, int] | None = None) -> list[bool]:
         """Store results in one transaction; for each, True if it is new, False if it was a duplicate.
@@ -157,19 +192,30 @@ class ResultStore:
         The same transaction counts them (``stored``, ``duplicates``) and records ``counters`` (the receiver's
         others, as :meth:`set_counters`), so a receiver killed with ``kill -9`` has its counters as of its last
         batch: no result is ever stored without being counted."""
-        sql = ("INSERT OR IGNORE INTO results (device, boot_id, seq, bundle_id, label_index, label, score, topk,"
-               " capture_ns, received_ns, done_ns, batch_size, receiver) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
-        fresh = []
         with self._lock, self._transaction():
-            for r in results:
-                cur = self._db.execute(sql, (r.device, r.boot_id, r.seq, r.bundle_id, r.label_index, r.label,
-                                             r.score, json.dumps(r.topk), r.capture_ns, r.received_ns,
-                                             r.done_ns, r.batch_size, self.receiver))
-                fresh.append(cur.rowcount == 1)
+            fresh = self._insert_results(results)
             self._merge_stored([r for r, new in zip(results, fresh) if new])
-            self._add_counter("stored", fresh.count(True))
-            self._add_counter("duplicates", fresh.count(False))
+            self._add_counters({"stored": fresh.count(True), "duplicates": fresh.count(False)})
             self._set_counters(counters or {})
+        return fresh
+
+    def _insert_results(self, results: list[Result]) -> list[bool]:
+        """INSERT the results, :data:`_ROWS_PER_INSERT` rows per statement (one round trip each to PostgreSQL,
+        not one per row); True for each that is new: its key came back from ``RETURNING`` (a key twice in one
+        batch: its first)."""
+        new: set[tuple[str, int, int]] = set()
+        for i in range(0, len(results), _ROWS_PER_INSERT):
+            chunk = results[i:i + _ROWS_PER_INSERT]
+            sql = (_INSERT_RESULTS + ", ".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+                   + " ON CONFLICT DO NOTHING RETURNING device, boot_id, seq")
+            rows = [(r.device, r.boot_id, r.seq, r.bundle_id, r.label_index, r.label, r.score, json.dumps(r.topk),
+                     r.capture_ns, r.received_ns, r.done_ns, r.batch_size, self.receiver) for r in chunk]
+            new.update(tuple(key) for key in self._db.execute(sql, [v for row in rows for v in row]).fetchall())
+        fresh = []
+        for r in results:
+            key = (r.device, r.boot_id, r.seq)
+            fresh.append(key in new)
+            new.discard(key)
         return fresh
 
     def dead_letters(self, samples: list[DeadLetter], totals: dict[tuple[str, str], int],
@@ -183,7 +229,7 @@ class ResultStore:
                 [(d.device, d.reason, d.error, d.nbytes, d.received_ns, self.receiver) for d in samples])
             self._db.executemany(
                 "INSERT INTO deadletter_totals (receiver, device, reason, count) VALUES (?, ?, ?, ?) ON CONFLICT"
-                " (receiver, device, reason) DO UPDATE SET count = count + excluded.count",
+                " (receiver, device, reason) DO UPDATE SET count = deadletter_totals.count + excluded.count",
                 [(self.receiver, device, reason, n) for (device, reason), n in totals.items()])
             self._db.execute("DELETE FROM deadletters WHERE received_ns < ?", (oldest_ns,))
             self._db.execute("DELETE FROM deadletters WHERE id <= (SELECT MAX(id) FROM deadletters) - ?",
@@ -255,8 +301,8 @@ class ResultStore:
 
     def add_boot(self, device: str, boot_id: int) -> None:
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO auth_boots (device, boot_id, first_seen_ns) VALUES (?, ?, ?)",
-                             (device, boot_id, time.time_ns()))
+            self._db.execute("INSERT INTO auth_boots (device, boot_id, first_seen_ns) VALUES (?, ?, ?)"
+                             " ON CONFLICT DO NOTHING", (device, boot_id, time.time_ns()))
 
     def boot_devices(self, boot_id: int) -> list[str]:
         """The devices that opened a boot with this id (normally one)."""
@@ -270,10 +316,11 @@ class ResultStore:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self.database.close()
 
     def _transaction(self):
-        return _Transaction(self._db)
+        """One writer at a time (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), committed at the end."""
+        return self.database.transaction()
 
     def _merge_stored(self, results: list[Result]) -> None:
         """Add newly stored results to the ``stored`` seq ranges (in the caller's transaction)."""
@@ -290,48 +337,43 @@ class ResultStore:
                              " (receiver, name) DO UPDATE SET value = excluded.value",
                              [(self.receiver, k, int(v)) for k, v in values.items() if k not in _COUNTED_BY_INSERT])
 
-    def _add_counter(self, name: str, delta: int) -> None:
-        if delta:
-            self._db.execute("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
-                             " (receiver, name) DO UPDATE SET value = value + excluded.value",
-                             (self.receiver, name, delta))
+    def _add_counters(self, deltas: dict[str, int]) -> None:
+        self._db.executemany("INSERT INTO counters (receiver, name, value) VALUES (?, ?, ?) ON CONFLICT"
+                             " (receiver, name) DO UPDATE SET value = counters.value + excluded.value",
+                             [(self.receiver, name, delta) for name, delta in deltas.items() if delta])
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT``; when the block or the COMMIT raises, ``ROLLBACK`` unless SQLite already
-    ended the transaction itself (it does after SQLITE_FULL and some I/O errors, and a ROLLBACK then fails with
-    "no transaction is active", hiding the real error)."""
+def open_database(db: str | Path, read_only: bool = False):
+    """The back end for ``--db``: a ``postgresql://`` (or ``postgres://``) URL, or else a SQLite file path.
+    Any other ``scheme://`` is a one-line :class:`UsageError` (it would otherwise become a folder name)."""
+    text = str(db)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else None
+    if scheme in ("postgresql", "postgres"):
+        from edgekit.server.store_postgres import PostgresDatabase
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if not exc_type:
-                self.db.execute("COMMIT")
-        finally:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
+        return PostgresDatabase(text, read_only)
+    if scheme is not None:
+        raise UsageError(f"--db {scheme}:// is not a database edgekit can store results in",
+                         "pass a SQLite file path or a postgresql://USER@HOST:PORT/DBNAME URL")
+    return SqliteDatabase(Path(db), read_only)
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    """The results file, in WAL mode with its schema; a path that cannot hold one (a missing or read-only
-    folder, a file that is not a database) is the user's to fix, so it is a one-line :class:`UsageError`."""
-    db = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+def _migrate(database) -> None:
+    """Create the schema, or bring an older one to :data:`SCHEMA_VERSION`, in one write transaction (receivers
+    starting together take turns). A database of a newer edgekit is refused: its tables may mean more."""
+    statements = [s for s in _SCHEMA.format(id_column=database.id_column).split(";\n") if s.strip()]
+    db = database.conn
+    with database.transaction():
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        version = db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+        if version > SCHEMA_VERSION:
+            raise UsageError(f"the results database {database.name} has schema version {version}, newer than this "
+                             f"edgekit's ({SCHEMA_VERSION})", "upgrade edgekit on this machine (pip install -U)")
+        if version == SCHEMA_VERSION:
+            return
+        for statement in statements:  # version 1: the tables (a file of before the versions has some of them)
+            db.execute(statement)
         if db.execute("SELECT NOT EXISTS (SELECT 1 FROM seq_ranges)").fetchone()[0]:
             db.execute(_BACKFILL)
-        return db
-    except (OSError, sqlite3.DatabaseError) as err:
-        if db is not None:
-            db.close()
-        raise UsageError(f"cannot open the results database {path}: {err}",
-                         "pass --db a SQLite file (or a new file) in a writable folder") from None
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))

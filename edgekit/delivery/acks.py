@@ -65,6 +65,7 @@ class AckBatcher:
         self._pending: dict[tuple[str, int], list[int]] = {}  # (device, boot_id) -> stored seqs
         self._count = 0
         self._since = 0.0  # monotonic time of the oldest pending frame
+        self.confirmed = 0  # frames in the acks taken so far (the receiver's metrics)
 
     def add(self, device: str, boot_id: int, seq: int) -> None:
         with self._lock:
@@ -82,6 +83,7 @@ class AckBatcher:
             if not self._count or not (force or self._count >= self.max_frames
                                        or time.monotonic() - self._since >= self.every_s):
                 return []
+            self.confirmed += self._count
             pending, self._pending, self._count = self._pending, {}, 0
         return [(device, encode_ack(boot_id, to_ranges(seqs), sealer(device) if sealer else None))
                 for (device, boot_id), seqs in pending.items()]

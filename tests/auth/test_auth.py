@@ -138,12 +138,12 @@ def test_signed_messages():
 
 
 @pytest.fixture
-def checks(tmp_path):
-    """An authenticator over a real key store (cam-a, cam-b) and a real SQLite result store."""
+def checks(tmp_path, results_db):
+    """An authenticator over a real key store (cam-a, cam-b) and a real result store (SQLite, PostgreSQL)."""
     keys = KeyStore(tmp_path / "keys", create=True, reload_s=0)
     for device, key in (("cam-a", KEY_A), ("cam-b", KEY_B)):
         write_key_file(keys.path(device), device, key)
-    store = ResultStore(tmp_path / "r.sqlite")
+    store = ResultStore(results_db)
     yield keys, store, FrameAuthenticator(keys, store)
     store.close()
 
@@ -192,7 +192,7 @@ def test_unauthenticated_frames_pass_only_from_keyless_devices_without_require(c
         _check(FrameAuthenticator(keys, store, require=True), "cam-x", _frame(key=None, device="cam-x"))
 
 
-def test_window_rejects_stale_seqs_and_survives_a_restart(checks, tmp_path):
+def test_window_rejects_stale_seqs_and_survives_a_restart(checks, results_db):
     keys, store, auth = checks
     top = REPLAY_WINDOW + 10
     for seq in (3, top):
@@ -201,7 +201,7 @@ def test_window_rejects_stale_seqs_and_survives_a_restart(checks, tmp_path):
     with pytest.raises(StaleSeq):
         _check(auth, "cam-a", _frame(seq=10))
     assert _check(auth, "cam-a", _frame(seq=top - REPLAY_WINDOW + 1)) is True  # late, but inside the window
-    restarted = FrameAuthenticator(keys, store)  # a new receiver process on the same database
+    restarted = FrameAuthenticator(keys, ResultStore(results_db, "rx-2"))  # another receiver on the database
     with pytest.raises(Replayed):
         _check(restarted, "cam-a", _frame(seq=top))
     with pytest.raises(BadTag):  # the boot is remembered: not reported as a forged boot

@@ -1,4 +1,5 @@
-"""Receiver-confirmed delivery and gap accounting, in-process against a real Mosquitto and real SQLite.
+"""Receiver-confirmed delivery and gap accounting, in-process against a real Mosquitto and real SQLite (the
+receiver's results also in a real PostgreSQL: ``results_db``).
 
 Faults are injected for real: rows deleted from a spool file, a spool whose SQLite file cannot grow
 (``PRAGMA max_page_count``), a second agent on a locked spool. The page limit tests the policy's logic only:
@@ -101,8 +102,8 @@ def test_a_second_agent_on_the_same_spool_stops_with_one_line(bundle, stream, tm
     Spool(spool_path).close()  # the lock goes with its holder
 
 
-def test_frames_leave_the_spool_only_when_a_receiver_confirms_them(bundle, stream, mosquitto, tmp_path):
-    db, spool = tmp_path / "r.sqlite", tmp_path / "spool.sqlite"
+def test_frames_leave_the_spool_only_when_a_receiver_confirms_them(bundle, stream, mosquitto, tmp_path, results_db):
+    db, spool = results_db, tmp_path / "spool.sqlite"
     agent = RunningAgent(bundle, mosquitto.url, spool, stream(40), confirm_timeout_s=0.5).start()
     try:
         pub = agent.agent.publisher
@@ -122,8 +123,8 @@ def test_frames_leave_the_spool_only_when_a_receiver_confirms_them(bundle, strea
     assert rows(db, "SELECT first, last FROM seq_ranges WHERE kind = 'stored'") == [(0, 39)]
 
 
-def test_a_gap_made_in_a_spool_is_reported_missing_once(bundle, stream, mosquitto, tmp_path, caplog):
-    db, spool = tmp_path / "r.sqlite", tmp_path / "spool.sqlite"
+def test_a_gap_made_in_a_spool_is_reported_missing_once(bundle, stream, mosquitto, tmp_path, caplog, results_db):
+    db, spool = results_db, tmp_path / "spool.sqlite"
     first = RunningAgent(bundle, mosquitto.url, spool, stream(60)).start()  # no receiver yet: all stay spooled
     assert wait_until(lambda: first.agent.spool.depth == 60 and first.agent.publisher.counters.acknowledged >= 60)
     boot_id = first.finish()["boot_id"]
@@ -186,11 +187,11 @@ def test_a_spool_full_while_running_and_at_restart_keeps_sending(bundle, stream,
     assert again_stats["captured"] == 30 and summarize(db)["devices"][0]["missing"] == 0
 
 
-def test_a_gap_alarms_once_after_the_grace_even_when_partly_filled_late(tmp_path):
+def test_a_gap_alarms_once_after_the_grace_even_when_partly_filled_late(results_db):
     from edgekit.server.ledger import find_gaps
     from edgekit.server.store import ResultStore
 
-    store = ResultStore(tmp_path / "r.sqlite")
+    store = ResultStore(results_db)
     store.add_dropped("d", [(1, 12, 13)])  # the device's policy dropped these: explained, never missing
     for first, last in ((0, 9), (20, 29)):
         store._db.execute("INSERT INTO seq_ranges VALUES ('d', 1, 'stored', ?, ?)", (first, last))
@@ -202,6 +203,6 @@ def test_a_gap_alarms_once_after_the_grace_even_when_partly_filled_late(tmp_path
     assert check(106.0) == [("d", 1, 10, 11), ("d", 1, 14, 19)]
     store._db.execute("INSERT INTO seq_ranges VALUES ('d', 1, 'stored', 10, 10)")  # a late re-send
     assert check(107.0) == []
-    assert rows(tmp_path / "r.sqlite", "SELECT first, last, alarmed FROM gaps ORDER BY first") == [(11, 11, 1),
+    assert rows(results_db, "SELECT first, last, alarmed FROM gaps ORDER BY first") == [(11, 11, 1),
                                                                                                    (14, 19, 1)]
     store.close()

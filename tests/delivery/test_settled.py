@@ -1,5 +1,6 @@
 """Settled marks (docs/server.md, Delivery): the spool's per-boot answer, the heartbeat field's parsing, and
-the gaps they reveal after a boot's last stored frame. Real SQLite files, no broker."""
+the gaps they reveal after a boot's last stored frame. Real SQLite files (the store's also on PostgreSQL),
+no broker."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from edgekit.device.spool import _SETTLED, REPORTED_BOOTS, Spool
 from edgekit.server.ledger import MAX_SETTLED_BOOTS, find_gaps, parse_drops, parse_settled
 from edgekit.server.stats import format_table, summarize
 from edgekit.server.store import Result, ResultStore
+from support.postgres import query
 
 T = "edgekit/v1/cam-s/features"
 
@@ -132,8 +134,8 @@ def _results(device: str, boot_id: int, seqs) -> list[Result]:
     return [Result(device, boot_id, seq, "b" * 64, 0, "zero", 0.9, [("zero", 0.9)], 1, 2, 3, 1) for seq in seqs]
 
 
-def test_stats_count_a_lost_tail(tmp_path):
-    db = tmp_path / "r.sqlite"
+def test_stats_count_a_lost_tail(results_db):
+    db = results_db
     store = ResultStore(db)
     store.insert(_results("cam-a", 1, range(10)) + _results("cam-b", 1, range(10)))
     store.add_settled("cam-a", [(1, 15)])
@@ -143,22 +145,20 @@ def test_stats_count_a_lost_tail(tmp_path):
     alarms = store.update_gaps(lambda ranges, old: find_gaps(ranges, old, 106.0, 5.0))
     assert alarms == [("cam-a", 1, 10, 14), ("cam-b", 2, 0, 2**63 - 2), ("cam-b", 3, 0, 2**63 - 2)]
     store.close()
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT first, last FROM seq_ranges WHERE kind = 'settled' AND device = 'cam-a'"
-                           ).fetchall() == [(0, 14)]
+    assert query(db, "SELECT first, last FROM seq_ranges WHERE kind = 'settled' AND device = 'cam-a'") == [(0, 14)]
     a, b = summarize(db)["devices"]
     assert (a["device"], a["results"], a["stored"], a["missing"]) == ("cam-a", 10, 10, 5)
     assert (b["device"], b["results"], b["missing"]) == ("cam-b", 10, 2**64 - 2)
     assert format_table(summarize(db)).splitlines()[1].split()[-2:] == ["0", "5"]  # dropped, missing
 
 
-def test_ranges_reach_the_largest_seq_a_frame_may_carry(tmp_path):
+def test_ranges_reach_the_largest_seq_a_frame_may_carry(results_db):
     """2**63 - 1 passes the wire checks, so the store merges ranges ending there (the merge used to look one seq
     past ``last``: an integer SQLite cannot hold) and the ledger takes drops and marks reaching it."""
     top = 2**63 - 1
     beat = json.dumps({"drops": [[4, top - 4, top - 3]], "settled": [[4, 2**63]]}).encode()
     assert parse_drops(beat) == [(4, top - 4, top - 3)] and parse_settled(beat) == [(4, 2**63)]
-    db = tmp_path / "r.sqlite"
+    db = results_db
     store = ResultStore(db)
     assert store.insert(_results("cam-m", 4, [top - 1, top])) == [True, True]
     store.add_dropped("cam-m", parse_drops(beat))
@@ -168,6 +168,5 @@ def test_ranges_reach_the_largest_seq_a_frame_may_carry(tmp_path):
     assert alarms == [] and store.update_gaps(lambda ranges, old: find_gaps(ranges, old, 20.0, 5.0)) == \
         [("cam-m", 4, 0, top - 5)]
     store.close()
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT kind, first, last FROM seq_ranges ORDER BY kind").fetchall() == \
-            [("dropped", top - 4, top - 3), ("settled", 0, top), ("stored", top - 2, top)]
+    assert query(db, "SELECT kind, first, last FROM seq_ranges ORDER BY kind") == \
+        [("dropped", top - 4, top - 3), ("settled", 0, top), ("stored", top - 2, top)]

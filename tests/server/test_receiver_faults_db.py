@@ -1,9 +1,11 @@
-"""The results database refuses writes (full, read-only): the receiver acknowledges nothing, says so in one
-line, and stores everything once it can write again. Dead-letter samples are rate-limited and bounded."""
+"""The results database refuses writes (SQLite full or read-only, a PostgreSQL server shut down or killed): the
+receiver acknowledges nothing, says so in one line, and stores everything once it can write again. Dead-letter
+samples are rate-limited and bounded."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sqlite3
 import time
 
@@ -48,13 +50,19 @@ FAULTS = {  # name: (make the database refuse writes, let it write again, the ca
     "read-only": (lambda r: _on_connection(r, "PRAGMA query_only = ON"),
                   lambda r: _on_connection(r, "PRAGMA query_only = OFF"), "is read-only"),
 }
+POSTGRES_GONE = {"postgres shut down": signal.SIGINT, "postgres killed": signal.SIGKILL}  # a server of its own
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("fault", [*FAULTS, *POSTGRES_GONE])
 def test_a_database_that_refuses_writes_holds_acks_then_stores_everything(fault, bundle, mosquitto, tmp_path,
-                                                                           caplog):
-    refuse, allow, cause = FAULTS[fault]
-    db = tmp_path / "r.sqlite"
+                                                                           caplog, request):
+    if fault in POSTGRES_GONE:  # every connection goes with it; each retry is a new connection refused
+        server = request.getfixturevalue("own_postgres")
+        db, cause = server.url("results"), "cannot reach the results database postgresql://edgekit@127.0.0.1"
+        refuse, allow = lambda r: server.stop(POSTGRES_GONE[fault]), lambda r: server.start()
+    else:
+        refuse, allow, cause = FAULTS[fault]
+        db = tmp_path / "r.sqlite"
     frames = _frames(bundle, 100)  # a full database still has room in its last pages: enough to outgrow them
     receiver = _receiver(bundle, mosquitto, db)
     try:
@@ -75,9 +83,10 @@ def test_a_database_that_refuses_writes_holds_acks_then_stores_everything(fault,
     finally:
         receiver.stop()
     assert [s for (s,) in db_rows(db, "SELECT seq FROM results ORDER BY seq")] == list(range(100))
+    assert db_rows(db, "SELECT value FROM counters WHERE name = 'stored'") == [(100,)]  # none counted twice
     outage_lines = [r for r in caplog.records if r.name == "edgekit.server.store_outage" and cause in r.getMessage()]
     assert len(outage_lines) == 1 and "not acknowledging" in outage_lines[0].getMessage()
-    assert "cannot rollback" not in caplog.text
+    assert "cannot rollback" not in caplog.text and (fault not in POSTGRES_GONE or server.password not in caplog.text)
     assert not [r for r in caplog.records if r.exc_info], "no traceback"
 
 
@@ -122,28 +131,28 @@ def test_frames_not_stored_when_the_receiver_stops_come_back_after_a_restart(bun
     assert [s for (s,) in db_rows(db, "SELECT seq FROM results ORDER BY seq")] == list(range(100))
 
 
-def test_dead_letters_are_all_counted_but_sampled_per_device(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite", receiver="rx")
+def test_dead_letters_are_all_counted_but_sampled_per_device(results_db):
+    store = ResultStore(results_db, receiver="rx")
     sink = DeadLetterSink(store, SampleRate(per_s=0.0, burst=5), Retention())
     sampled = [sink.offer(DeadLetter(device, "bad-magic", "x", 10, time.time_ns()))
                for device in ("a", "b") for _ in range(100)]
     sink.flush()
     store.close()
     assert sampled.count(True) == 10 and sink.not_sampled == 190
-    db = tmp_path / "r.sqlite"
+    db = results_db
     assert db_rows(db, "SELECT device, COUNT(*) FROM deadletters GROUP BY device") == [("a", 5), ("b", 5)]
     assert db_rows(db, "SELECT device, count FROM deadletter_totals ORDER BY device") == [("a", 100), ("b", 100)]
 
 
-def test_dead_letter_retention_bounds_rows_and_age(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite", receiver="rx")
+def test_dead_letter_retention_bounds_rows_and_age(results_db):
+    store = ResultStore(results_db, receiver="rx")
     retention = Retention(max_rows=50, max_age_s=3600)
     now, old = time.time_ns(), time.time_ns() - 7200 * 10**9
     for batch in range(10):
         letters = [DeadLetter("d", "truncated", "x", 1, old if batch == 9 and i < 5 else now) for i in range(30)]
         store.dead_letters(letters, {("d", "truncated"): 30}, retention)
     store.close()
-    db = tmp_path / "r.sqlite"
+    db = results_db
     (rows, oldest), = db_rows(db, "SELECT COUNT(*), MIN(received_ns) FROM deadletters")
     assert rows == 45 and oldest >= now  # the newest 50, minus the 5 written already too old
     assert db_rows(db, "SELECT count FROM deadletter_totals") == [(300,)]

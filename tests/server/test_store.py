@@ -1,8 +1,8 @@
-"""The results store (idempotent by key, shared between connections) and the micro-batcher."""
+"""The results store (idempotent by key, shared between connections) and the micro-batcher. The store's
+tests run on both back ends (``results_db``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 
@@ -13,6 +13,7 @@ from edgekit.errors import UsageError
 from edgekit.server.batcher import Batcher
 from edgekit.server.stats import format_table, summarize
 from edgekit.server.store import DeadLetter, Result, ResultStore, Retention
+from support.postgres import query
 
 
 def _result(device="d1", boot=1, seq=0, label="3"):
@@ -20,25 +21,25 @@ def _result(device="d1", boot=1, seq=0, label="3"):
                   capture_ns=1_000_000_000, received_ns=1_004_000_000, done_ns=1_010_000_000, batch_size=2)
 
 
-def test_duplicates_never_create_rows(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite", receiver="rx-1")
+def test_duplicates_never_create_rows(results_db):
+    store = ResultStore(results_db, receiver="rx-1")
     assert store.insert([_result(seq=0), _result(seq=1)]) == [True, True]
     assert store.insert([_result(seq=1), _result(seq=2), _result(boot=2, seq=1)]) == [False, True, True]
-    other = ResultStore(tmp_path / "r.sqlite", receiver="rx-2")  # a second receiver on the same file
+    assert store.insert([_result(seq=3), _result(seq=3)]) == [True, False]  # twice in one batch: one row
+    other = ResultStore(results_db, receiver="rx-2")  # a second receiver on the same database
     assert other.insert([_result(seq=0), _result(device="d2", seq=0)]) == [False, True]
-    assert store.count() == 5
-    rows = sqlite3.connect(tmp_path / "r.sqlite").execute(
-        "SELECT receiver, value FROM counters WHERE name = 'duplicates' ORDER BY receiver").fetchall()
-    assert rows == [("rx-1", 1), ("rx-2", 1)]
+    assert store.count() == 6
+    rows = query(results_db, "SELECT receiver, value FROM counters WHERE name = 'duplicates' ORDER BY receiver")
+    assert rows == [("rx-1", 2), ("rx-2", 1)]
 
 
-def test_stats_table_from_the_database(tmp_path):
-    store = ResultStore(tmp_path / "r.sqlite", receiver="rx-1")
+def test_stats_table_from_the_database(results_db):
+    store = ResultStore(results_db, receiver="rx-1")
     store.insert([_result(seq=i) for i in range(4)] + [_result(device="d2", seq=0)])
     store.dead_letters([DeadLetter("d1", "crc-mismatch", "crc differs", 80, time.time_ns())],
                        {("d1", "crc-mismatch"): 1}, Retention())
     store.set_counters({"received": 6, "stored": 5})
-    summary = summarize(tmp_path / "r.sqlite")
+    summary = summarize(results_db)
     assert summary["results"] == 5 and summary["deadletters"] == {"crc-mismatch": 1}
     assert [d["results"] for d in summary["devices"]] == [4, 1]
     assert abs(summary["p50_ms"] - 10.0) < 1e-6

@@ -31,7 +31,12 @@ def start_publisher(spool, broker, **kw) -> Publisher:
 
 
 def db_rows(db, sql: str, *args) -> list:
-    """Rows of ``sql`` read from the results database ``db`` in a connection of its own (as a user would)."""
+    """Rows of ``sql`` read from the results database ``db`` (a SQLite file, or a PostgreSQL URL: see
+    support.postgres) in a connection of its own (as a user would)."""
+    if str(db).startswith("postgresql://"):
+        from support.postgres import query
+
+        return query(db, sql, *args)
     con = sqlite3.connect(db, timeout=10)
     try:
         return con.execute(sql, args).fetchall()
