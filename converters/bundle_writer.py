@@ -21,7 +21,7 @@ import secrets
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -187,21 +187,23 @@ def build_manifest(work: ConversionState, pre: Preprocessing | None, labels: lis
         "files": {},
         "parity": {"passed": report["passed"], "min_agreement": report["min_agreement"],
                    "samples": report["eval"]["samples"], "worst_agreement": report["worst_agreement"]},
-        "provenance": {"edgekit": edgekit.__version__, "libraries": _versions(),
+        "provenance": {"edgekit": edgekit.__version__, "libraries": library_versions(),
                        "command": command, "seed": seed, "python": platform.python_version(),
                        "platform": platform.platform(), "options": options},
     }
 
 
-def write_reports(staging: Path, report: dict[str, Any], manifest: dict[str, Any]) -> None:
-    """The bundle id depends only on the model files, so it is known before the reports are hashed."""
+def write_reports(staging: Path, report: dict[str, Any], manifest: dict[str, Any],
+                  render: Callable[[dict[str, Any]], str] = render_markdown) -> None:
+    """The bundle id depends only on the model files, so it is known before the reports are hashed.
+    ``render`` makes report.md (text bundles have their own)."""
     from edgekit.bundle.manifest import bundle_id, file_entry
 
     model_files = {p.relative_to(staging).as_posix(): file_entry(p) for p in staging.rglob("*")
                    if p.is_file() and p.relative_to(staging).parts[0] in ("device", "server")}
     report["bundle_id"] = bundle_id(model_files)
     (staging / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    (staging / "report.md").write_text(render_markdown(report))
+    (staging / "report.md").write_text(render(report))
     write_manifest(staging, manifest)
 
 
@@ -215,9 +217,10 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _versions() -> dict[str, str | None]:
+def library_versions(libraries: tuple[str, ...] = _LIBRARIES) -> dict[str, str | None]:
+    """Installed versions of ``libraries`` (those not installed are left out), for the manifest's provenance."""
     versions = {}
-    for name in _LIBRARIES:
+    for name in libraries:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

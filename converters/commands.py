@@ -41,8 +41,10 @@ def _size(text: str | None) -> tuple[int, int] | None:
 @click.option("--split", help="Layer (Keras) or tensor (ONNX) name whose output is the code.")
 @click.option("--device-model", type=click.Path(), help="Already-split device half (instead of MODEL + --split).")
 @click.option("--server-model", type=click.Path(), help="Already-split server half.")
-@click.option("--calib", type=click.Path(), help="Calibration data: .npz, .npy or an image folder.")
-@click.option("--eval", "eval_path", type=click.Path(), help="Held-out labelled data (.npz with x, y; or class folders).")
+@click.option("--calib", type=click.Path(), help="Calibration data: .npz, .npy or an image folder; for a sentence "
+              "encoder a .txt file (one sentence per line) or an STS-B .csv.")
+@click.option("--eval", "eval_path", type=click.Path(), help="Held-out labelled data (.npz with x, y; or class folders); "
+              "for a sentence encoder sentences as --calib (STS-B pairs add the Spearman check).")
 @click.option("--target", "targets", multiple=True, help="Target profile (repeatable): cpu, rpi, coral-edgetpu, "
               "ethos-u55-128, ethos-u65-256, imx8mp, or a profile .json. Default: rpi.")
 @click.option("--runtime", type=click.Choice(["tflite", "onnx"]), help="Produce only this device runtime.")
@@ -92,10 +94,13 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
       edgekit convert model.onnx --split /enc/Relu_output_0 --calib imgs/ --image-size 32x32 \\
           --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --target cpu -o bundles/cifar
       edgekit convert model.pt2 --list-splits       # a torch.export program (torch.export.save)
+      edgekit convert all-MiniLM-L6-v2/ --calib ../shared/data/sts-b/sts-train.csv \\
+          --eval ../shared/data/sts-b/sts-dev.csv -o bundles/minilm   # a sentence encoder folder
     """
     from edgekit.errors import ParityError
 
     from .report import summary_lines
+    from .text_manifest import text_summary
 
     if list_targets:
         from .targets import list_targets as names, load_target
@@ -123,24 +128,32 @@ def convert_command(model, split, device_model, server_model, calib, eval_path, 
         latency_runs=latency_runs, threads=threads, codec=codec, encode_budget_ms=encode_budget_ms, seed=seed,
         command=shlex.join(["edgekit", *sys.argv[1:]]) if sys.argv else None, progress=True,
     )
+    text = result.report.get("kind") == "text"
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     else:
-        click.echo("\n".join(summary_lines(result.report)))
+        click.echo(text_summary(result.report) if text else "\n".join(summary_lines(result.report)))
         click.echo(f"bundle written to {result.bundle_path} (report: {result.bundle_path / 'report.md'})")
+    if not result.passed and text:
+        raise ParityError(result.report["warnings"][0] + " (bundle written, marked failing)",
+                          "try the other int8 quantization's figures in report.md, or more calibration sentences")
     if not result.passed:
         raise ParityError(
             f"top-1 agreement {result.report['worst_agreement']:.4f} is below --min-agreement {min_agreement} "
-            f"(bundle written, marked failing)", _parity_fix(result.report))
+            f"(bundle written, marked failing)", _parity_fix(result.report, calib_method))
 
 
-def _parity_fix(report: dict) -> str:
+def _parity_fix(report: dict, calib_method: str) -> str:
     """Fused int8 kernels that disagree with the reference are a scheme problem, not a calibration one: the
-    report's kernel warning says what to do, knowing the scheme the run already used."""
+    report's kernel warning says what to do, knowing the scheme the run already used; nor is the calibration
+    method the run used advised again."""
     kernels = next((w for w in report["warnings"] if "fused int8 kernels" in w), None)
     if kernels is not None:
         return ("ONNX Runtime's fused int8 kernels differ from the reference on this CPU (see report.md): "
                 + kernels.rsplit(" — ", 1)[-1])
     layers = ", ".join(report.get("layers_to_check") or []) or "see report.md"
+    from .onnx_quant import CALIBRATION_METHODS
+
+    others = " or ".join(m for m in CALIBRATION_METHODS if m != calib_method)
     return (f"look at layers {layers}; try more or more representative calibration data, --calib-method "
-            "entropy or percentile, or a split point after fewer layers")
+            f"{others}, or a split point after fewer layers")

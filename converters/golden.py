@@ -37,10 +37,10 @@ OUTPUT_RELATIVE_ERROR = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
 
 
 def _pick(calib: np.ndarray) -> np.ndarray:
-    """Evenly spaced calibration samples, as many as fit the budget (at least 4, at most 16)."""
+    """Indices of evenly spaced calibration samples, as many as fit the budget (at least 4, at most 16)."""
     per_sample = max(1, calib[0].nbytes)
     count = min(len(calib), max(MIN_SAMPLES, min(MAX_SAMPLES, INPUT_BUDGET_BYTES // per_sample)))
-    return np.ascontiguousarray(calib[np.linspace(0, len(calib) - 1, count).astype(int)], np.float32)
+    return np.linspace(0, len(calib) - 1, count).astype(int)
 
 
 def tolerance(outputs: np.ndarray, precision: str) -> dict[str, float]:
@@ -51,16 +51,20 @@ def tolerance(outputs: np.ndarray, precision: str) -> dict[str, float]:
 
 
 def write_golden(bundle: Path, calib: np.ndarray, devices: Sequence[Any], server_rel: str, precision: str,
-                 threads: int | None = None) -> dict[str, Any]:
+                 threads: int | None = None, texts: Sequence[str] | None = None) -> dict[str, Any]:
     """Write ``golden/golden.npz`` under ``bundle`` and return ``manifest["golden"]``.
 
     ``devices`` are the converted device models (``path``, ``runtime``, ``code_quant``); models with the
-    same file content share one codes array.
+    same file content share one codes array. Text bundles give int64 token ids as ``calib`` (kept int64) and
+    their sentences as ``texts``, stored too so the self-test checks the tokenizer as well.
     """
     from edgekit.runtime import open_device_runner, open_server_runner
 
-    x = _pick(calib)
+    picked = _pick(calib)
+    x = np.ascontiguousarray(calib[picked], np.int64 if calib.dtype == np.int64 else np.float32)
     arrays: dict[str, np.ndarray] = {"inputs": x}
+    if texts is not None:
+        arrays["texts"] = np.asarray([texts[i] for i in picked], np.str_)
     entries, server_input = [], None
     for dev in devices:
         runner = open_device_runner(bundle / dev.path, runtime="onnxruntime" if dev.runtime == Runtime.ONNX else None,
@@ -82,6 +86,7 @@ def write_golden(bundle: Path, calib: np.ndarray, devices: Sequence[Any], server
         "path": GOLDEN_PATH,
         "samples": len(x),
         "inputs": "inputs",
+        **({"texts": "texts"} if texts is not None else {}),
         "device": entries,
         "server": {"codes": codes_name, "code_quant": {"scale": float(scale), "zero_point": int(zero_point)},
                    "outputs": "server_outputs", "runtime": "onnxruntime",

@@ -84,7 +84,8 @@ def _as_int8_code(y: np.ndarray, quant: QuantParams | None) -> tuple[np.ndarray,
 
 @dataclass
 class DeviceRunner:
-    """The device half, loaded. ``run`` takes float32 (N, ...) and returns the code batch.
+    """The device half, loaded. ``run`` takes float32 (N, ...), or int64 token ids (N, S) for a text model's
+    ONNX half (``input_dtype`` int64, dynamic dimensions -1), and returns the code batch.
 
     For a quantized model the code is int8 and ``code_quant`` its (scale, zero_point); a float model (used
     for the float-vs-int8 latency comparison) returns float32 and ``code_quant`` is None.
@@ -98,8 +99,8 @@ class DeviceRunner:
     _run: Callable[[np.ndarray], np.ndarray]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)
-        if x.shape[1:] != self.input_shape[1:]:
+        x = np.asarray(x, np.int64 if self.input_dtype == "int64" else np.float32)  # int64: a text model's token ids
+        if len(x.shape) != len(self.input_shape) or any(m not in (-1, d) for m, d in zip(self.input_shape[1:], x.shape[1:])):
             raise UsageError(
                 f"input shape {x.shape[1:]} does not match the device model's {self.input_shape[1:]}",
                 "check the preprocessing (size, channels, layout) against the bundle manifest",
@@ -146,7 +147,7 @@ def _ort_session(path: Path, threads: int, fused: bool = True) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8}
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int64)": np.int64}
 
 
 def _open_onnx_device(path: Path, threads: int, code_quant: QuantParams | None, fused: bool) -> DeviceRunner:
@@ -166,7 +167,8 @@ def _open_onnx_device(path: Path, threads: int, code_quant: QuantParams | None, 
         y = session.run(None, {inp.name: x})[0]
         return _as_int8_code(y, code_quant)[0]
 
-    return DeviceRunner(path, "onnxruntime", shape, "float32", int8_quant if out_type.kind in "iu" else None, run)
+    in_dtype = np.dtype(_ORT_DTYPES.get(inp.type, np.float32)).name
+    return DeviceRunner(path, "onnxruntime", shape, in_dtype, int8_quant if out_type.kind in "iu" else None, run)
 
 
 def open_device_runner(

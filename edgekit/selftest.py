@@ -30,6 +30,7 @@ import numpy as np
 
 from edgekit.cpu import cpu_features, describe_cpu
 from edgekit.errors import EdgekitError, ParityError
+from edgekit.text.golden import golden_token_mismatch
 
 __all__ = ["SelfTest", "SelfTestError", "runtime_version", "device_selftest", "server_selftest",
            "bundle_selftests", "require_pass", "check_parity"]
@@ -122,6 +123,10 @@ def device_selftest(bundle: Any, runner: Any, model_path: Path) -> SelfTest:
         result.passed = False
         result.detail = (f"the model takes {tuple(runner.input_shape[1:])} but the golden inputs are "
                          f"{arrays[golden.inputs].shape[1:]}")
+        return result
+    mismatch = golden_token_mismatch(bundle)  # text bundles: the tokenizer, before the model it feeds
+    if mismatch is not None:
+        result.passed, result.detail = False, mismatch
         return result
     codes, frame_ms = _timed_run(runner, arrays[golden.inputs])
     expected = arrays[golden.device[rel]]

@@ -1,5 +1,6 @@
 """Shared fixtures: where the real data lives, scikit-learn's bundled 8x8 digits (real data, no download), and
-(from tests/support) a real Mosquitto per test and one real converted bundle per session.
+(from tests/support) a real Mosquitto per test, one real converted bundle per session, and a real PostgreSQL
+server per session with a fresh database per test (``results_db`` runs a store test on SQLite and PostgreSQL).
 
 tests/ mirrors the code's rooms: core, bundle, wire, mqtt, auth, delivery, convert, reencode, device, server;
 tests/pipeline holds the end-to-end runs across them.
@@ -17,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["support.broker", "support.bundles"]
+pytest_plugins = ["support.broker", "support.bundles", "support.postgres", "support.text_models"]
 
 
 @pytest.fixture(scope="session")

@@ -81,6 +81,11 @@ def describe(manifest: dict) -> list[str]:
                      f"code {d['code_dtype']} {_quant(d['code_quant'])})")
     s = m["server_model"]
     lines.append(f"server     {s['path']} ({s['precision']}, {m['files'][s['path']]['bytes'] / 1024:.1f} KiB)")
+    if "text" in m:
+        t = m["text"]
+        lines.append(f"text       {t['tokenizer']} (up to {t['max_length']} tokens, lowercase {t['lowercase']}); "
+                     f"{t['pooling']} pooling{', normalized' * t['normalize']}, {t['dims']} dims; int8 "
+                     f"{t['quantization']['method']}; documents: {t['float_encoder']['path']}")
     for name, target in m["targets"].items():
         report = target.get("compiler_report")
         if report and report.get("compiler") == "vela":
@@ -91,7 +96,8 @@ def describe(manifest: dict) -> list[str]:
     lines += [
         f"wire       default codec {m['wire']['default_codec']}; codecs {', '.join(m['wire']['codecs'])}",
         f"parity     {'PASSED' if parity['passed'] else 'FAILED'} on {parity['samples']} samples"
-        + (f", worst top-1 agreement {100 * worst:.2f}% (min {100 * parity['min_agreement']:.2f}%)"
+        + (f", {'int8 encoder mean cosine' if parity.get('metric') == 'mean_cosine' else 'worst top-1 agreement'} "
+           f"{100 * worst:.2f}% (min {100 * parity['min_agreement']:.2f}%)"
            if worst is not None else ""),
         _golden(m.get("golden")),
         f"provenance edgekit {m['provenance']['edgekit']}; seed {m['provenance']['seed']}; "

@@ -252,6 +252,8 @@ class Bundle:
         named = [(f"device_models/{i}/path", d["path"]) for i, d in enumerate(m["device_models"])]
         named.append(("server_model/path", m["server_model"]["path"]))
         named += [("golden/path", m["golden"]["path"])] if "golden" in m else []
+        named += [("text/tokenizer", m["text"]["tokenizer"]),
+                  ("text/float_encoder/path", m["text"]["float_encoder"]["path"])] if "text" in m else []
         named += [(f"targets/{target}/artifacts", rel)
                   for target, spec in m["targets"].items() for rel in spec.get("artifacts", [])]
         for name, params in m["wire"].get("codecs", {}).items():

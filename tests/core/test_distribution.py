@@ -20,8 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("edgekit", "edgekit.bundle", "edgekit.wire", "edgekit.wire.codecs", "edgekit.mqtt", "edgekit.auth",
-            "edgekit.delivery", "edgekit.server", "edgekit.device", "edgekit.converters", "edgekit.reencode",
-            "edgekit.demo")
+            "edgekit.delivery", "edgekit.text", "edgekit.server", "edgekit.device", "edgekit.converters",
+            "edgekit.reencode", "edgekit.demo")
 DATA = ("edgekit/bundle/schemas/manifest.schema.json", "edgekit/converters/profiles/rpi.json",
         "edgekit/converters/profiles/README.md")
 

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: Where each package's source lives (pyproject's package-dir).
 FOLDERS = {"edgekit": "edgekit", "edgekit.converters": "converters", "edgekit.reencode": "reencode",
            "edgekit.device": "device", "edgekit.server": "server", "edgekit.demo": "demo"}
-BASE = ("edgekit.errors", "edgekit.logs", "edgekit.cpu", "edgekit.preprocess", "edgekit.latency")
+BASE = ("edgekit.errors", "edgekit.logs", "edgekit.cpu", "edgekit.preprocess", "edgekit.latency", "edgekit.metrics")
 #: room -> the rooms it may import (besides itself). The core's contracts sit below the roles; roles never
 #: import each other, except that the workstation's reencode builds on converters (load, cut, parity).
 MAY_IMPORT = {
@@ -25,14 +25,15 @@ MAY_IMPORT = {
     "mqtt": {"base"},
     "auth": {"base", "wire", "mqtt"},
     "delivery": {"base"},
-    "runtime": {"base", "bundle", "wire"},
-    "converters": {"base", "bundle", "wire", "runtime", "reencode-record"},
+    "text": {"base"},
+    "runtime": {"base", "bundle", "wire", "text"},
+    "converters": {"base", "bundle", "wire", "runtime", "text", "reencode-record"},
     "reencode": {"base", "bundle", "wire", "converters", "reencode-record"},
     "reencode-record": {"base", "bundle", "wire"},
-    "device": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime"},
-    "server": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime"},
+    "device": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime", "text"},
+    "server": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime", "text"},
     "demo": {"base", "bundle", "wire", "mqtt", "runtime", "converters"},
-    "cli": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime", "converters", "reencode",
+    "cli": {"base", "bundle", "wire", "mqtt", "auth", "delivery", "runtime", "text", "converters", "reencode",
             "reencode-record", "device", "server", "demo"},
 }
 #: What convert reads back from a re-encoded model (the record, the learned prior, the layers Keras must know
