@@ -87,7 +87,11 @@ def _load_image_folder(path: Path, pre: Preprocessing, role: str) -> Samples:
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UsageError(f"{role} folder {path} contains no images ({', '.join(IMAGE_SUFFIXES)})", "point it at image files")
-    x = np.stack([pre.apply_file(f) for f in files])
+    first = pre.apply_file(files[0])
+    x = np.empty((len(files), *first.shape), first.dtype)  # filled in place: a list then np.stack holds it twice
+    x[0] = first
+    for i, f in enumerate(files[1:], 1):
+        x[i] = pre.apply_file(f)
     classes = sorted({f.parent.relative_to(path).as_posix() for f in files})
     if classes == ["."]:
         return Samples(x)

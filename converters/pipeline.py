@@ -43,15 +43,17 @@ from .golden import write_golden
 from .image_baseline import compare_with_frames, input_baseline
 from .inputs import load_halves, optional_str, preprocessing_for, read_labels, read_samples
 from .onnx_quant import export_server_onnx
-from .parity_checks import layer_errors, measure_parity
+from .parity_checks import LAYER_SAMPLES, layer_errors, measure_parity, original_model
 from .state import ConversionState
 from .targets import Runtime, load_target
+from .text_source import is_text_model
 
 __all__ = ["convert", "ConvertResult", "DEFAULT_TARGETS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TARGETS = ("rpi",)
+FORMAT_RUNS = 20  # batch-1 runs per format when choosing the fastest ONNX device format (none with --latency-runs 0)
 
 
 @dataclass
@@ -96,6 +98,19 @@ def convert(
     """
     if output is None:
         raise UsageError("no output directory given", "pass -o/--output DIR")
+    if is_text_model(optional_str(model)):  # a sentence encoder folder: its own pipeline (docs/convert.md)
+        from .text_pipeline import TEXT_STEPS, convert_text
+
+        if runtime == "tflite":
+            raise UsageError("text models convert to ONNX only (no TFLite device half yet)",
+                             "drop --runtime tflite, or pass --runtime onnx")
+        text_steps = _Progress(progress, TEXT_STEPS)
+        result = ConvertResult(*convert_text(model, calib, eval, targets, output, force, calib_samples, eval_samples,
+                                             latency_runs=latency_runs, threads=threads, codec=codec,
+                                             encode_budget_ms=encode_budget_ms, seed=seed, command=command,
+                                             step=text_steps.step))
+        text_steps.close()
+        return result
     if calib is None:
         raise UsageError("no calibration data given", "pass --calib calib.npz (or .npy, or an image folder)")
     if runtime not in (None, "tflite", "onnx"):
@@ -113,6 +128,10 @@ def convert(
         reencoder = hints_for(optional_str(model))  # a model made by edgekit reencode: its record, wire scale, prior
         halves = load_halves(optional_str(model), split, optional_str(device_model), optional_str(server_model),
                              scratch)
+        if halves.source_format == "pytorch":  # TFLite targets: the device half through litert-torch
+            from .torch_tflite import torch_device_half
+
+            halves.device_torch = torch_device_half(model or device_model, split if model else None)
         plans = [(p, target_runtimes(p, halves, runtime)) for p in profiles]
         for profile, runtimes in plans:
             check_target(profile, halves, runtimes)
@@ -132,13 +151,14 @@ def convert(
 
         for profile, runtimes in plans:
             steps.step(f"calibrating and quantizing the device half for {profile.name} "
-                       f"({', '.join(r.value for r in runtimes)}, {len(calib_set.x)} samples)")
+                       f"({', '.join(r.value for r in runtimes)}, {len(calib_set.x)} calibration samples)")
             if Runtime.TFLITE in runtimes:
                 dev = export_tflite_device(work, profile)
                 work.devices.append(dev)
                 compile_device(work, profile, dev.path)
             if Runtime.ONNX in runtimes:
-                work.devices.append(export_onnx_device(work, profile, calib_method))
+                work.devices.append(export_onnx_device(work, profile, calib_method, min(latency_runs, FORMAT_RUNS),
+                                                       min_agreement))
             work.compiled.setdefault(profile.name, None)
 
         steps.step("exporting the server half")
@@ -147,19 +167,23 @@ def convert(
         export_server_onnx(halves.server_onnx, staging / server_rel, server_precision, onnx_input(halves.server_onnx),
                            calib_codes, calib_method)
 
-        steps.step(f"measuring parity and latency on {len(eval_set.x)} samples")
+        evaluated = "held-out" if eval else "calibration (no --eval)"  # progress lines name the data they use
+        steps.step(f"measuring parity and latency on {len(eval_set.x)} {evaluated} samples")
         rows, extra, wire_inputs = measure_parity(work, staging / server_rel, latency_runs, threads, progress)
         heldout_codes = wire_inputs["heldout_codes"]
         steps.step(f"fitting wire codecs on {len(calib_set.x)} calibration codes, measuring them on "
-                   f"{len(heldout_codes)} held-out codes")
+                   f"{len(heldout_codes)} {evaluated} codes")
         wire_section, wire_report = fit_wire(work, heldout_codes, codec, encode_budget_ms)
 
         worst = min(r["top1_agreement"] for r in rows)
         passed = worst >= min_agreement
+        if debug_layers or not passed:
+            steps.step(f"per-layer quantization errors on {min(len(eval_set.x), LAYER_SAMPLES)} {evaluated} samples")
         errors = layer_errors(work, calib_method) if (debug_layers or not passed) else None
         report = build_report(work, rows, extra, wire_report, errors, worst, passed, min_agreement,
                               eval is not None, str(eval or calib), server_rel, server_precision,
                               Path(model or device_model))
+        report["eval"]["original"] = original_model(work, Path(model or device_model), extra["y_float"])
         report["baseline"] = input_baseline(eval_set.x, pre)
         too_big = compare_with_frames(report["baseline"], wire_report)
         if too_big:

@@ -12,7 +12,7 @@ from edgekit.cpu import describe_cpu
 
 from .image_baseline import LABELS
 
-__all__ = ["render_markdown", "summary_lines"]
+__all__ = ["render_markdown", "summary_lines", "format_lines"]
 
 
 def _pct(value: float | None) -> str:
@@ -37,6 +37,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"{verdict}: worst top-1 agreement {_pct(report['worst_agreement'])} "
              f"(min {_pct(report['min_agreement'])}) on {report['eval']['samples']} samples; "
              f"code {report['code']['bytes_per_sample']} B/sample"]
+    original = report["eval"].get("original")
+    if original and original["found"]:
+        lines.append(f"  accuracy: original model {_pct(original['accuracy'])}, re-encoded float "
+                     f"{_pct(report['eval'].get('accuracy_float'))} (agreement with the original "
+                     f"{_pct(original['float_agreement'])})")
     for m in report["models"]:
         lat = m.get("latency") or {}
         ratio = f", float/int8 latency x{lat['float_over_int8']}" if lat.get("float_over_int8") else ""
@@ -51,6 +56,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         elif compiled:
             lines.append(f"  {name}: {compiled['tpu_ops']} Edge TPU / {compiled['cpu_ops']} CPU ops; "
                          f"compile with: {compiled['command']}")
+    lines += [f"  {line}" for line in format_lines(report)]
     lines += _kernel_lines(report)
     if not report["passed"] and report.get("layers_to_check"):
         lines.append("  look at layers: " + ", ".join(report["layers_to_check"]))
@@ -89,6 +95,30 @@ def _baseline_summary(baseline: dict[str, Any] | None) -> list[str]:
     lines = [f"  input as an image ({shape}, mean of {baseline['images']}): {sizes}"]
     if baseline.get("warning"):
         lines.append(f"  WARNING: {baseline['warning']}")
+    return lines
+
+
+_FORMATS = {"qdq": "int8 QDQ", "qoperator": "int8 QOperator", "float": "the float half (int8 code output)"}
+
+
+def format_lines(report: dict[str, Any]) -> list[str]:
+    """One line per ONNX device model whose format was chosen on speed: what ships and the figures behind it."""
+    lines = []
+    for m in report["models"]:
+        chosen = m.get("format")
+        if not chosen:
+            continue
+        ms = chosen["median_ms"]
+        others = ", ".join(f"{_FORMATS[name].split(' (')[0]} {value:.2f} ms" for name, value in ms.items()
+                           if name != chosen["format"])
+        scores = chosen.get("agreement_on_calibration") or {}
+        rejected = [f"{_FORMATS[name].split(' (')[0]} agreed {_pct(score)}" for name, score in scores.items()
+                    if name != chosen["format"]]
+        why = (f"; faster but below --min-agreement {_pct(chosen['min_agreement'])} on calibration samples: "
+               + ", ".join(rejected)) if rejected else ""
+        lines.append(f"{m['target']}/{m['runtime']}: ships {_FORMATS[chosen['format']]}: "
+                     f"{ms[chosen['format']]:.2f} ms vs {others} (ONNX Runtime, batch 1, {chosen['threads']} thread, "
+                     f"median of {chosen['runs']}){why}")
     return lines
 
 
@@ -162,6 +192,21 @@ def _target_sections(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _accuracy_lines(report: dict[str, Any]) -> list[str]:
+    """The float model's accuracy; for a re-encoded model, the original model's beside the re-encoded float one
+    (the deployed accuracies are in the per-model table), so the re-encoder's cost is not hidden."""
+    evaluation = report["eval"]
+    original = evaluation.get("original")
+    if not original:
+        return [f"- float model accuracy: {_pct(evaluation.get('accuracy_float'))}"]
+    if not original["found"]:
+        return [f"- re-encoded float model accuracy: {_pct(evaluation.get('accuracy_float'))}; original model "
+                f"`{original['model']}` not evaluated: {original['reason']}"]
+    return [f"- accuracy: original model `{original['model']}` {_pct(original['accuracy'])}, re-encoded float model "
+            f"{_pct(evaluation.get('accuracy_float'))} (top-1 agreement with the original "
+            f"{_pct(original['float_agreement'])}), deployed: per model below"]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole report as Markdown."""
     code = report["code"]
@@ -178,7 +223,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"zero-point {code['wire_quant']['zero_point']}",
         f"- evaluated on {report['eval']['samples']} samples from `{report['eval']['source']}`"
         + ("" if report["eval"]["held_out"] else " (the calibration data: no --eval given, not held out)"),
-        f"- float model accuracy: {_pct(report['eval'].get('accuracy_float'))}",
+        *_accuracy_lines(report),
         f"- measured on: {describe_cpu(report['cpu']) if report.get('cpu') else 'unknown CPU'}",
         f"- float device half: TFLite {_kib(report['float_sizes'].get('tflite'))}, "
         f"ONNX {_kib(report['float_sizes'].get('onnx'))}; server half {_kib(report['server']['bytes'])} "
@@ -188,6 +233,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *_models_table(report),
     ]
+    formats = format_lines(report)
+    if formats:
+        lines += ["", "## ONNX device format (chosen on speed)", "", *[f"- {line}" for line in formats]]
     kernels = _kernels_table(report)
     if kernels:
         lines += ["", "## ONNX Runtime int8 kernels: fused (deployed) vs unfused QDQ reference", "",

@@ -6,20 +6,18 @@ inference. The rounding is a FakeQuant op with range [-128, 127], so the TFLite 
 tensor exactly scale 1 and zero point 0: the int8 wire levels are the trained integers, bit for bit.
 
 ``LogisticPrior`` is the learned factorized prior: per channel a logistic density (location, scale); the
-probability of integer ``v`` is ``CDF(v + 0.5) - CDF(v - 0.5)``. Its cross-entropy is the rate.
+probability of integer ``v`` is ``CDF(v + 0.5) - CDF(v - 0.5)``. Its cross-entropy is the rate
+(:func:`edgekit.reencode.prior.logistic_bits`, shared with the PyTorch prior).
 """
 
 from __future__ import annotations
 
-import math
-
 import keras
 import tensorflow as tf
 
-__all__ = ["IntegerCode", "LogisticPrior", "CODE_MIN", "CODE_MAX"]
+from .prior import CODE_MAX, CODE_MIN, logistic_bits, prior_record
 
-CODE_MIN, CODE_MAX = -128.0, 127.0
-_MIN_PROB = 1e-9
+__all__ = ["IntegerCode", "LogisticPrior", "CODE_MIN", "CODE_MAX"]
 
 
 @keras.saving.register_keras_serializable(package="edgekit")
@@ -52,14 +50,8 @@ class LogisticPrior(keras.layers.Layer):
         self.log_scale = self.add_weight(shape=(channels,), initializer="zeros", name="log_scale")
 
     def call(self, code):
-        scale = keras.ops.exp(self.log_scale)
-        upper = keras.ops.sigmoid((code + 0.5 - self.loc) / scale)
-        lower = keras.ops.sigmoid((code - 0.5 - self.loc) / scale)
-        bits = -keras.ops.log(keras.ops.maximum(upper - lower, _MIN_PROB)) / math.log(2.0)
-        return keras.ops.sum(keras.ops.reshape(bits, (keras.ops.shape(bits)[0], -1)), axis=1)
+        return logistic_bits(keras.ops, code, self.loc, self.log_scale)
 
     def to_metadata(self) -> dict:
         """The prior as stored in the model's record (read by :mod:`edgekit.reencode.prior`)."""
-        return {"family": "logistic", "levels": [int(CODE_MIN), int(CODE_MAX)], "axis": -1,
-                "loc": [float(v) for v in keras.ops.convert_to_numpy(self.loc)],
-                "scale": [float(v) for v in keras.ops.convert_to_numpy(keras.ops.exp(self.log_scale))]}
+        return prior_record(keras.ops.convert_to_numpy(self.loc), keras.ops.convert_to_numpy(self.log_scale))

@@ -68,8 +68,10 @@ def insert_pca(model: Any, split: str, pca: Pca, k: int, axis: int) -> Any:
     for offset, node in enumerate(nodes):
         graph.node.insert(position + offset, node)
     graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(a, np.float32), n) for a, n in inits)
-    del graph.value_info[:]  # recomputed below: the cut's consumers now see new tensors
-    model = onnx.shape_inference.infer_shapes(model)
+    # value_info stays the exporter's own: the back-projection restores the cut's shape, so none of it is stale.
+    # ONNX shape inference here would write a shape for every tensor with the batch dimensions unnamed
+    # (unk__N), and convert's simplification could then no longer match the input's batch dimension to
+    # fold a `view(x.size(0), -1)` away: it would refuse the cut (issue 18).
     onnx.checker.check_model(model)
     return model
 

@@ -2,8 +2,8 @@
 
     MODEL (.keras) ─► cut at --split ─► features of DATA ─► pca | distill | entropic ─► OUT.keras
     MODEL (.onnx)  ─► pca only: projection nodes inserted at the cut tensor          ─► OUT.onnx
-    MODEL (.pt2)   ─► pca only: projection modules inserted at the cut node          ─► OUT.pt2
-    both: metadata (method, settings, teacher sha256, learned prior) in the model file, see metadata.py
+    MODEL (.pt2)   ─► cut at the --split node ─► features of DATA ─► pca | distill | entropic (PyTorch) ─► OUT.pt2
+    all: metadata (method, settings, teacher sha256, learned prior) in the model file, see metadata.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from edgekit.errors import UsageError
 from edgekit.preprocess import Preprocessing
 
-from .keras_methods import TrainOptions
+from .trained import TrainOptions
 from .inputs import load_inputs
 from .metadata import make_record, write_keras_metadata
 
@@ -61,21 +61,22 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
 
         return ReencodeResult(*pca_onnx(Path(model), split, data, output, channels, target_agreement,
                                         preprocessing, max_samples))
+    options = TrainOptions(channels=channels or 0, epochs=epochs, kd_epochs=kd_epochs, beta=beta,
+                           downsample=downsample, hidden=hidden, batch_size=batch_size,
+                           learning_rate=learning_rate, seed=seed, train_tail=train_tail)
     if fmt == SourceFormat.PYTORCH:
-        if method != "pca" or output.suffix != ".pt2":
-            raise UsageError(f"a PyTorch program takes --method pca with a .pt2 output (distill and entropic are not "
-                             f"built for PyTorch yet), not {method} → {output.suffix or output.name}",
-                             "use --method pca -o OUT.pt2, or pass a Keras model for distill/entropic")
-        from .torch_methods import pca_torch
+        if output.suffix != ".pt2":
+            raise UsageError(f"a PyTorch program re-encodes to a .pt2 program, not {output.name}", "use -o OUT.pt2")
+        from .torch_methods import pca_torch, trained_torch
 
-        return ReencodeResult(*pca_torch(Path(model), split, data, output, channels, target_agreement,
-                                         preprocessing, max_samples))
+        if method == "pca":
+            return ReencodeResult(*pca_torch(Path(model), split, data, output, channels, target_agreement,
+                                             preprocessing, max_samples))
+        return ReencodeResult(*trained_torch(Path(model), split, method, data, output, options, labels, resume,
+                                             preprocessing, max_samples, progress, echo))
     if output.suffix != ".keras":
         raise UsageError(f"a Keras model re-encodes to a .keras file, not {output.name}", "use -o OUT.keras")
-    return _reencode_keras(Path(model), split, method, data, output, channels, target_agreement, labels,
-                           TrainOptions(channels=channels or 0, epochs=epochs, kd_epochs=kd_epochs, beta=beta,
-                                        downsample=downsample, hidden=hidden, batch_size=batch_size,
-                                        learning_rate=learning_rate, seed=seed, train_tail=train_tail),
+    return _reencode_keras(Path(model), split, method, data, output, channels, target_agreement, labels, options,
                            resume, preprocessing, max_samples, progress, echo)
 
 

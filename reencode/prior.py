@@ -6,17 +6,41 @@ Training rounds the code to integers ``v`` and models them per channel with a lo
 entropic code s = 1, z = 0 (its FakeQuant range), so ``q = v``, but any (s, z) maps soundly: levels no
 integer lands on get no mass. Levels whose probability is negligible in every channel are left to the ans
 escape symbol (their mass is the escape's), which keeps the alphabet, and the frequency tables, small.
+
+The same density is the training's rate term (:func:`logistic_bits`), written once for Keras and PyTorch:
+it takes the tensor library's ops (``keras.ops``, or the PyTorch namespace in torch_layers.py).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["integer_pmf", "wire_pmf"]
+__all__ = ["CODE_MIN", "CODE_MAX", "integer_pmf", "wire_pmf", "logistic_bits", "prior_record"]
 
+CODE_MIN, CODE_MAX = -128.0, 127.0  # the integers an entropic code takes: the int8 wire levels at scale 1
 _NEGLIGIBLE = 1e-6
+_MIN_PROB = 1e-9  # floor of a training probability: an outlier costs ~30 bits, not infinity
+
+
+def logistic_bits(ops: Any, code: Any, loc: Any, log_scale: Any) -> Any:
+    """Bits per sample (batch,) of a channel-last ``code`` under the per-channel logistic prior (loc, log
+    scale): ``-log2(CDF(v + 1/2) - CDF(v - 1/2))`` summed over each sample. ``ops`` is the tensor library's
+    namespace (mean, sum, exp, log, sigmoid, maximum as in ``keras.ops``), so both frameworks train the same rate."""
+    scale = ops.exp(log_scale)
+    upper = ops.sigmoid((code + 0.5 - loc) / scale)
+    lower = ops.sigmoid((code - 0.5 - loc) / scale)
+    bits = -ops.log(ops.maximum(upper - lower, _MIN_PROB)) / math.log(2.0)
+    return ops.sum(bits, axis=tuple(range(1, len(code.shape))))
+
+
+def prior_record(loc: np.ndarray, log_scale: np.ndarray) -> dict[str, Any]:
+    """The learned prior as the model's record stores it (read back by :func:`integer_pmf`)."""
+    return {"family": "logistic", "levels": [int(CODE_MIN), int(CODE_MAX)], "axis": -1,
+            "loc": [float(v) for v in np.asarray(loc)],
+            "scale": [float(v) for v in np.exp(np.asarray(log_scale, np.float64))]}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

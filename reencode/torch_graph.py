@@ -55,18 +55,29 @@ class TorchCut:
                                    .numpy() for i in range(0, len(x), batch)])
 
 
-def _subgraph(torch: Any, root: Any, nodes: list[Any], inputs: dict[Any, str], out: Any) -> Any:
-    """A graph module of ``nodes`` (in order), reading ``inputs`` (node → placeholder name) and returning ``out``."""
+def _subgraph(torch: Any, root: Any, nodes: list[Any], inputs: dict[Any, str], out: Any,
+              batch_sizes: list[Any] = ()) -> Any:
+    """A graph module of ``nodes`` (in order), reading ``inputs`` (node → placeholder name) and returning ``out``;
+    ``batch_sizes`` (nodes of the other half) read the batch size from its first input instead."""
     graph = torch.fx.Graph()
     env = {old: graph.placeholder(name) for old, name in inputs.items()}
+    for node in batch_sizes:
+        env[node] = graph.call_function(torch.ops.aten.sym_size.int, (next(iter(env.values())), 0))
     for node in nodes:
         if node not in env:
             env[node] = graph.node_copy(node, lambda arg: env[arg])
     graph.output(env[out])
     module = torch.fx.GraphModule(root, graph)
     module.graph.eliminate_dead_code()  # the other half's weights and the export's guard call
+    module.delete_all_unused_submodules()  # ...and their parameters (the tail's are trained with --train-tail)
     module.recompile()
     return module
+
+
+def _is_batch_size(torch: Any, node: Any, source: Any) -> bool:
+    """``x.size(0)`` of the input (a dynamic-batch export of ``x.view(x.size(0), -1)``): not data the tail
+    needs from the head, the features carry the same batch size."""
+    return node.op == "call_function" and node.target == torch.ops.aten.sym_size.int and tuple(node.args) == (source, 0)
 
 
 def _output_node(graph: Any) -> Any:
@@ -89,19 +100,21 @@ def cut_program(path: str | Path, split: str) -> TorchCut:
         raise UsageError(f"{path} has no node {split!r}",
                          f"cut at one of its nodes ({', '.join(computed[:12])}{', ...' if len(computed) > 12 else ''}),"
                          f" listed with: edgekit convert {path} --list-splits")
-    at = names.index(split)
-    before, cut = set(nodes[:at + 1]), nodes[at]
-    crossing = [n.name for n in nodes[:at] if n.op not in _FREE and any(u not in before for u in n.users)]
-    if crossing:
-        raise UsageError(f"tensors {', '.join(crossing)} cross the cut at {split!r}: the tail reads them too",
-                         "cut where one tensor carries everything (edgekit convert MODEL --list-splits)")
     inputs = [n for n in nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         raise UsageError(f"the program has {len(inputs)} inputs", "edgekit re-encodes models with one input")
+    at = names.index(split)
+    before, cut = set(nodes[:at + 1]), nodes[at]
+    crossing = [n for n in nodes[:at] if n.op not in _FREE and any(u not in before for u in n.users)]
+    sizes = [n for n in crossing if _is_batch_size(torch, n, inputs[0])]
+    if len(sizes) < len(crossing):
+        raise UsageError(f"tensors {', '.join(n.name for n in crossing if n not in sizes)} cross the cut at "
+                         f"{split!r}: the tail reads them too",
+                         "cut where one tensor carries everything (edgekit convert MODEL --list-splits)")
     head = _subgraph(torch, module, [n for n in nodes[:at + 1] if n.op not in ("placeholder", "output")],
                      {inputs[0]: "x"}, cut)
     tail = _subgraph(torch, module, [n for n in nodes if n.op == "get_attr" or (n not in before and n.op != "output")],
-                     {cut: "features"}, _output_node(module.graph))
+                     {cut: "features"}, _output_node(module.graph), sizes)
     example = program.example_inputs[0][0]
     batch = inputs[0].meta.get("val").shape[0] if inputs[0].meta.get("val") is not None else 1
     return TorchCut(head, tail, example, not isinstance(batch, int))
@@ -128,8 +141,9 @@ def _innermost_module(node: Any) -> str | None:
 
 
 def _code_node(program: Any) -> str:
-    """The last node computed inside the ``encoder`` submodule: its output is the code."""
-    inside = [n.name for n in program.graph.nodes if n.op == "call_function" and _innermost_module(n) == "encoder"]
+    """The last node computed inside the ``encoder`` submodule (or its children): its output is the code."""
+    inside = [n.name for n in program.graph.nodes
+              if n.op == "call_function" and (_innermost_module(n) or "").split(".")[0] == "encoder"]
     if not inside:
         raise RuntimeError("the exported program has no node inside the encoder")  # a bug, not a user mistake
     return inside[-1]

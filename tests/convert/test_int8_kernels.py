@@ -175,5 +175,15 @@ def test_the_failing_parity_line_repeats_the_reports_advice():
            "reference_kernels": {"kernels_agree": False, "max_level_difference": 9, "code_sqnr_db": 30.0,
                                  "top1_agreement": 0.85}}
     warnings = kernel_warnings([row], cpu_features(), {"cpu": load_target("cpu").onnx})
-    fix = _parity_fix({"models": [row], "warnings": warnings})
+    fix = _parity_fix({"models": [row], "warnings": warnings}, "minmax")
     assert "already used uint8 activations and weights" in fix and "onnx.activation_type" not in fix
+
+
+def test_the_failing_parity_line_never_advises_the_calibration_method_the_run_used():
+    from edgekit.converters.commands import _parity_fix
+
+    report = {"models": [], "warnings": [], "layers_to_check": ["hardtanh_1"]}
+    for used in ("minmax", "entropy", "percentile"):
+        fix = _parity_fix(report, used)
+        assert f"--calib-method {used}" not in fix and " or ".join(m for m in ("minmax", "entropy", "percentile")
+                                                                     if m != used) in fix

@@ -10,15 +10,14 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
-from support.torch_models import digits_net, nchw, save_program, train
+from support.torch_models import digits_net, save_digits_programs, train
 
 from edgekit.bundle.manifest import Bundle
 from edgekit.converters import convert
 from edgekit.converters.split_points import list_split_points
-from edgekit.errors import ConversionError, UsageError
+from edgekit.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +25,8 @@ def digits_pt2(tmp_path_factory, digits) -> SimpleNamespace:
     """The trained net as model.pt2, and as separate device.pt2 / server.pt2 halves; NCHW calib/test sets."""
     import torch
 
-    net = train(torch, digits_net(torch), digits)
-    x = torch.from_numpy(nchw(digits.x_train[:2]))
-    root = tmp_path_factory.mktemp("digits_pt2")
-    save_program(torch, net, x, root / "model.pt2")
-    device = torch.nn.Sequential(net.stem, torch.nn.ReLU(), net.encoder, torch.nn.ReLU()).eval()
-    server = torch.nn.Sequential(torch.nn.Flatten(), net.classifier).eval()
-    save_program(torch, device, x, root / "device.pt2")
-    save_program(torch, server, device(x).detach(), root / "server.pt2")
-    np.savez(root / "calib.npz", x=nchw(digits.x_train[:200]))
-    np.savez(root / "test.npz", x=nchw(digits.x_test[:300]), y=digits.y_test[:300])
-    with torch.no_grad():
-        accuracy = float((net(torch.from_numpy(nchw(digits.x_test))).argmax(1).numpy() == digits.y_test).mean())
-    return SimpleNamespace(root=root, model=root / "model.pt2", calib=root / "calib.npz", test=root / "test.npz",
-                           accuracy=accuracy)
+    return save_digits_programs(torch, train(torch, digits_net(torch), digits), digits,
+                                tmp_path_factory.mktemp("digits_pt2"))
 
 
 def _code_cut(model) -> str:
@@ -75,10 +62,12 @@ def test_convert_pt2_halves(digits_pt2, tmp_path):
     assert result.passed
 
 
-def test_tflite_target_says_what_to_do(digits_pt2, tmp_path):
-    with pytest.raises(ConversionError, match="PyTorch program is cut on its ONNX export.*--runtime onnx"):
-        convert(model=digits_pt2.model, split=_code_cut(digits_pt2.model), calib=digits_pt2.calib,
-                targets=["rpi"], runtime="tflite", output=tmp_path / "b")
+def test_tflite_runtime_goes_through_litert_torch(digits_pt2, tmp_path):
+    """--runtime tflite: the device half only as TFLite (tests/convert/test_pytorch_tflite.py has the rest)."""
+    result = convert(model=digits_pt2.model, split=_code_cut(digits_pt2.model), calib=digits_pt2.calib,
+                     eval=digits_pt2.test, targets=["rpi"], runtime="tflite", output=tmp_path / "b", latency_runs=0)
+    assert result.passed
+    assert [(d.runtime, d.input_dtype) for d in Bundle.load(result.bundle_path).device_models] == [("tflite", "int8")]
 
 
 def test_a_file_that_is_not_a_program_is_one_line(tmp_path):

@@ -68,12 +68,14 @@ def test_target_agreement_picks_the_channels(torch_teacher, tmp_path):
     assert 1 <= settings["channels"] <= 4 and settings["agreement_on_data"] >= 0.97
 
 
-def test_bad_node_and_trained_methods_are_one_line_errors(torch_teacher, tmp_path):
+def test_bad_node_cut_and_output_are_one_line_errors(torch_teacher, tmp_path):
     root, teacher, _ = torch_teacher
     with pytest.raises(UsageError, match="has no node 'nope'.*relu_1.*--list-splits"):
         reencode(teacher, "nope", "pca", root / "calib.npz", tmp_path / "x.pt2", channels=2)
-    with pytest.raises(UsageError, match="not built for PyTorch yet"):
-        reencode(teacher, CUT, "distill", root / "calib.npz", tmp_path / "x.pt2", channels=2)
+    with pytest.raises(UsageError, match="re-encodes to a .pt2 program, not x.onnx.*-o OUT.pt2"):
+        reencode(teacher, CUT, "pca", root / "calib.npz", tmp_path / "x.onnx", channels=2)
+    with pytest.raises(UsageError, match="features at 'flatten' have shape \\(256,\\), not channels × height.*pca"):
+        reencode(teacher, "flatten", "distill", root / "calib.npz", tmp_path / "x.pt2", channels=2)
 
 
 def test_a_tensor_crossing_the_cut_is_refused(digits, tmp_path):

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def resnet_cifar_example():
+    """``examples/pytorch/resnet_cifar.py`` as a module: the pretrained CIFAR ResNets (builder, ``load_pretrained``),
+    ``cifar_test_images`` and ``normalize``, as the example runs them."""
+    spec = importlib.util.spec_from_file_location("resnet_cifar", REPO / "examples" / "pytorch" / "resnet_cifar.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def digits_net(torch, residual: bool = False):
@@ -50,3 +63,20 @@ def save_program(torch, module, example, path: Path) -> Path:
     program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(path))
     return path
+
+
+def save_digits_programs(torch, net, digits, root: Path) -> SimpleNamespace:
+    """A trained ``digits_net`` as model.pt2 and as device.pt2 / server.pt2 halves (cut after the encoder's
+    ReLU), with NCHW calib.npz (200 training digits) and test.npz (300 labelled test digits); its accuracy."""
+    x = torch.from_numpy(nchw(digits.x_train[:2]))
+    save_program(torch, net, x, root / "model.pt2")
+    device = torch.nn.Sequential(net.stem, torch.nn.ReLU(), net.encoder, torch.nn.ReLU()).eval()
+    server = torch.nn.Sequential(torch.nn.Flatten(), net.classifier).eval()
+    save_program(torch, device, x, root / "device.pt2")
+    save_program(torch, server, device(x).detach(), root / "server.pt2")
+    np.savez(root / "calib.npz", x=nchw(digits.x_train[:200]))
+    np.savez(root / "test.npz", x=nchw(digits.x_test[:300]), y=digits.y_test[:300])
+    with torch.no_grad():
+        predicted = net(torch.from_numpy(nchw(digits.x_test[:300]))).argmax(1).numpy()
+    return SimpleNamespace(root=root, model=root / "model.pt2", calib=root / "calib.npz", test=root / "test.npz",
+                           accuracy=float((predicted == digits.y_test[:300]).mean()))
