@@ -38,7 +38,8 @@ _PIXEL_STEP_TOLERANCE = 1e-3
 
 
 def encode_image(image_uint8_hwc: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
-    """The bytes of one uint8 image (H×W, H×W×1 or H×W×3) as a ``jpeg``, ``webp`` or ``png`` file."""
+    """The bytes of one uint8 image (H×W, H×W×1 or H×W×3) as a ``jpeg``, ``webp``, ``avif`` (Pillow ≥ 11.3
+    built with libavif) or ``png`` file."""
     from PIL import Image
 
     pixels = np.asarray(image_uint8_hwc)
@@ -52,10 +53,12 @@ def encode_image(image_uint8_hwc: np.ndarray, fmt: str, quality: int | None = No
         options = {"quality": 75 if quality is None else quality}
     elif fmt == "webp":
         options = {"quality": 80 if quality is None else quality, "method": 4}
+    elif fmt == "avif":
+        options = {"quality": 75 if quality is None else quality}
     elif fmt == "png":
         options = {"optimize": False}
     else:
-        raise UsageError(f"unknown image format {fmt!r}", "use jpeg, webp or png")
+        raise UsageError(f"unknown image format {fmt!r}", "use jpeg, webp, avif or png")
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format=fmt.upper(), **options)
     return out.getvalue()

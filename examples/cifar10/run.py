@@ -2,16 +2,19 @@
 
     python examples/cifar10/run.py [--quick] [--data ../shared/data] [--out build/cifar10] [--reuse]
 
-    test images ─┬─ JPEG / WebP / PNG upload ─► teacher (ResNet20) on the server ───────────────► top-1, bytes
+    test images ─┬─ JPEG / WebP (every quality) / PNG upload ─► teacher (ResNet20) on the server ──► top-1, bytes
                  ├─ plain split at SPLIT (float32 features; int8 + the bundle's best codec) ────► top-1, bytes
                  └─ edgekit reencode (pca, distill, entropic β sweep) ─► edgekit convert ─► int8 TFLite
                     device half + codec ─► real frames (header included) ─► server half ────────► top-1, bytes
     one point per split curve again through Mosquitto (device agent + receiver): same top-1, same bytes
     ──► results.json, results.md (table), rate_accuracy.png (plot), printed table
 
+The upload grid (JPEG and WebP at every quality 1..100) runs on all 10,000 test images and is summarized on the
+benchmark's 2,000 and on all 10,000 (grid.py); ``--grid-only`` stops after it (teacher + grid: grid.md, grid.json).
 ``--quick`` runs every step on 1,000 test images, one point per re-encoder curve, one training epoch
 (a smoke test of the whole chain; its figures are not the benchmark's). ``--reuse`` keeps re-encoded models and bundles already under
-``--out`` (re-running only the measurements).
+``--out`` (re-running only the measurements). The grid's measurements are always kept, per chunk of images, under
+``<out>/grid/pillow-<version>/`` (delete that folder to measure them again).
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import load_split, shuffled, teacher_path  # noqa: E402
 from deployed import evaluate_bundle  # noqa: E402
 from report import acceptance, plot, table_markdown  # noqa: E402
+from grid import QUALITIES, grid_markdown, summarize, sweep  # noqa: E402
 from sets import write_sets  # noqa: E402
 from teacher import load_teacher, macs, preprocess, whole_model_figures  # noqa: E402
-from uploads import upload_points  # noqa: E402
+from uploads import png_row  # noqa: E402
 
 SPLIT = "stage2_block1_out"  # why: docs/results.md ("The split")
 TARGETS = ["rpi", "ethos-u55-128"]
@@ -60,8 +64,9 @@ QUICK_POINTS = ("pca-k8", "entropic-tail-b0.2")  # one per curve
 # Cortex-M host: raw for codes of thousands of elements); the report lists every codec's bytes and time.
 CODEC = {"entropic": "ans"}
 # 2 cores shared by 8 people: 2,000 shuffled test images (the teacher alone is also measured on all 10,000).
-FULL = dict(test=2000, train=50000, e2e=500)
-QUICK = dict(test=1000, train=1000, e2e=200)
+# The upload grid: every quality on all test images (None) in a full run; every 10th on the 1,000 in --quick.
+FULL = dict(test=2000, train=50000, e2e=500, grid_images=None, grid_step=1)
+QUICK = dict(test=1000, train=1000, e2e=200, grid_images=1000, grid_step=10)
 
 
 def main() -> int:
@@ -75,6 +80,16 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=[name for _, name, _ in REENCODERS], metavar="POINT",
                         help="re-encoder points to run (default all): " + ", ".join(n for _, n, _ in REENCODERS))
     parser.add_argument("--no-e2e", action="store_true", help="skip the Mosquitto confirmations")
+    parser.add_argument("--grid-only", action="store_true",
+                        help="measure the teacher and the upload grid only (writes grid.md and grid.json)")
+    parser.add_argument("--formats", nargs="+", choices=["jpeg", "webp", "avif"], default=["jpeg", "webp"],
+                        help="formats of the upload grid (default jpeg webp; avif is ≈ 6× slower to encode)")
+    parser.add_argument("--qualities", nargs=2, type=int, metavar=("FIRST", "LAST"),
+                        help="sweep only qualities FIRST..LAST (default 1 100), e.g. to split the grid between "
+                             "processes: chunks already measured are read back from <out>/grid/")
+    parser.add_argument("--grid-images", type=int, metavar="N",
+                        help="sweep the grid on the first N shuffled test images only (default all 10,000)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads for the teacher (default: up to 4)")
     args = parser.parse_args()
     out = Path(args.out) / ("quick" if args.quick else "full")
     sizes = QUICK if args.quick else FULL
@@ -91,12 +106,12 @@ def main() -> int:
 
     x_all, y_all = shuffled(*timed("data", load_split, "test", args.data, Path(args.out)))
     x_test, y_test = x_all[:sizes["test"]], y_all[:sizes["test"]]
-    sets = timed("data", write_sets, out, args.data, test=sizes["test"], train=sizes["train"])
+    sets = None if args.grid_only else timed("data", write_sets, out, args.data, test=sizes["test"], train=sizes["train"])
     x_in = preprocess(x_test)
 
     print(f"[1/5] teacher {teacher_path(args.data).name} on {len(x_test)} test images")
     teacher = load_teacher(teacher_path(args.data))
-    classify = timed("teacher", _onnx_classifier, teacher, out)
+    classify = timed("teacher", _onnx_classifier, teacher, out, args.threads)
     predicted = timed("teacher", classify, x_all)
     teacher_top1, teacher_top1_all = float(np.mean(predicted[:len(y_test)] == y_test)), float(np.mean(predicted == y_all))
     print(f"  top-1 {100 * teacher_top1:.2f}% ({100 * teacher_top1_all:.2f}% on all {len(y_all):,} test images)")
@@ -104,12 +119,15 @@ def main() -> int:
                "teacher": {"top1": teacher_top1, "top1_all": teacher_top1_all, "test_images_all": len(y_all),
                            "macs": macs(teacher)},
                "rows": [], "e2e": [], "sizes": sizes, "quick": args.quick}
-    with np.load(sets["calib"]) as calib:
-        results["teacher"].update(timed("teacher", whole_model_figures, teacher, calib["x"], out / "teacher"))
+    if not args.grid_only:
+        with np.load(sets["calib"]) as calib:
+            results["teacher"].update(timed("teacher", whole_model_figures, teacher, calib["x"], out / "teacher"))
 
-    print("[2/5] uploading the image: JPEG, WebP, PNG; the teacher on the server")
-    results["rows"] += timed("uploads", _cached, out / "uploads.json", args.reuse, upload_points, x_test, y_test, classify,
-                             teacher_top1)
+    print("[2/5] uploading the image: JPEG and WebP at every quality, PNG; the teacher on the server")
+    results["grid"] = timed("uploads", _upload_grid, args, sizes, x_all, y_all, predicted, classify, out)
+    results["rows"] += results["grid"]["sets"]["subset"]["rows"] + [png_row(x_test, y_test, predicted[:len(y_test)])]
+    if args.grid_only:
+        return 0
 
     print(f"[3/5] plain split at {SPLIT}: float32 features, int8 + the bundle's codec")
     plain = timed("convert", _convert, teacher_path(args.data), SPLIT, sets, out / "bundles" / "plain",
@@ -145,7 +163,7 @@ def main() -> int:
     markdown = table_markdown(results)
     (out / "results.md").write_text(markdown)
     plot(results, out / "rate_accuracy.png")
-    if not (args.quick or args.only):  # the committed copy shown by README.md and docs/results.md: whole runs only
+    if not args.quick and args.only is None and args.qualities is None:  # the committed copy shown by README.md and docs/results.md: whole runs only
         plot(results, Path(__file__).resolve().parents[2] / "docs" / "cifar10_rate_accuracy.png")
     print(markdown)
     print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'rate_accuracy.png'} "
@@ -153,16 +171,31 @@ def main() -> int:
     return 0
 
 
-def _cached(path: Path, reuse: bool, fn, *args):
-    """``fn(*args)``, or its JSON from an earlier run when ``reuse`` (the upload sweep takes minutes)."""
-    if reuse and path.is_file():
-        return json.loads(path.read_text())
-    value = fn(*args)
-    path.write_text(json.dumps(value, indent=1) + "\n")
-    return value
+def _upload_grid(args, sizes: dict, x_all: np.ndarray, y_all: np.ndarray, predicted: np.ndarray, classify,
+                 out: Path) -> dict:
+    """The upload grid (grid.py) on the grid's images, summarized on the benchmark's test subset and on all of
+    them; written to grid.json and grid.md. Chunks are kept under ``<out>/grid/pillow-<version>/``."""
+    import PIL
+
+    first, last = args.qualities or (QUALITIES[0], QUALITIES[-1])
+    if not 1 <= first <= last <= 100:
+        raise SystemExit(f"error: --qualities {first} {last}: give 1 ≤ FIRST ≤ LAST ≤ 100")
+    qualities = tuple(range(first, last + 1, sizes["grid_step"]))
+    count = min(args.grid_images or sizes["grid_images"] or len(x_all), len(x_all))
+    table = sweep(x_all[:count], classify, out / "grid" / f"pillow-{PIL.__version__}", tuple(args.formats),
+                  qualities, sizes["test"])
+    sets = {"subset": summarize(table, y_all, predicted, sizes["test"])}
+    if count > sizes["test"]:
+        sets["all"] = summarize(table, y_all, predicted, count)
+    grid = {"formats": args.formats, "qualities": [first, last, sizes["grid_step"]], "sets": sets}
+    (out / "grid.json").write_text(json.dumps(grid, indent=1) + "\n")
+    markdown = grid_markdown({f"{s['images']:,}": s for s in sets.values()})
+    (out / "grid.md").write_text(markdown)
+    print(markdown)
+    return grid
 
 
-def _onnx_classifier(teacher, out: Path):
+def _onnx_classifier(teacher, out: Path, threads: int | None = None):
     """The whole teacher exported to ONNX once and run in ONNX Runtime, as a server would run it."""
     from edgekit.converters.split_keras import keras_to_onnx
     from edgekit.runtime import open_server_runner
@@ -171,7 +204,7 @@ def _onnx_classifier(teacher, out: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file():
         keras_to_onnx(teacher, "input", (32, 32, 3), path)
-    runner = open_server_runner(path)
+    runner = open_server_runner(path, threads)
     return lambda x_uint8: runner.run(preprocess(x_uint8)).argmax(axis=1)
 
 
