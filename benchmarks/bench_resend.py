@@ -5,8 +5,9 @@
 
 Each step starts ``--devices`` agents (``edgekit device run``) streaming ``--frames`` frames each at ``--fps``
 into one receiver (``edgekit server run``) that runs only ``--duty`` of the time (SIGSTOP/SIGCONT every 100 ms,
-as a receiver on a saturated host gets the CPU), so confirmations fall seconds behind. Per ``--confirm-timeout``
-it prints the frames stored, the re-sends the agents made, the duplicate deliveries the receiver stored no row
+as a receiver on a saturated host gets the CPU), so confirmations fall seconds behind; the receiver says so in
+its status (docs/server.md, Receiver status), and the agents should then wait. Per ``--confirm-timeout`` it
+prints the frames stored, the re-sends the agents made, the duplicate deliveries the receiver stored no row
 for, the p95 capture → stored latency and the time to store everything, and each as a ratio to the last
 timeout's step in this same run (60 s: the timeout under which the issue measured no re-send at all).
 """

@@ -17,15 +17,10 @@ messages queued while offline); paho itself re-sends unPUBACKed frames after a r
 An agent crash leaves unconfirmed rows in the spool, to be sent again on restart (the receiver's store is
 idempotent).
 
-Re-sends must not feed an overload that delays confirmations (issue 20: a receiver more than the timeout
-behind made every device re-send, tripling its input). A frame is re-sent when its timer runs out (the
-confirm timeout, or the confirmations' own measured delay if longer, as TCP sets its retransmission
-timeout; ×2 per attempt, capped, ±20% jitter so devices do not re-send in step) *and* either the receiver has
-confirmed a frame sent after it (so it was skipped: lost) or it has neither confirmed nor answered one for
-longer than is normal for it now (gone: see ``_Silence``). A receiver that is merely behind keeps confirming older frames, and the newer ones wait in the
-queue. A frame whose result came is stored (only a new row publishes one): its ack is on the way (a result can
-outrun its ack by many seconds under load: benchmarks/bench_resend.py), so it is re-sent only after four times
-as long a silence, when the receiver that stored it is gone with the ack.
+Re-sends must not feed an overload that delays confirmations (issue 20). A frame is re-sent, oldest first,
+when its timer runs out and :class:`~edgekit.delivery.resend.ResendRule` judges it lost: the receivers' own
+statuses (``edgekit/v1/$receivers/+/status``: how far behind each is) make the device wait while any receiver
+that may hold it is behind; without them, the acks and results alone decide (docs/device.md, Delivery).
 
 The broker's size limit is learned from the MQTT 5 CONNACK (Maximum Packet Size) and combined with the
 configured ``max_frame_bytes``: paho ignores the broker's limit, and an oversized publish makes the broker
@@ -34,32 +29,29 @@ drop the connection, paho re-send it on reconnect, and so on forever.
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import logging
 import math
-import random
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 from edgekit.delivery.acks import parse_ack
+from edgekit.delivery.receiver_status import parse_status
+from edgekit.delivery.resend import ResendRule
 from edgekit.auth.tags import verify_message
 from edgekit.mqtt.client_loop import ClientLoop, Will
 from edgekit.mqtt.urls import BrokerUrl
-from edgekit.mqtt.topics import TopicAliases, publish_packet_size, publish_properties, topic
+from edgekit.mqtt.topics import (RECEIVER_STATUS_FILTER, RECEIVERS_ROOT, TopicAliases, publish_packet_size,
+                                 publish_properties, topic)
 from edgekit.device.spool import Spool, SpoolRow
 from edgekit.wire.frame_v1 import HEADER_SIZE, frame_bundle_prefix
 from edgekit.wire.frame_v2 import frame_version_of
 from edgekit.wire.spec import mqtt5_properties
 
 __all__ = ["PublisherCounters", "Publisher", "publish_refusal"]
-
-#: A frame a result answered is re-sent only after this many confirm timeouts of silence from every receiver:
-#: it is stored, and only an ack lost with a receiver that stopped (never one that is just behind) needs it.
-ANSWERED_SILENCE = 4
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +61,7 @@ class PublisherCounters:
     sent: int = 0  # QoS 1 publishes handed to the broker (a re-send after a restart counts again)
     bytes_sent: int = 0  # frame payload bytes in those publishes
     acknowledged: int = 0  # PUBACKs from the broker
+    bytes_acknowledged: int = 0  # frame payload bytes the broker PUBACKed (the uplink's measured rate)
     confirmed: int = 0  # frames a receiver confirmed stored (deleted from the spool)
     resent: int = 0  # frames sent again because no receiver confirmed them in time
     acks: int = 0  # ack messages received from receivers
@@ -80,6 +73,7 @@ class PublisherCounters:
     ignored_results: int = 0  # results messages that were not a JSON object
     forged_results: int = 0  # results without a valid mac, with a key configured (never acted on)
     forged_acks: int = 0  # acks without a valid mac, with a key configured (never acted on)
+    ignored_statuses: int = 0  # receiver status messages that were not a valid status (never acted on)
 
 
 @dataclass
@@ -92,62 +86,6 @@ class _Unconfirmed:
     key: tuple[int | None, int | None] = (None, None)  # (boot_id, seq): what a result names
     due: float = math.inf  # monotonic time of the next re-send
     answered: bool = False  # a result came for it: stored, its ack is on the way
-
-
-class _Silence:
-    """How long the receivers have said nothing about this boot's frames, and what silence is normal for them
-    now. A receiver starved of CPU answers in bursts seconds apart, and one that confirms our frames at r per
-    second needs (frames awaiting it) / r to reach the newest: a silence shorter than twice the longest live
-    pause of the last five minutes, or than twice that backlog time, proves nothing."""
-
-    WINDOW_S = 300.0
-    RATE_WINDOW_S = 60.0
-    MIN_GAP_S = 1.0  # shorter pauses are just the gaps between acks
-
-    def __init__(self):
-        self.last = -math.inf
-        self._gaps: collections.deque[tuple[float, float]] = collections.deque()  # (when it ended, its length)
-        self._confirmed: collections.deque[tuple[float, int]] = collections.deque()  # (when, frames confirmed)
-        self._confirmed_total = 0  # the frames in ``_confirmed``
-
-    def progress(self, now: float, confirmed: int = 0) -> None:
-        if now - self.last >= self.MIN_GAP_S and self.last > -math.inf:
-            self._gaps.append((now, now - self.last))
-        self.last = now
-        if confirmed:
-            self._confirmed.append((now, confirmed))
-            self._confirmed_total += confirmed
-
-    def limit(self, now: float, timeout_s: float, backlog: int) -> float:
-        """The silence after which the receivers count as gone, with ``backlog`` frames awaiting them."""
-        while self._gaps and now - self._gaps[0][0] > self.WINDOW_S:
-            self._gaps.popleft()
-        while self._confirmed and now - self._confirmed[0][0] > self.RATE_WINDOW_S:
-            self._confirmed_total -= self._confirmed.popleft()[1]
-        span = now - self._confirmed[0][0] if self._confirmed else 0.0
-        rate = self._confirmed_total / span if span >= self.MIN_GAP_S else 0.0
-        return max([timeout_s, 2 * backlog / rate if rate else 0.0] + [2 * gap for _, gap in self._gaps])
-
-
-class _ConfirmDelay:
-    """Smoothed delay from sending a frame to its confirmation, and the timeout it implies (RFC 6298's
-    SRTT + 4·RTTVAR, never below the configured timeout)."""
-
-    def __init__(self, floor_s: float):
-        self.floor_s = floor_s
-        self.srtt: float | None = None
-        self.rttvar = 0.0
-
-    def sample(self, delay_s: float) -> None:
-        if self.srtt is None:
-            self.srtt, self.rttvar = delay_s, delay_s / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - delay_s)
-            self.srtt = 0.875 * self.srtt + 0.125 * delay_s
-
-    @property
-    def timeout_s(self) -> float:
-        return self.floor_s if self.srtt is None else max(self.floor_s, self.srtt + 4 * self.rttvar)
 
 
 class Publisher(ClientLoop):
@@ -168,7 +106,8 @@ class Publisher(ClientLoop):
         offline = json.dumps({"state": "offline", "device": device_id, "boot_id": boot_id}).encode()
         super().__init__(url, client_id or f"edgekit-device-{device_id}", protocol,
                          will=Will(self.status_topic, offline),
-                         subscriptions=(topic(device_id, "results"), topic(device_id, "acks"), self.status_topic),
+                         subscriptions=(topic(device_id, "results"), topic(device_id, "acks"), self.status_topic,
+                                        RECEIVER_STATUS_FILTER),
                          name=f"publisher-{device_id}")
         self.spool = spool
         self.boot_id = boot_id
@@ -178,16 +117,11 @@ class Publisher(ClientLoop):
         self.results_key = results_key  # when set, only results signed with this device's key are taken
         self.counters = PublisherCounters()
         self._offline = offline
-        self.confirm_timeout_s = confirm_timeout_s
-        self.confirm_backoff_cap_s = confirm_backoff_cap_s
         self.confirm_window = confirm_window
         self._inflight: dict[int, tuple[int, bool]] = {}  # paho mid -> (spool row id, awaits a receiver's ack)
+        self._sizes: dict[int, int] = {}  # paho mid -> frame bytes, counted when the broker acknowledges them
         self._unconfirmed: dict[int, _Unconfirmed] = {}  # spool row id -> its state, for frames with a seq
-        self._delay = _ConfirmDelay(confirm_timeout_s)
-        self._silence = _Silence()  # since the latest ack or result for this boot's frames
-        self._newest_confirmed_send = -math.inf  # the latest send time among the frames confirmed so far
-        # Per device and boot, not per frame: devices do not re-send in step, a device's frames stay in order.
-        self._jitter = random.Random(f"{device_id}/{boot_id}").uniform(0.8, 1.2)
+        self._resend = ResendRule(device_id, boot_id, confirm_timeout_s, confirm_backoff_cap_s)
         self._row_of: dict[tuple[int | None, int | None], int] = {}  # (boot_id, seq) -> spool row, unconfirmed
         self._high_water = 0  # highest spool row id handed to paho
         self._next_expire = 0.0
@@ -258,14 +192,13 @@ class Publisher(ClientLoop):
             self._high_water = row.id  # only now: a publish that raised is retried on the next tick
 
     def _resend_due(self, now: float) -> None:
-        """Re-send, oldest first, the PUBACKed frames no receiver confirmed in time (as the window allows): one a
-        later frame overtook, or any once the receivers have been silent as long; a frame a result answered
-        (stored, its ack lost with a receiver that stopped) only after ``ANSWERED_SILENCE`` times that."""
-        silence = now - self._silence.last
-        limit = self._silence.limit(now, self._delay.timeout_s, len(self._unconfirmed))
-        due = sorted(row_id for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now
-                     and (silence >= limit * ANSWERED_SILENCE if u.answered
-                          else silence >= limit or u.sent_at < self._newest_confirmed_send))
+        """Re-send, oldest first, the PUBACKed frames whose timer ran out and that the rule judges lost (as the
+        window allows)."""
+        timed_out = [(row_id, u) for row_id, u in self._unconfirmed.items() if u.mid is None and u.due <= now]
+        if not timed_out:
+            return
+        lost = self._resend.judge(now, len(self._unconfirmed))
+        due = sorted(row_id for row_id, u in timed_out if lost(u.sent_at, u.answered))
         due = due[:self.window - len(self._inflight)]
         if not due:
             return
@@ -286,6 +219,7 @@ class Publisher(ClientLoop):
         info = self._aliases.publish(self.client, row.topic, row.payload, 1, self._frame_properties(row.payload))
         confirmable = row.seq is not None
         self._inflight[info.mid] = (row.id, confirmable)
+        self._sizes[info.mid] = len(row.payload)
         if confirmable:
             self._unconfirmed[row.id] = _Unconfirmed(info.mid, attempts, time.monotonic(), (row.boot_id, row.seq))
             self._row_of[(row.boot_id, row.seq)] = row.id
@@ -294,6 +228,7 @@ class Publisher(ClientLoop):
 
     def on_published(self, mid: int, failure: str | None) -> None:
         row_id, confirmable = self._inflight.pop(mid, (None, False))
+        size = self._sizes.pop(mid, 0)
         if row_id is None:  # a status or heartbeat publish
             return
         if failure:
@@ -303,11 +238,11 @@ class Publisher(ClientLoop):
             log.error("%s: broker rejected a frame (%s); dropped it", self.device_id, failure)
             return
         self.counters.acknowledged += 1
+        self.counters.bytes_acknowledged += size
         pending = self._unconfirmed.get(row_id)
         if pending is not None:  # start the re-send timer (None: a receiver confirmed it already)
             pending.mid = None
-            wait = min(self.confirm_backoff_cap_s, self._delay.timeout_s * 2 ** pending.attempts)
-            pending.due = time.monotonic() + wait * self._jitter
+            pending.due = time.monotonic() + self._resend.wait_s(pending.attempts)
         elif not confirmable:
             self.spool.ack(row_id)
 
@@ -317,6 +252,9 @@ class Publisher(ClientLoop):
             return
         if message.topic == self.status_topic:
             self._on_status(message.payload)
+            return
+        if message.topic.startswith(RECEIVERS_ROOT):  # a receiver's status: how far behind it is
+            self._on_receiver_status(message.payload)
             return
         try:
             result = json.loads(message.payload)
@@ -349,6 +287,16 @@ class Publisher(ClientLoop):
                      status.get("boot_id"))
             self._publish_online()
 
+    def _on_receiver_status(self, payload: bytes) -> None:
+        status = parse_status(payload)
+        if status is None:
+            self.counters.ignored_statuses += 1
+            level = logging.WARNING if self.counters.ignored_statuses == 1 else logging.DEBUG
+            log.log(level, "%s: ignored a malformed receiver status (%d so far)", self.device_id,
+                    self.counters.ignored_statuses)
+            return
+        self._resend.receivers.heard(status, time.monotonic())
+
     def _on_ack(self, payload: bytes) -> None:
         """A receiver stored these frames: delete them from the spool (docs/device.md, Delivery)."""
         self.counters.acks += 1
@@ -371,7 +319,7 @@ class Publisher(ClientLoop):
         for row_id in rows:
             self._confirmed(self._forget(row_id), now)
         if rows:
-            self._silence.progress(now, confirmed=len(rows))
+            self._resend.silence.progress(now, confirmed=len(rows))
 
     def _forget(self, row_id: int) -> _Unconfirmed | None:
         """Stop tracking a frame (confirmed, dropped, refused); its state, if it was tracked."""
@@ -386,17 +334,14 @@ class Publisher(ClientLoop):
         row_id = self._row_of.get((result.get("boot_id"), result.get("seq")))
         pending = self._unconfirmed.get(row_id) if row_id is not None else None
         if pending is not None:
-            self._silence.progress(time.monotonic())
+            self._resend.silence.progress(time.monotonic())
             pending.answered = True
 
     def _confirmed(self, pending: _Unconfirmed | None, now: float) -> None:
-        """Count a confirmation; a frame sent once times the confirmation delay (a re-sent one is ambiguous)."""
+        """Count a confirmation, and tell the re-send rule about it."""
         self.counters.confirmed += 1
-        if pending is None:
-            return
-        self._newest_confirmed_send = max(self._newest_confirmed_send, pending.sent_at)
-        if pending.attempts == 0:
-            self._delay.sample(now - pending.sent_at)
+        if pending is not None:
+            self._resend.confirmed(pending.sent_at, pending.attempts, now)
 
     def _ignore_result(self, topic_name: str) -> None:
         """Count a result that is not a JSON object; warn only the first time, so a bad server cannot flood."""

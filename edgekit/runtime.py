@@ -133,15 +133,18 @@ def _open_tflite(path: Path, runtime: str, threads: int) -> DeviceRunner:
     return DeviceRunner(path, runtime, tuple(int(d) for d in inp["shape"]), in_dtype.name, code_quant, run)
 
 
-def _ort_session(path: Path, threads: int, fused: bool = True) -> Any:
+def _ort_session(path: Path, threads: int, fused: bool = True, spin: bool = True) -> Any:
     """``fused=False`` runs a QDQ model as the unfused reference: no graph optimization, so every op runs in
-    float between DequantizeLinear and QuantizeLinear instead of in ORT's fused int8 kernels."""
+    float between DequantizeLinear and QuantizeLinear instead of in ORT's fused int8 kernels. ``spin=False``:
+    idle intra-op threads sleep instead of spinning (a receiver's other threads need those cores)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not fused:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -226,13 +229,13 @@ class ServerRunner:
         return self._session.run(self.output_names[:1], {self.input_name: code})[0]
 
 
-def open_server_runner(path: str | Path, threads: int | None = None) -> ServerRunner:
-    """Load the server half for batched inference."""
+def open_server_runner(path: str | Path, threads: int | None = None, spin: bool = True) -> ServerRunner:
+    """Load the server half for batched inference (``spin``: see :func:`_ort_session`)."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"server model {path} not found", "check the bundle path, or re-run edgekit convert")
     _require("onnxruntime", "pip install 'edgekit-split[server]'")
-    session = _ort_session(path, threads or _default_threads())
+    session = _ort_session(path, threads or _default_threads(), spin=spin)
     inp = session.get_inputs()[0]
     shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
     return ServerRunner(path, inp.name, shape, [o.name for o in session.get_outputs()], session)

@@ -32,13 +32,15 @@ class Batcher(Generic[T]):
     def qsize(self) -> int:
         return self._queue.qsize()
 
-    def next_batch(self, timeout: float | None = None) -> list[T]:
-        """Block up to ``timeout`` for a first item (empty list if none), then fill the batch."""
+    def next_batch(self, timeout: float | None = None, fill: bool = True) -> list[T]:
+        """Block up to ``timeout`` for a first item (empty list if none), then fill the batch: for up to
+        ``max_wait_s`` if ``fill``, else with the items already queued (the receiver's worker, while the model
+        is busy with the previous batch: waiting would only delay storing that one)."""
         try:
             batch = [self._queue.get(timeout=timeout)]
         except queue.Empty:
             return []
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + (self.max_wait_s if fill else 0.0)
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:

@@ -24,7 +24,8 @@ def server_group() -> None:
 @security_options
 @click.option("--db", default="results.sqlite", show_default=True, type=click.Path(dir_okay=False),
               help="Results database: a SQLite file (shared safely by receivers on this machine) or a "
-                   "postgresql://USER@HOST:PORT/DBNAME URL (receivers on many machines; docs/server.md, PostgreSQL).")
+                   "postgresql://USER@HOST:PORT/DBNAME URL (receivers on many machines; ?statement_timeout=SECONDS, "
+                   "default 30, bounds a hanging statement; docs/server.md, PostgreSQL).")
 @click.option("--group", default=None,
               help="Share the load with the other receivers of this group ($share/GROUP/..., MQTT 5). "
                    "See docs/server.md for the broker-restart caveat.")
@@ -34,7 +35,8 @@ def server_group() -> None:
 @click.option("--max-batch", type=int, default=32, show_default=True, help="Largest micro-batch.")
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
               help="Longest a frame waits for its batch to fill.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores).")
+@click.option("--threads", type=int, default=None,
+              help="ONNX Runtime threads (default: one core fewer than the machine has; docs/server.md, Throughput).")
 @click.option("--topk", type=int, default=3, show_default=True, help="Labels per result.")
 @click.option("--mqtt", "protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
               help="MQTT version (auto: 5 when the broker speaks it).")

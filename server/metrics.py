@@ -80,6 +80,8 @@ class ReceiverMetrics:
                                   "--gap-grace.", value=r.ledger.missing_frames)
         yield GaugeMetricFamily("edgekit_server_queued_frames", "Valid frames waiting for a batch.",
                                 value=r.batcher.qsize())
+        yield GaugeMetricFamily("edgekit_server_caught_up_seconds", "How long no frame has waited over 0.25 s (the "
+                                "receiver status); 0: behind, devices wait.", value=r.status.current().caught_up_s)
         yield CounterMetricFamily("edgekit_server_received_bytes_total", "Payload bytes of the frames received.",
                                   value=self.received_bytes)
         yield CounterMetricFamily("edgekit_server_stored_bytes_total", "Payload bytes of the frames whose results "

@@ -5,7 +5,9 @@
     broker ─► link thread (paho, manual ack) ─► validate ─┬─ invalid ─► count, ack; a rate-limited sample is
                                                           │            published and stored in batches (deadletters)
                                                           └─ valid ──► batcher ─► worker thread:
-             ack ◄── link thread ◄── results published ◄── INSERT … ON CONFLICT DO NOTHING ◄── ONNX Runtime (batched)
+             ack ◄── link thread ◄── results published ◄── INSERT … ON CONFLICT DO NOTHING ◄── ONNX Runtime (batched,
+                     (one hand-over per batch)                  (batch N)                    batch N+1 meanwhile:
+                                                                                             server/inference.py)
                                                               │ database full/locked/read-only/gone: retry
                                                               ▼ with backoff, acking nothing (store_outage)
 
@@ -29,10 +31,9 @@ import logging
 import socket
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from edgekit.delivery.acks import AckBatcher
 from edgekit.auth.authenticator import FrameAuthenticator, Replayed
@@ -46,11 +47,13 @@ from edgekit.mqtt.urls import BrokerUrl
 from edgekit.mqtt.client_loop import ClientLoop
 from edgekit.server.batcher import Batcher
 from edgekit.server.deadletters import DeadLetterSink, SampleRate
+from edgekit.server.inference import Inference, inference_threads
 from edgekit.server.ledger import Ledger
 from edgekit.server.metrics import ReceiverMetrics
+from edgekit.server.status import StatusReporter
 from edgekit.server.store import DeadLetter, Result, ResultStore, Retention
 from edgekit.server.store_outage import StoreOutage, StoreUnavailable
-from edgekit.server.text_tasks import Answer, TextTaskConfig, open_text_tasks
+from edgekit.server.text_tasks import TextTaskConfig, open_text_tasks
 from edgekit.latency import LatencyWindow
 from edgekit.bundle.signing import TrustPolicy
 
@@ -80,6 +83,7 @@ class ReceiverConfig:
     trust: TrustPolicy | None = None  # the signers whose bundles are served (--trust-key, --require-signature)
     keys: Path | None = None  # a key store (edgekit keys): check frame tags, sign results (edgekit/auth/)
     require_auth: bool = False  # dead-letter every frame without a valid tag, even from devices without a key
+    status_every_s: float = 1.0  # how often devices hear how far behind this receiver is (server/status.py)
     ack_every_s: float = 0.05  # a stored frame's confirmation to its device waits at most this long (batched);
     # 0: no confirmations at all (only the load benchmark's baseline: devices would keep re-sending)
     gap_grace_s: float = 300.0  # a hole in a device's seqs older than this is missing (alarm)
@@ -170,7 +174,8 @@ class Receiver:
         for bundle in self.bundles:
             check_parity(bundle, cfg.allow_failing_parity)
         self.decoder = WireDecoder(self.bundles)
-        self.runners = {b.bundle_id: open_server_runner(b.server_model.path, threads=cfg.threads)
+        threads = cfg.threads or inference_threads()  # a core left for the receiver's own threads
+        self.runners = {b.bundle_id: open_server_runner(b.server_model.path, threads=threads, spin=False)
                         for b in self.bundles}
         self.selftests = {b.bundle_id: require_pass(server_selftest(b, self.runners[b.bundle_id]))
                           for b in self.bundles}
@@ -182,6 +187,7 @@ class Receiver:
         self.counters = ReceiverCounters.resumed(self.store.counters())
         self.latency = LatencyWindow()
         self.metrics = ReceiverMetrics(self, registry)
+        self.inference = Inference(self.bundles, self.runners, self.text_tasks, cfg.topk, self.metrics)
         self.acks = AckBatcher(cfg.ack_every_s)
         self.ledger = Ledger(self.store, cfg.gap_grace_s)
         self._stop = threading.Event()
@@ -189,6 +195,7 @@ class Receiver:
         self.outage = StoreOutage(self.store, self._stop)
         self._counters_failing = False  # the last record of the counters failed: said once, until one succeeds
         self.link = _Link(self, cfg, self.client_id, max_incoming_packet(self.bundles))
+        self.status = StatusReporter(self.link, cfg.status_every_s)  # so that devices wait while it is behind
         self._worker = threading.Thread(target=self._work, name="receiver-worker", daemon=True)
 
     # ---- life cycle -------------------------------------------------------------------------------------
@@ -197,12 +204,15 @@ class Receiver:
         self._worker.start()
         self.ledger.start()
         self.link.start()
+        self.status.start()
         return self
 
     def stop(self) -> None:
         """Finish the frames already taken (their acks go out), then disconnect."""
         self._stop.set()
+        self.status.stop()
         self._worker.join(10)
+        self.inference.close()
         self.send_acks(force=True)
         self.ledger.stop()
         self.link.stop()
@@ -305,6 +315,7 @@ class Receiver:
             self._dead_letter(message, device, "undecodable", repr(err), len(payload), received_ns)
             return
         self.counters.valid += 1
+        self.status.arrived()  # before the put: the worker may finish it at once
         self.batcher.put(_Item(device, message.topic, frame, message.mid, message.qos, received_ns))
 
     def _dead_letter(self, message, device: str, reason: str, error: str, nbytes: int, received_ns: int) -> None:
@@ -338,25 +349,29 @@ class Receiver:
 
     # ---- worker thread ----------------------------------------------------------------------------------
     def _work(self) -> None:
-        while not (self._stop.is_set() and self.batcher.qsize() == 0):
-            batch = self.batcher.next_batch(timeout=0.1)
-            if not batch:
-                continue
-            try:
-                self._process(batch)
-            except StoreUnavailable as err:  # stopping: this batch and the queued frames stay unacked
-                log.warning("%s", err)
+        """Store batch N while batch N+1 runs through the model (server/inference.py); the next batch is
+        formed from what is queued already while one runs, and waits to fill only while the model is idle."""
+        running: tuple[list[_Item], Future] | None = None
+        while not (self._stop.is_set() and self.batcher.qsize() == 0 and running is None):
+            batch = self.batcher.next_batch(timeout=0 if running else 0.1, fill=running is None)
+            taken = (batch, self.inference.submit(batch)) if batch else None
+            if running is not None and not self._store_batch(*running):
                 return
-            except Exception:  # never die: the frames stay unacked and come back after a restart
-                log.exception("failed to process a batch of %d frames", len(batch))
+            running = taken
 
-    def _process(self, batch: list[_Item]) -> None:
-        by_bundle: dict[str, list[_Item]] = {}
-        for item in batch:
-            by_bundle.setdefault(item.frame.bundle_id, []).append(item)
-        results: list[tuple[_Item, Result, float]] = []
-        for bundle_id, items in by_bundle.items():
-            results.extend(self._infer(bundle_id, items))
+    def _store_batch(self, batch: list[_Item], inferred: Future) -> bool:
+        """Store, publish and ack a batch once its inference is done; False when stopping during an outage."""
+        try:
+            self._process(inferred.result())
+        except StoreUnavailable as err:  # stopping: this batch and the queued frames stay unacked
+            log.warning("%s", err)
+            return False
+        except Exception:  # never die: the frames stay unacked and come back after a restart
+            log.exception("failed to process a batch of %d frames", len(batch))
+        self.status.finished(len(batch), int(batch[-1].frame.timestamp_ns))
+        return True
+
+    def _process(self, results: list[tuple[_Item, Result, float]]) -> None:
         self.counters.batches += 1
         try:  # while the database itself fails (full, locked, read-only), this waits: nothing is acked
             fresh = self._store([r for _, r, _ in results])
@@ -367,8 +382,7 @@ class Receiver:
                         exc_info=True)
             self._store_each(results)
             return
-        for (item, result, infer_ms), new in zip(results, fresh):
-            self._finish(item, result, infer_ms, new)
+        self._finish([(item, result, infer_ms, new) for (item, result, infer_ms), new in zip(results, fresh)])
 
     def _store_each(self, results: list[tuple[_Item, Result, float]]) -> None:
         """Store results one at a time after their batch failed, dead-lettering (and acking) any that fails
@@ -383,28 +397,39 @@ class Receiver:
                               item.device)
                 self._dead_letter_item(item, "store-failed", repr(err))
             else:
-                self._finish(item, result, infer_ms, new)
+                self._finish([(item, result, infer_ms, new)])
 
     def _store(self, results: list[Result]) -> list[bool]:
         """Insert ``results`` through an outage, with the counters in the same transaction: a receiver killed
         with ``kill -9`` has them recorded as of its last batch (docs/server.md, Counters)."""
         return self.outage.run(lambda: self.store.insert(results, self.counters.flat()))
 
-    def _finish(self, item: _Item, result: Result, infer_ms: float, new: bool) -> None:
-        """A stored (or duplicate) result: count it, publish it if new, and ack its frame."""
-        if self.auth is not None:
-            self.auth.stored(item.device, result.boot_id, result.seq)
-        if new:
-            self.counters.stored += 1
-            self.latency.add((result.done_ns - result.capture_ns) / 1e6)
-            self.metrics.stored(result, item.frame.frame_bytes)
-            key = self.auth.key(item.device) if self.auth is not None else None
-            self.link.send(topic(item.device, "results"), _result_json(result, infer_ms, key), qos=1)
-        else:
-            self.counters.duplicates += 1
-        if self.cfg.ack_every_s:
-            self.acks.add(item.device, result.boot_id, result.seq)
-        self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
+    def _finish(self, done: list[tuple[_Item, Result, float, bool]]) -> None:
+        """Stored (or duplicate) results ``(item, result, infer_ms, new)``: count them, then publish the new
+        ones and ack every frame in one hand-over to the link thread (one per batch, not two per frame)."""
+        messages = []
+        for item, result, infer_ms, new in done:
+            if self.auth is not None:
+                self.auth.stored(item.device, result.boot_id, result.seq)
+            if new:
+                self.counters.stored += 1
+                self.latency.add((result.done_ns - result.capture_ns) / 1e6)
+                self.metrics.stored(result, item.frame.frame_bytes)
+                key = self.auth.key(item.device) if self.auth is not None else None
+                messages.append((topic(item.device, "results"), _result_json(result, infer_ms, key)))
+            else:
+                self.counters.duplicates += 1
+            if self.cfg.ack_every_s:
+                self.acks.add(item.device, result.boot_id, result.seq)
+        received = [(item.mid, item.qos) for item, *_ in done]
+        self.link.call_soon(lambda: self._settle(messages, received))
+
+    def _settle(self, messages: list[tuple[str, str]], received: list[tuple[int, int]]) -> None:
+        """On the link thread: publish a batch's results, then ack its frames to the broker."""
+        for topic_name, body in messages:
+            self.link.publish_checked(topic_name, body, qos=1)
+        for mid, qos in received:
+            self.link.client.ack(mid, qos)
 
     def _dead_letter_item(self, item: _Item, reason: str, error: str) -> None:
         """Dead-letter a decoded frame from the worker thread (publish and ack go through the link thread)."""
@@ -414,36 +439,6 @@ class Receiver:
                            self._dead_letter_body(item.topic, reason, error, nbytes, item.received_ns), qos=1)
         self.acks.add(item.device, int(item.frame.boot_id), int(item.frame.seq))  # a re-send would fail again
         self.link.call_soon(lambda mid=item.mid, qos=item.qos: self.link.client.ack(mid, qos))
-
-    def _infer(self, bundle_id: str, items: list[_Item]) -> list[tuple[_Item, Result, float]]:
-        bundle = next(b for b in self.bundles if b.bundle_id == bundle_id)
-        codes = np.stack([item.frame.dequantize() for item in items])
-        start = time.perf_counter()
-        outputs = np.asarray(self.runners[bundle_id].run(codes)).reshape(len(items), -1)
-        task = self.text_tasks.get(bundle_id)  # a text bundle's outputs are embeddings (server/text_tasks.py)
-        answers = (task.answer(bundle_id, [(i.device, int(i.frame.boot_id), int(i.frame.seq)) for i in items], outputs)
-                   if task is not None else _top_labels(outputs, bundle.output.labels, self.cfg.topk))
-        infer_ms = (time.perf_counter() - start) * 1e3
-        self.metrics.inferred(len(items), infer_ms / 1e3)
-        done_ns = time.time_ns()
-        out = []
-        for item, answer in zip(items, answers):
-            f = item.frame
-            out.append((item, Result(item.device, int(f.boot_id), int(f.seq), bundle_id, *answer,
-                                     int(f.timestamp_ns), item.received_ns, done_ns, len(items)), infer_ms))
-        return out
-
-
-def _top_labels(outputs: np.ndarray, labels: list[str] | None, topk: int) -> list[Answer]:
-    """An image bundle's answers: the ``topk`` most probable labels of each row."""
-    probs = _as_probabilities(outputs)
-    labels = labels or [str(i) for i in range(probs.shape[1])]
-    answers = []
-    for row in probs:
-        order = np.argsort(-row)[:topk]
-        best = [(labels[i], round(float(row[i]), 6)) for i in order]
-        answers.append(Answer(int(order[0]), best[0][0], best[0][1], best))
-    return answers
 
 
 def max_incoming_packet(bundles) -> int:
@@ -458,15 +453,6 @@ def max_incoming_packet(bundles) -> int:
     frame = publish_packet_size(topic("x" * 64, "features"), HEADER_SIZE + payload, "5", properties=props)
     heartbeat = publish_packet_size(topic("x" * 64, "heartbeat"), HEARTBEAT_MAX_BYTES, "5", qos=0)
     return max(frame, heartbeat) + PACKET_MARGIN
-
-
-def _as_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Scores as probabilities: softmax unless each row already is a distribution."""
-    outputs = outputs.astype(np.float64)
-    if np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3):
-        return outputs
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _key_store(cfg: ReceiverConfig):

@@ -10,15 +10,24 @@ A server that goes away after the start (restart, failover, network) is an outag
 raises :data:`PostgresDatabase.outage_errors` until a new connection succeeds, so the receiver holds its
 frames unacknowledged and retries (edgekit.server.store_outage). At the start, a server that cannot be
 reached or refuses the login is the user's to fix: a one-line :class:`UsageError`.
+
+A statement that hangs is an outage too, never a receiver stuck for good: the server cancels any statement
+after ``statement_timeout`` (a lock another session holds, a slow disk; the URL's ``?statement_timeout=SECONDS``,
+default 30, 0 for none), and a server that cannot even cancel (stopped, hung: its kernel still answers TCP, so
+keepalives see nothing) loses the connection after that plus :data:`STALL_GRACE_S`, cut by a watchdog.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from edgekit.errors import UsageError
 
@@ -27,6 +36,12 @@ __all__ = ["PostgresDatabase", "display_url"]
 #: The advisory lock every write transaction holds (any 64-bit number, the same in every receiver).
 WRITE_LOCK = 0x6564_6765_6B69_74  # "edgekit"
 CONNECT_TIMEOUT_S = 10
+#: The server cancels a statement running longer (the URL's ``?statement_timeout=SECONDS``, 0: never). A batch
+#: takes milliseconds; waiting for another receiver's write lock counts too, and takes turns of milliseconds.
+STATEMENT_TIMEOUT_S = 30.0
+#: A call that has not returned this long after the statement timeout meets a server that cannot cancel it
+#: (stopped, hung): the watchdog shuts the connection's socket, and the call fails as an outage.
+STALL_GRACE_S = 5.0
 #: libpq's TCP keepalives, unless the URL sets them: a server gone silent (a cut cable) is noticed in about
 #: 25 s (10 + 3 x 5) instead of the kernel's two hours, and the receiver's outage handling takes over.
 KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
@@ -44,12 +59,18 @@ class PostgresDatabase:
         # gone away (closed, refused, shut down, timed out, too many connections, disk full) or read-only (a
         # standby after a failover): the database's state, not the data's, so wait and retry
         self.outage_errors = (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+        url, self.statement_timeout_s = _statement_timeout(url)
         params = _parse(url)
         self.name = display_url(params)
         options = {**KEEPALIVES, **params, "connect_timeout": params.get("connect_timeout", str(CONNECT_TIMEOUT_S))}
+        server_options = [options.get("options", "")]
+        if self.statement_timeout_s:
+            server_options.append(f"-c statement_timeout={round(self.statement_timeout_s * 1000)}")
         if read_only:
-            options["options"] = (options.get("options", "") + " -c default_transaction_read_only=on").strip()
-        self.conn = _Connection(options)
+            server_options.append("-c default_transaction_read_only=on")
+        options["options"] = " ".join(filter(None, server_options))
+        stall_s = self.statement_timeout_s + STALL_GRACE_S if self.statement_timeout_s else None
+        self.conn = _Connection(options, stall_s)
         try:
             self.conn.connect()
         except psycopg.Error as err:
@@ -87,6 +108,12 @@ class PostgresDatabase:
         if state == "53300" or "too many" in low:
             return (f"the results database {self.name} takes no more connections ({text})",
                     "raise the server's max_connections or stop idle clients; storing resumes by itself")
+        if state == "57014" or self.conn.cut_after_s:
+            waited = (f"cut after {self.conn.cut_after_s:.0f} s without an answer" if self.conn.cut_after_s
+                      else f"cancelled after its statement_timeout of {self.statement_timeout_s:g} s")
+            return (f"the results database {self.name} did not answer: a statement was {waited} ({text})",
+                    "find what holds a lock on edgekit's tables (pg_locks) or why the server stalls; storing "
+                    "resumes by itself (raise ?statement_timeout=SECONDS in --db if statements are slow)")
         return (f"cannot reach the results database {self.name} ({text})",
                 "start PostgreSQL, or check the host and port in --db and the network")
 
@@ -97,40 +124,93 @@ class PostgresDatabase:
 class _Connection:
     """A psycopg connection that reads like :class:`sqlite3.Connection` for the store's SQL: ``?``
     placeholders, ``execute`` returning a cursor, autocommit outside :meth:`transaction`. After the server
-    went away, the next call opens a new connection (or raises, while it stays away)."""
+    went away, the next call opens a new connection (or raises, while it stays away). A call still waiting
+    ``stall_s`` after it began has its socket shut by a watchdog thread (:meth:`_watch`)."""
 
-    def __init__(self, options: dict[str, str]):
+    def __init__(self, options: dict[str, str], stall_s: float | None = None):
         self.options = options
+        self.stall_s = stall_s
         self._lock = threading.RLock()
         self._conn = None
+        self._deadline: float | None = None  # monotonic time the current outermost call must end by
+        self._depth = 0
+        self._watchdog: threading.Thread | None = None
+        self._closed = threading.Event()  # ends the watchdog
+        self.cut_after_s: float | None = None  # set when the watchdog cut the last connection (its error's cause)
 
     def connect(self):
         psycopg = _psycopg()
         with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(**self.options, autocommit=True)
+                self.cut_after_s = None
             return self._conn
 
     def execute(self, sql: str, params: Iterable = ()):
-        return self.connect().execute(_placeholders(sql), tuple(params))
+        with self._guarded():
+            return self.connect().execute(_placeholders(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Iterable[Iterable]):
-        cursor = self.connect().cursor()
-        cursor.executemany(_placeholders(sql), [tuple(r) for r in rows])
-        return cursor
+        with self._guarded():
+            cursor = self.connect().cursor()
+            cursor.executemany(_placeholders(sql), [tuple(r) for r in rows])
+            return cursor
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """A write transaction that holds :data:`WRITE_LOCK`, so writers take turns as in SQLite."""
-        conn = self.connect()
-        with conn.transaction():
-            conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        with self._guarded():
+            conn = self.connect()
+            with conn.transaction():
+                conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                yield
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Arm the watchdog for the outermost call (a transaction's statements share its deadline)."""
+        if self.stall_s is None:
             yield
+            return
+        with self._lock:
+            self._depth += 1
+            if self._depth == 1:
+                self._deadline = time.monotonic() + self.stall_s
+                if self._watchdog is None:
+                    self._watchdog = threading.Thread(target=self._watch, name="pg-watchdog", daemon=True)
+                    self._watchdog.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._deadline = None
+
+    def _watch(self) -> None:
+        """Once a second: a call past its deadline waits on a server that cannot even cancel it; shut the
+        socket so that psycopg raises (an outage: the receiver retries on a new connection)."""
+        while not self._closed.wait(1.0):
+            with self._lock:
+                if self._deadline is None or time.monotonic() < self._deadline or self._conn is None:
+                    continue
+                self._deadline = None
+                self.cut_after_s = self.stall_s  # the failing call's error names this cause (one line, describe)
+                _shut(self._conn)
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+def _shut(conn) -> None:
+    """Shut the connection's socket down (a duplicate of its descriptor: psycopg still owns and closes it)."""
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed: the call has failed by itself
+        pass
 
 
 @functools.lru_cache(maxsize=256)
@@ -151,6 +231,24 @@ def _parse(url: str) -> dict[str, str]:
         if password:
             text = text.replace(password.group(1), "***")
         raise UsageError(f"--db is not a valid PostgreSQL URL ({text})", f"write it as {URL_FORM}") from None
+
+
+def _statement_timeout(url: str) -> tuple[str, float]:
+    """The URL without edgekit's ``statement_timeout`` query parameter (libpq knows none), and its seconds."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [value for key, value in query if key == "statement_timeout"]
+    if not given:
+        return url, STATEMENT_TIMEOUT_S
+    try:
+        seconds = float(given[-1])
+        if not 0 <= seconds < 1e6:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--db: statement_timeout={given[-1]!r} is not a number of seconds",
+                         "give ?statement_timeout=30 (seconds; 0 for none)") from None
+    rest = urlencode([(k, v) for k, v in query if k != "statement_timeout"], quote_via=quote)
+    return urlunsplit(parts._replace(query=rest)), seconds
 
 
 def display_url(params: dict[str, str]) -> str:

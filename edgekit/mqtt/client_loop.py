@@ -141,16 +141,18 @@ class ClientLoop:
         self._stop.set()
         self._thread.join(timeout)
 
-    def send(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
+    def send(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False, urgent=False) -> None:
         """Publish from any thread: the loop thread sends it on its next pass (if it fits the broker).
 
         A QoS 0 send while offline is dropped and counted: paho would drop it anyway, and queueing it (a
-        heartbeat every few seconds through a long outage) would grow the outbox without bound.
+        heartbeat every few seconds through a long outage) would grow the outbox without bound. An ``urgent`` one
+        cuts the pass's read burst short (a starved receiver's status must not wait seconds behind its frames).
         """
         if qos == 0 and not self.connected.is_set():
             self.dropped_offline += 1
             return
         self._outbox.put(lambda: self.publish_checked(topic_name, payload, qos, retain))
+        self._urgent |= urgent
 
     def publish_checked(self, topic_name: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
         """Publish unless the packet exceeds the broker's Maximum Packet Size (loop thread only).
@@ -241,7 +243,7 @@ class ClientLoop:
         """
         sock = self.client.socket()
         for _ in range(self.read_burst):
-            if sock is None or not select.select([sock], [], [], 0)[0]:
+            if sock is None or self._urgent or not select.select([sock], [], [], 0)[0]:
                 return 0
             rc = self.client.loop_read()
             if rc != 0:
@@ -313,6 +315,7 @@ class ClientLoop:
 
     _connecting = False
     _tried_once = False
+    _urgent = False  # an urgent send waits in the outbox (see send)
 
     def _connect_options(self) -> dict[str, Any]:
         """MQTT 5: a persistent session never starts clean; otherwise start clean once, resume after."""
@@ -325,6 +328,7 @@ class ClientLoop:
                                                   self.max_incoming_packet)}
 
     def _drain_outbox(self) -> None:
+        self._urgent = False
         while True:
             try:
                 fn = self._outbox.get_nowait()

@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TOPIC_ROOT = "edgekit/v1"
 TOPIC_KINDS = ("features", "status", "heartbeat", "results", "deadletter", "acks")
+#: The receivers' own topics, ``edgekit/v1/$receivers/<receiver>/status``: no device id holds a '$', so none of
+#: them is a device's (edgekit/delivery/receiver_status.py).
+RECEIVERS_ROOT = f"{TOPIC_ROOT}/$receivers"
+RECEIVER_STATUS_FILTER = f"{RECEIVERS_ROOT}/+/status"
 #: The largest heartbeat payload: the agent trims its drop list to fit, and receivers announce a Maximum
 #: Packet Size that lets it through (a heartbeat the broker dropped would hide the device's drops).
 HEARTBEAT_MAX_BYTES = 16 * 1024
@@ -63,6 +67,11 @@ def topic(device_id: str, kind: str) -> str:
     if kind not in TOPIC_KINDS:
         raise ValueError(f"unknown topic kind {kind!r}")
     return f"{TOPIC_ROOT}/{device_id}/{kind}"
+
+
+def receiver_status_topic(receiver: str) -> str:
+    """``edgekit/v1/$receivers/<receiver>/status``, where a receiver says how far behind it is."""
+    return f"{RECEIVERS_ROOT}/{receiver}/status"
 
 
 def features_filter(share_group: str | None = None) -> str:

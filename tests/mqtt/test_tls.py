@@ -26,9 +26,10 @@ from edgekit.device.spool import Spool
 from edgekit.mqtt.client_loop import TAKEN_OVER_AFTER, ClientLoop
 from edgekit.mqtt.client import make_client
 from edgekit.mqtt.urls import parse_broker_url, resolve_broker
-from edgekit.mqtt.topics import features_filter, topic
+from edgekit.mqtt.topics import RECEIVER_STATUS_FILTER, features_filter, receiver_status_topic, topic
 from edgekit.mqtt.security import PASSWORD_ENV, BrokerSecurity
 from edgekit.mqtt.secure_broker import DEFAULT_SERVER_USER, SecureBroker, acl_text
+from edgekit.server.status import receiver_name
 from support.running import wait_until
 
 PASSWORDS = {"cam-a": "pw-a", "cam-b": "pw-b", DEFAULT_SERVER_USER: "pw-server", "rx-1": "pw-rx-1", "rx-2": "pw-rx-2"}
@@ -199,6 +200,8 @@ def test_acl_has_the_server_read_all_outputs_and_devices_only_their_own_topics()
     group = acl_text(("rx-1", "rx-2"))
     assert "user rx-1\ntopic read edgekit/v1/+/features" in group and "user rx-2\ntopic read" in group
     assert DEFAULT_SERVER_USER not in group
+    assert "topic write edgekit/v1/$receivers/rx-1/status\n\n" in group  # each receiver its own status only
+    assert group.count("$receivers/+/status") == 1  # read: by every client
 
 
 @pytest.mark.parametrize("users, message", [(("rx 1\ntopic readwrite #",), "bad server user name"),
@@ -325,6 +328,34 @@ def test_device_a_can_neither_write_b_topics_nor_read_b_results(mode, brokers, p
     finally:
         for client in clients.values():
             client.close()
+
+
+@pytest.mark.parametrize("mode", ["password", "certs"])
+def test_only_a_receiver_writes_its_status_and_every_device_reads_it(mode, brokers, pki_dir):
+    """A device's fake "caught up" status would make every agent re-send, a fake "behind" one stop them all."""
+    pki = pki_dir / "pki"
+    clients = {u: Client(resolve_broker(_url(brokers[mode]), **_security(pki, u, mode)), u) for u in PASSWORDS}
+    a, b, server = clients["cam-a"], clients["rx-1"], clients[DEFAULT_SERVER_USER]  # rx-1: no server user here
+    try:
+        assert not a.subscribe(RECEIVER_STATUS_FILTER).is_failure
+        assert a.publish(receiver_status_topic("cam-a"), b"forged").is_failure  # PUBACK "Not authorized"
+        assert a.publish(receiver_status_topic(DEFAULT_SERVER_USER), b"forged").is_failure
+        assert b.publish(receiver_status_topic("rx-1"), b"forged").is_failure
+        assert not server.publish(receiver_status_topic(DEFAULT_SERVER_USER), b"genuine").is_failure
+        assert wait_until(lambda: a.messages, 5)
+        time.sleep(0.3)
+        assert a.messages == [(receiver_status_topic(DEFAULT_SERVER_USER), b"genuine")]
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+@pytest.mark.parametrize("mode", ["password", "certs"])
+def test_a_receiver_names_its_status_as_the_broker_names_it(mode, pki_dir):
+    """The ACL lets rx-1 write only its own status: under its user name, or its certificate's name."""
+    url = resolve_broker("mqtts://127.0.0.1:8883", **_security(pki_dir / "pki", "rx-1", mode))
+    assert receiver_name(ClientLoop(url, "edgekit-server-host", "5")) == "rx-1"
+    assert receiver_name(ClientLoop(parse_broker_url("mqtt://127.0.0.1:1883"), "rx-9", "5")) == "rx-9"
 
 
 # ---- later refusals, rotation and revocation ------------------------------------------------------------------

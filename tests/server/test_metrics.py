@@ -108,6 +108,7 @@ def test_server_and_device_metrics_match_the_database(bundle, stream, mosquitto,
     assert m["edgekit_server_e2e_latency_seconds_sum"] == pytest.approx(latency_s, rel=1e-6)
     assert m["edgekit_server_decode_seconds_count"] == FRAMES + len(JUNK)  # the junk failed in the decoder
     assert m["edgekit_server_frames_missing_total"] == 0 and m["edgekit_server_queued_frames"] == 0
+    assert m["edgekit_server_caught_up_seconds"] > 0  # nothing waits: caught up (the receiver status)
     assert m["edgekit_server_connected"] == 1 and m["edgekit_server_connects_total"] == 1
     served = {key if isinstance(key, str) else key[0] for key in {**m, **during}}
     assert dashboard_metrics() - served == set()

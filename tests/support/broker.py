@@ -27,8 +27,9 @@ def mosquitto_factory(request, tmp_path):
         pytest.fail("Mosquitto is not installed: apt-get install mosquitto (or set EDGEKIT_MOSQUITTO)")
     brokers: list[MosquittoBroker] = []
 
-    def start(extra: str = "") -> MosquittoBroker:
-        broker = MosquittoBroker(workdir=tmp_path / f"broker{len(brokers)}", extra=extra)
+    def start(extra: str = "", **options) -> MosquittoBroker:
+        """``options`` go to :class:`MosquittoBroker` (``bridge=``, ``secure=``, queue limits)."""
+        broker = MosquittoBroker(workdir=tmp_path / f"broker{len(brokers)}", extra=extra, **options)
         brokers.append(broker)
         return broker.start()
 
@@ -51,7 +52,7 @@ def mosquitto(mosquitto_factory) -> MosquittoBroker:
 class Collector:
     """A plain subscriber that records every message it receives (for checking what reached the broker)."""
 
-    def __init__(self, url: str, topic_filter: str, protocol: str = "5"):
+    def __init__(self, url: str, topic_filter: str, protocol: str = "5", persistent: bool = False):
         import threading
 
         from edgekit.mqtt.client import make_client
@@ -60,7 +61,7 @@ class Collector:
         self.messages: list = []
         self._ready = threading.Event()
         broker = parse_broker_url(url)
-        self.client = make_client(f"collector-{id(self)}", protocol)
+        self.client = make_client(f"collector-{id(self)}", protocol, persistent=persistent)  # 3.1.1: kept session
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic_filter, qos=1)
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload), m.retain))
@@ -86,8 +87,8 @@ def collector():
     """``collector(url, filter)`` starts a subscriber; all are closed after the test."""
     made: list[Collector] = []
 
-    def make(url: str, topic_filter: str, protocol: str = "5") -> Collector:
-        made.append(Collector(url, topic_filter, protocol))
+    def make(url: str, topic_filter: str, protocol: str = "5", persistent: bool = False) -> Collector:
+        made.append(Collector(url, topic_filter, protocol, persistent))
         return made[-1]
 
     yield make
