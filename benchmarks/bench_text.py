@@ -19,7 +19,8 @@ Points: float32, int8 and binary (sentence-transformers' quantize_embeddings), b
 8B dimensions), rp-<B> (sign bits of a seeded random projection), pq-<B> (FAISS ProductQuantizer),
 truncate-<dims> (the first dims, float32), text-utf8, text-zstd (level 19, a dictionary trained on the train
 sentences; the server embeds the text with the float model), and edgekit's re-encoders by method. whiten's
-settings are chosen leaving one STS-B source out of train + dev at a time (reencode/text_pipeline.py), not on dev.
+settings (sign bits, ternary or 2-bit levels; decoder weighting) are chosen leaving one STS-B source out of train +
+dev at a time (reencode/text_pipeline.py), not on dev.
 """
 
 from __future__ import annotations
@@ -169,8 +170,8 @@ def text_points(data: Data) -> list[tuple[str, float]]:
 
 def reencoders(data: Data, budgets: tuple[int, ...], quick: bool, folder: Path, echo: Callable) -> list[tuple]:
     """(method, setting, payload, halves, valid bytes, dev figures) for every re-encoder point: pca (bits chosen on
-    dev), itq, pq, whiten (bits and weighting chosen leaving one source out of train + dev), distill (settings
-    chosen on dev per budget) and one nested code whose prefixes are the budgets."""
+    dev), itq, pq, whiten (sign, ternary or 2-bit levels and weighting chosen leaving one source out of train + dev),
+    distill (settings chosen on dev per budget) and one nested code whose prefixes are the budgets."""
     from edgekit.reencode.text_export import OnnxHalves
     from edgekit.reencode.text_onnx import save_halves
     from edgekit.reencode.text_pipeline import DEFAULT_SETTINGS, dev_spearman, fit_codec
@@ -188,7 +189,7 @@ def reencoders(data: Data, budgets: tuple[int, ...], quick: bool, folder: Path, 
                 dev = dev_spearman(codec, data.dev)
                 echo(f"{method} {budget} B {setting or ''}: dev spearman {dev:.4f} ({time.time() - start:.0f} s)")
                 if method == "whiten":  # chosen held out by source, not on dev (which it was fitted on)
-                    setting = {"bits": recorded["bits"], "power": recorded["power"],
+                    setting = {"levels": recorded["levels"], "bits": recorded["bits"], "power": recorded["power"],
                                "held-out": round(recorded["held_out_spearman"], 4)}
                 if best is None or dev > best[0]:
                     best = (dev, codec, setting)

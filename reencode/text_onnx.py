@@ -116,12 +116,12 @@ def _quantize(graph: _Graph, z: str, q: Quantizer) -> None:
     if q.kind == "binary":
         bits = graph.op("Cast", graph.op("Greater", z, graph.const(np.float32(0), "zero")), to=1)
         graph.pack(bits, 8, 2, q.payload_bytes)
-    elif q.kind == "scalar":
+    elif q.kind in ("scalar", "ternary"):
         scaled = graph.op("Add", graph.op("Div", z, graph.const(q.step.astype(np.float32), "step")),
                           graph.const((q.offset + 0.5).astype(np.float32), "offset"))
-        top = graph.const(np.float32((1 << q.bits) - 1), "top")
+        top = graph.const(np.float32(q.radix - 1), "top")
         levels = graph.op("Clip", graph.op("Floor", scaled), graph.const(np.float32(0), "zero"), top)
-        graph.pack(levels, 8 // q.bits, 1 << q.bits, q.payload_bytes)
+        graph.pack(levels, q.values_per_byte, q.radix, q.payload_bytes)
     else:
         # |c|^2 - 2 z.c per sub-vector and centroid ([batch, M, 256]; |z|^2 does not change the argmin): a MatMul,
         # never the [batch, M, 256, d] difference tensor
@@ -138,8 +138,8 @@ def _dequantize(graph: _Graph, q: Quantizer) -> str:
     if q.kind == "binary":
         bits = graph.unpack("code", 8, 2, q.dims)
         return graph.op("Sub", graph.op("Mul", bits, graph.const(np.float32(2), "two")), graph.const(np.float32(1), "one"))
-    if q.kind == "scalar":
-        levels = graph.unpack("code", 8 // q.bits, 1 << q.bits, q.dims)
+    if q.kind in ("scalar", "ternary"):
+        levels = graph.unpack("code", q.values_per_byte, q.radix, q.dims)
         centred = graph.op("Sub", levels, graph.const(q.offset.astype(np.float32), "offset"))
         return graph.op("Mul", centred, graph.const(q.step.astype(np.float32), "step"))
     m, centroids, d = q.codebooks.shape

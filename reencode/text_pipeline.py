@@ -6,8 +6,8 @@
 Methods (settings chosen on STS-B dev; see docs/reencode.md, "Text models"):
     pca      PCA + b-bit scalar levels (no training)          itq      sign bits after the ITQ rotation
     pq       product quantization, 256 centroids per byte      distill  bottleneck trained by distillation (+ task)
-    nested   distill whose every listed prefix decodes      whiten   whitened PCA + sign bits or 2-bit levels
-Training-free whiten chooses its bits and decoder weighting by leave-one-source-out on train + dev
+    nested   distill whose every listed prefix decodes      whiten   whitened PCA + sign bits, ternary or 2-bit levels
+Training-free whiten chooses its levels and decoder weighting by leave-one-source-out on train + dev
 (:func:`held_out_spearman`), not by dev alone: dev shares its genres with train, STS-B test does not.
 """
 
@@ -30,8 +30,11 @@ __all__ = ["TEXT_METHODS", "DEFAULT_SETTINGS", "TextResult", "is_text_model", "f
            "load_pairs", "dev_spearman", "held_out_spearman", "merge_pairs", "WHITEN_GRID"]
 
 TEXT_METHODS = ("pca", "itq", "pq", "whiten", "distill", "nested")
-#: whiten's candidates (bits per value, decoder weight power), one chosen by :func:`held_out_spearman`.
-WHITEN_GRID = ({"bits": 1, "power": 0.0}, {"bits": 1, "power": 0.5}, {"bits": 2, "power": 0.0}, {"bits": 2, "power": 0.5})
+#: whiten's candidates (levels per value: 2 sign bits, 3 ternary, 4 two bits; decoder weight power), one chosen by
+#: :func:`held_out_spearman`.
+WHITEN_GRID = tuple({"levels": levels, "power": power} for levels in (2, 3, 4) for power in (0.0, 0.5))
+#: The bits a value of each whiten level count takes on the wire (ternary: five values a byte).
+WHITEN_BITS = {2: 1, 3: 1.6, 4: 2}
 #: The trained methods' defaults, chosen on STS-B dev at 16 B (docs/reencode.md, "Text models", lists the runs):
 #: a linear re-encoder started from PCA, 2-bit values, trained on similarities only (CoSENT on the gold scores and
 #: an MLP both scored lower on dev).
@@ -129,16 +132,20 @@ def _fit_whiten(payload_bytes: int, train: PairData, dev: PairData, bits: int | 
     """whiten with the grid setting (of ``bits``, if given) that scores best held out by source on train + dev."""
     from .text_methods import fit_whiten
 
-    grid = [g for g in WHITEN_GRID if bits in (None, g["bits"])] or [{"bits": bits, "power": 0.0}]
+    grid = [{**g, "bits": WHITEN_BITS[g["levels"]]} for g in WHITEN_GRID]
+    grid = [g for g in grid if bits in (None, g["bits"])]
+    if not grid:
+        raise UsageError(f"whiten codes sign bits, ternary or 2-bit levels, not {bits}-bit ones", "pass --bits 1 or 2")
     both = merge_pairs(train, dev)
     scored = []
     for setting in grid:
-        score = held_out_spearman(lambda x, s=setting: fit_whiten(x, payload_bytes, s["bits"], s["power"]), both)
+        score = held_out_spearman(lambda x, s=setting: fit_whiten(x, payload_bytes, s["levels"], s["power"]), both)
         scored.append({**setting, "held_out_spearman": score})
         if echo:
-            echo(f"whiten {payload_bytes} B, {setting['bits']} bit, power {setting['power']}: held-out Spearman {score:.4f}")
+            echo(f"whiten {payload_bytes} B, {setting['levels']} levels ({setting['bits']} bit), power "
+                 f"{setting['power']}: held-out Spearman {score:.4f}")
     best = max(scored, key=lambda row: row["held_out_spearman"])
-    codec = fit_whiten(both.x, payload_bytes, best["bits"], best["power"])
+    codec = fit_whiten(both.x, payload_bytes, best["levels"], best["power"])
     return codec, {**best, "chosen_by": "leave-one-source-out on STS-B train + dev", "candidates": scored}, []
 
 

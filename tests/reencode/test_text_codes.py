@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekit.reencode.text_codes import Dense, Quantizer, TextCodec, pack_bits, pack_levels, unpack_bits, unpack_levels
+from edgekit.reencode.text_codes import (Dense, Quantizer, TextCodec, pack_bits, pack_digits, pack_levels, unpack_bits,
+                                         unpack_digits, unpack_levels)
 from edgekit.reencode.text_export import OnnxHalves
 from edgekit.reencode.text_methods import fit_itq, fit_pca, fit_pq, fit_whiten
 from edgekit.reencode.text_onnx import save_halves
@@ -43,8 +44,10 @@ def test_levels_round_trip(bits):
 
 
 @pytest.mark.parametrize("fit", [lambda x: fit_pca(x, 8, 2), lambda x: fit_pca(x, 8, 4), lambda x: fit_itq(x, 4),
-                                 lambda x: fit_pq(x, 4), lambda x: fit_whiten(x, 4, 1), lambda x: fit_whiten(x, 4, 2, 0.5)],
-                         ids=["pca-2bit", "pca-4bit", "itq", "pq", "whiten-1bit", "whiten-2bit"])
+                                 lambda x: fit_pq(x, 4), lambda x: fit_whiten(x, 4, 2), lambda x: fit_whiten(x, 4, 4, 0.5),
+                                 lambda x: fit_whiten(x, 4, 3), lambda x: fit_whiten(x, 3, 3, 0.5)],
+                         ids=["pca-2bit", "pca-4bit", "itq", "pq", "whiten-1bit", "whiten-2bit", "whiten-ternary",
+                              "whiten-ternary-15-values"])
 def test_onnx_halves_match_the_reference(fit, tmp_path):
     x = _unit_vectors(300)
     codec = fit(x)
@@ -94,6 +97,30 @@ def test_scalar_quantizer_clips_and_centres():
     assert q.decode(q.encode(z)).tolist() == [[-1.5, -0.5, 0.5, 1.5]]
 
 
+def test_ternary_digits_pack_five_to_a_byte_in_base_3():
+    values = np.random.default_rng(3).integers(0, 3, (6, 20))
+    code = pack_digits(values, 3, 5)
+    assert code.shape == (6, 4) and int(code.max()) <= 242
+    assert (unpack_digits(code, 3, 5, 20) == values).all()
+    assert pack_digits(np.array([[2, 0, 0, 0, 1]]), 3, 5).tolist() == [[2 * 81 + 1]]
+    assert (pack_digits(values[:, :8] % 2, 2, 8) == pack_bits(values[:, :8] % 2 == 1)).all()  # radix 2: np.packbits
+
+
+def test_ternary_whiten_levels_are_equally_likely_and_decode_to_three_values():
+    x = _unit_vectors(900)
+    codec = fit_whiten(x, 4, 3)
+    q = codec.quantizer
+    assert q.kind == "ternary" and q.dims == 20 and codec.payload_bytes == 4 and q.to_json()["levels"] == 3
+    levels = q.levels(codec.bottleneck(x))
+    shares = np.stack([(levels == level).mean(0) for level in range(3)])
+    np.testing.assert_allclose(shares, 1 / 3, atol=0.02)  # log2 3 bits of information per value, in 1.6 on the wire
+    z_hat = q.decode(codec.encode(x))
+    np.testing.assert_allclose(np.sort(np.unique(np.round(z_hat / q.step, 5))), [-1, 0, 1])
+    assert (np.sign(z_hat) == np.sign(codec.bottleneck(x)) * (levels != 1)).all()  # a nonzero value keeps its sign
+    with pytest.raises(Exception, match="choose 2 \\(sign bits\\), 3 \\(ternary\\) or 4"):
+        fit_whiten(x, 4, 5)
+
+
 def test_dense_relu():
     layer = Dense(np.eye(2, dtype=np.float32), np.array([0, -1], np.float32), relu=True)
     assert layer(np.array([[1.0, 0.5]], np.float32)).tolist() == [[1.0, 0.0]]
@@ -101,7 +128,7 @@ def test_dense_relu():
 
 def test_whiten_gives_every_kept_direction_unit_variance():
     x = _unit_vectors(500)
-    codec = fit_whiten(x, 4, 2, power=0.0)
+    codec = fit_whiten(x, 4, 4, power=0.0)
     z = codec.bottleneck(x)
     np.testing.assert_allclose(z.std(0), 1, atol=1e-3)  # the leading direction no longer outweighs the rest
     assert np.abs(z.mean(0)).max() < 1e-4
@@ -111,7 +138,7 @@ def test_whiten_gives_every_kept_direction_unit_variance():
     decoded = codec.decode(code)
     # power 0: the decoder is an isometry of the code, so decoded cosines are the whitened codes' cosines
     np.testing.assert_allclose(decoded[:50] @ decoded[50:100].T, unit[:50] @ unit[50:100].T, atol=1e-5)
-    weighted = fit_whiten(x, 4, 2, power=1.0).decode(code)
+    weighted = fit_whiten(x, 4, 4, power=1.0).decode(code)
     assert not np.allclose(weighted, decoded, atol=1e-3)  # power 1 weighs directions by their spread again
 
 
@@ -129,7 +156,7 @@ def test_held_out_spearman_never_fits_on_the_held_out_source():
 
     def fit(train):
         seen.append({tuple(row) for row in np.round(train, 6)})
-        return fit_whiten(train, 2, 1)
+        return fit_whiten(train, 2, 2)
 
     score = held_out_spearman(fit, pairs)
     assert -1 <= score <= 1 and len(seen) == 3

@@ -66,7 +66,7 @@ def test_each_method_writes_an_artifact_that_runs(sts_slice, tmp_path, method, p
         assert record["prefixes"] == [payload] and halves.nested
     if method == "whiten":  # its setting chosen leaving one source out, among every candidate of the grid
         chosen = record["settings"]
-        assert len(chosen["candidates"]) == 4 and chosen["held_out_spearman"] == max(
+        assert len(chosen["candidates"]) == 6 and chosen["held_out_spearman"] == max(
             c["held_out_spearman"] for c in chosen["candidates"])
 
 
@@ -102,7 +102,7 @@ def test_whiten_from_the_command_line_keeps_the_bits_asked_for(run_cli, sts_slic
     settings = json.loads(stdout)["settings"]
     assert settings["bits"] == 1 and settings["quantizer"]["kind"] == "binary" and settings["quantizer"]["dims"] == 64
     assert [c["bits"] for c in settings["candidates"]] == [1, 1]  # only the 1-bit settings competed
-    assert "whiten 8 B, 1 bit, power 0.5: held-out Spearman" in stderr
+    assert "whiten 8 B, 2 levels (1 bit), power 0.5: held-out Spearman" in stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -113,6 +113,7 @@ def test_whiten_from_the_command_line_keeps_the_bits_asked_for(run_cli, sts_slic
     (["--method", "nested", "--bytes", "8", "--prefixes", "4,x"], "--prefixes '4,x' is not a comma-separated list"),
     (["--method", "nested", "--bytes", "8", "--prefixes", "4,16"], "nested prefixes [16] are not within 1..8 bytes"),
     (["--method", "pq", "--bytes", "7"], "pq splits 384 dimensions into 7 equal sub-vectors"),
+    (["--method", "whiten", "--bytes", "8", "--bits", "4"], "whiten codes sign bits, ternary or 2-bit levels, not 4-bit"),
     (["--method", "pca", "--bytes", "100", "--bits", "1"], "800 code dimensions exceed the embedding's 384"),
     (["--method", "pca", "--bytes", "8", "--out", "{exists}"], "already exists"),
     (["--method", "pca", "--bytes", "8", "--data", "{tmp}/nowhere"], "no STS-B train split at"),
