@@ -105,7 +105,7 @@ def fit_wire(work: ConversionState, heldout_codes: np.ndarray, codec: str | None
         budget = replace(budget, budget_ms=encode_budget_ms)
     trained_prior = work.reencoder.ans_prior(work.wire_quant) if work.reencoder else None  # entropic re-encoder
     return fit_codecs(calib_codes, heldout_codes, out_dir=work.bundle / "wire", codec=codec, budget=budget,
-                      trained_prior=trained_prior)
+                      trained_prior=trained_prior, levels=work.reencoder.levels if work.reencoder else None)
 
 
 def _quant_dict(quant: tuple[float, int] | None) -> dict[str, Any] | None:

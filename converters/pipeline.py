@@ -35,6 +35,7 @@ from edgekit.preprocess import Preprocessing
 from edgekit.reencode.for_convert import hints_for
 from edgekit.wire.spec import dequantize
 
+from .levels import level_rows
 from .bundle_writer import (build_manifest, build_report, fit_wire, onnx_input, quantize_codes, staged_bundle,
                             write_reports)
 from .datasets import MIN_CALIB_SAMPLES
@@ -44,6 +45,7 @@ from .image_baseline import compare_with_frames, input_baseline
 from .inputs import load_halves, optional_str, preprocessing_for, read_labels, read_samples
 from .onnx_quant import export_server_onnx
 from .parity_checks import LAYER_SAMPLES, layer_errors, measure_parity, original_model
+from .report import reencode_summary
 from .state import ConversionState
 from .targets import Runtime, load_target
 from .text_source import is_text_model
@@ -174,6 +176,8 @@ def convert(
         steps.step(f"fitting wire codecs on {len(calib_set.x)} calibration codes, measuring them on "
                    f"{len(heldout_codes)} {evaluated} codes")
         wire_section, wire_report = fit_wire(work, heldout_codes, codec, encode_budget_ms)
+        if wire_section.get("levels"):  # a nested re-encoder: bytes and accuracy per rate level
+            wire_report["levels"] = level_rows(work, staging / server_rel, heldout_codes, wire_section, threads)
 
         worst = min(r["top1_agreement"] for r in rows)
         passed = worst >= min_agreement
@@ -184,6 +188,7 @@ def convert(
                               eval is not None, str(eval or calib), server_rel, server_precision,
                               Path(model or device_model))
         report["eval"]["original"] = original_model(work, Path(model or device_model), extra["y_float"])
+        report["reencode"] = reencode_summary(reencoder.metadata) if reencoder else None
         report["baseline"] = input_baseline(eval_set.x, pre)
         too_big = compare_with_frames(report["baseline"], wire_report)
         if too_big:

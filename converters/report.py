@@ -12,7 +12,7 @@ from edgekit.cpu import describe_cpu
 
 from .image_baseline import LABELS
 
-__all__ = ["render_markdown", "summary_lines", "format_lines"]
+__all__ = ["render_markdown", "summary_lines", "format_lines", "reencode_summary"]
 
 
 def _pct(value: float | None) -> str:
@@ -58,6 +58,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                          f"compile with: {compiled['command']}")
     lines += [f"  {line}" for line in format_lines(report)]
     lines += _kernel_lines(report)
+    lines += [f"  {line}" for line in _rounding_lines(report)]
     if not report["passed"] and report.get("layers_to_check"):
         lines.append("  look at layers: " + ", ".join(report["layers_to_check"]))
     return lines + _wire_summary(report.get("wire")) + _baseline_summary(report.get("baseline"))
@@ -81,7 +82,16 @@ def _wire_summary(wire: dict[str, Any] | None) -> list[str]:
             if not c["within_budget"]]
     if slow:
         lines.append(f"  over the encode budget on {device['device']} (est.): " + ", ".join(slow))
-    return lines
+    return lines + [f"  level {row['level']} ({row['channels']} channels): {_level_figures(row)}"
+                    for row in wire.get("levels", [])]
+
+
+def _level_figures(row: dict[str, Any]) -> str:
+    """A nested code's rate level: its frame bytes (v2 header and level byte included) and what the server
+    half makes of it (converters/levels.py)."""
+    accuracy = f", accuracy {100 * row['accuracy']:.2f}%" if row.get("accuracy") is not None else ""
+    return (f"{row['mean_frame_bytes']:.1f} B/frame, top-1 agreement with all channels "
+            f"{100 * row['top1_agreement_with_all_channels']:.2f}%{accuracy}")
 
 
 def _baseline_summary(baseline: dict[str, Any] | None) -> list[str]:
@@ -192,6 +202,27 @@ def _target_sections(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def reencode_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What the report says of a re-encoded model's training: its method and quantization-aware epochs."""
+    settings = record.get("settings") or {}
+    return {"method": record.get("method"), "qat_epochs": int(settings.get("qat_epochs") or 0),
+            "qat_margin": settings.get("qat_margin")}
+
+
+def _rounding_lines(report: dict[str, Any]) -> list[str]:
+    """An entropic code is rounded on the device: say whether it was trained for the int8 device half, and how
+    to fix a failing agreement when it was not (docs/reencode.md, "Quantization-aware training")."""
+    reencode = report.get("reencode") or {}
+    if reencode.get("method") != "entropic":
+        return []
+    agreement = f"int8 agreement {_pct(report['worst_agreement'])}"
+    if reencode["qat_epochs"]:
+        return [f"entropic code: {reencode['qat_epochs']} quantization-aware epochs (latents kept "
+                f"{reencode['qat_margin']} from rounding boundaries); {agreement}"]
+    fix = "" if report["passed"] else ": re-encode with --qat-epochs 4 so fewer symbols flip at rounding boundaries"
+    return [f"entropic code trained without quantization-aware epochs; {agreement}{fix}"]
+
+
 def _accuracy_lines(report: dict[str, Any]) -> list[str]:
     """The float model's accuracy; for a re-encoded model, the original model's beside the re-encoded float one
     (the deployed accuracies are in the per-model table), so the re-encoder's cost is not hidden."""
@@ -224,6 +255,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- evaluated on {report['eval']['samples']} samples from `{report['eval']['source']}`"
         + ("" if report["eval"]["held_out"] else " (the calibration data: no --eval given, not held out)"),
         *_accuracy_lines(report),
+        *[f"- {line}" for line in _rounding_lines(report)],
         f"- measured on: {describe_cpu(report['cpu']) if report.get('cpu') else 'unknown CPU'}",
         f"- float device half: TFLite {_kib(report['float_sizes'].get('tflite'))}, "
         f"ONNX {_kib(report['float_sizes'].get('onnx'))}; server half {_kib(report['server']['bytes'])} "
@@ -284,7 +316,10 @@ def _wire_table(wire: dict[str, Any]) -> list[str]:
             f"{stats['mean_payload_bytes']:.1f} | {stats['mean_frame_bytes'] / wire['raw_code_bytes']:.3f} | "
             f"{stats['encode_us']:.1f} | {stats['decode_us']:.1f} |"
         )
-    return lines
+    levels = wire.get("levels", [])
+    return lines + (["", "Rate levels of the nested code (the default codec; the frames the agent sends at each "
+                     "level, docs/wire-format.md, Levels):", ""] if levels else []) + [
+        f"- level {row['level']} ({row['channels']} channels): {_level_figures(row)}" for row in levels]
 
 
 def _candidates_table(wire: dict[str, Any]) -> list[str]:

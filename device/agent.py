@@ -24,6 +24,7 @@ from pathlib import Path
 from edgekit.device.publisher import Publisher, publish_refusal
 from edgekit.device.metrics import AgentMetrics
 from edgekit.device.spool import Spool
+from edgekit.device.uplink import UplinkLadder
 from edgekit.errors import BundleError, EdgekitError, UsageError
 from edgekit.logs import strict_json
 from edgekit.mqtt.topics import HEARTBEAT_MAX_BYTES, topic
@@ -66,6 +67,10 @@ class AgentConfig:
     window: int = 64
     key: Path | None = None  # this device's key file (edgekit keys add): tag frames, accept only signed results
     confirm_timeout_s: float = 5.0  # re-send a frame no receiver confirmed within this (doubling per attempt)
+    uplink_budget: float | None = None  # bytes per second the frames may take (--uplink-budget; nested bundles)
+    level: int | None = None  # pin this rate level of a nested bundle (--level)
+    uplink_window_s: float = 1.0  # how often the rate ladder measures the uplink (device/uplink.py)
+    uplink_hold_s: float = 3.0  # how long the uplink must be clear before a step up
 
 
 @dataclass
@@ -141,6 +146,8 @@ class Agent:
         if self.encoder.codec_name != self.bundle.wire["default_codec"] and cfg.codec is None:
             log.warning("the bundle's default codec %s cannot run here (a package is missing): using %s",
                         self.bundle.wire["default_codec"], self.encoder.codec_name)
+        self.ladder = ladder_for(self.encoder.spec.levels, cfg)  # a nested bundle's rate level per frame
+        self.level_counts = [0] * len(self.encoder.spec.levels)  # frames spooled per rate level
         mismatch = self.encoder.spec.quant_mismatch(*self.runner.code_quant)
         if mismatch:  # every frame would be refused by the encoder and by the server
             raise BundleError(f"device model {model.path.name} outputs {mismatch}", "re-create the bundle with edgekit convert")
@@ -220,8 +227,9 @@ class Agent:
             self.counters.refused_input += 1
             self.spool.record_drop(self.boot_id, seq, "refused-input")
             return
+        level = self.ladder.level if self.ladder else None
         payload = self.encoder.encode(code, scale, zero_point, seq=seq, boot_id=self.boot_id,
-                                      timestamp_ns=captured_ns)
+                                      timestamp_ns=captured_ns, level=level)
         self.counters.captured += 1
         limit = self.publisher.size_limit(self.features)  # the one size rule: --max-frame-bytes and the broker's
         if limit is not None and len(payload) > limit:
@@ -232,6 +240,19 @@ class Agent:
             return
         if self.spool.put(self.features, payload, boot_id=self.boot_id, seq=seq) is not None:
             self.counters.spooled += 1
+            if self.ladder:
+                self._offered(level, len(payload))
+
+    def _offered(self, level: int, nbytes: int) -> None:
+        """Count a spooled frame of ``level`` and let the ladder measure; log a change of level once."""
+        self.level_counts[level] += 1
+        self.ladder.offered(level, nbytes)
+        change = self.ladder.update(time.monotonic(), self.publisher.counters.bytes_acknowledged)
+        if change is not None:
+            channels = self.encoder.spec.levels
+            log.info("uplink: rate level %d -> %d (%d -> %d code channels): %s", change.old, change.new,
+                     channels[change.old], channels[change.new], change.why,
+                     extra={"event": "level", "old": change.old, "new": change.new, "why": change.why})
 
     def _drain(self, stop: threading.Event) -> None:
         """A finite source ended: wait until the broker has every frame it may take, then up to ``linger_s``
@@ -290,6 +311,7 @@ class Agent:
             # the server's gap accounting; settled first, so a drop in between is in drops, not a false gap
             "settled": self.spool.settled(self.features, self.boot_id, self.counters.captured),
             "drops": self.spool.drop_ranges(),  # [boot_id, first, last, reason]
+            "level": self.ladder.level if self.ladder else None, "frames_per_level": self.level_counts,
         }
 
     def _heartbeat_when_due(self) -> None:
@@ -304,6 +326,15 @@ class Agent:
         log.info("heartbeat: captured %d, sent %d, acked %d, confirmed %d, queue %d, dropped %d, results %d",
                  stats["captured"], stats["sent"], stats["acknowledged"], stats["confirmed"], stats["queue_depth"],
                  stats["dropped"], stats["results"], extra={"event": "heartbeat", **stats})
+
+
+def ladder_for(levels: tuple[int, ...], cfg: AgentConfig) -> UplinkLadder | None:
+    """The rate ladder of a nested bundle (None for a bundle without levels, unless --uplink-budget or
+    --level asks for one: then the ladder's one-line error says the bundle has none)."""
+    if not levels and cfg.uplink_budget is None and cfg.level is None:
+        return None
+    return UplinkLadder(levels, cfg.uplink_budget, cfg.level, cfg.uplink_window_s, cfg.uplink_hold_s,
+                        time.monotonic())
 
 
 def heartbeat_payload(stats: dict) -> str:

@@ -72,6 +72,12 @@ def device_group() -> None:
 @click.option("--confirm-timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
               help="Seconds to wait for a receiver to confirm a frame before sending it again (doubles per "
                    "attempt, up to 5 min). See docs/device.md, Delivery.")
+@click.option("--uplink-budget", default=None,
+              help="Nested bundles: bytes per second the frames may take, e.g. 2kB/s. The agent sends the highest "
+                   "rate level that fits, steps down when the broker acknowledges less than it offers, and back up "
+                   "when the uplink clears (docs/device.md, Uplink budget).")
+@click.option("--level", type=click.IntRange(min=0), default=None,
+              help="Nested bundles: send every frame at this rate level (0 = fewest channels).")
 @click.option("--heartbeat", type=float, default=5.0, show_default=True, help="Seconds between heartbeats.")
 @click.option("--linger", type=float, default=5.0, show_default=True,
               help="After a finite source: seconds to wait for the last confirmations and results (frames still "
@@ -81,7 +87,8 @@ def device_group() -> None:
 @click.option("--json", "json_logs", is_flag=True, help="Machine-readable logs: one JSON object per line.")
 @trust_options
 def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, threads, target, codec, spool,
-                spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, confirm_timeout, heartbeat,
+                spool_max_mb, spool_max_age, spool_policy, max_frame_bytes, protocol, confirm_timeout, uplink_budget,
+                level, heartbeat,
                 linger, allow_failing_parity, frame_key, metrics_port, metrics_host, json_logs, trust_keys,
                 require_signature, **security) -> None:
     """Stream a source through the device half to the broker, with store-and-forward.
@@ -103,6 +110,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
           --cert pki/clients/cam-07.crt --key pki/clients/cam-07.key --device-id cam-07 --source camera:0
       edgekit device run --bundle bundles/fmnist-v1 --device-id cam-07 --source camera:0 --frame-key cam-07.key
       transcriber | edgekit device run --bundle bundles/minilm --device-id kiosk-1 --source - --fps 0
+      edgekit device run --bundle bundles/cifar-ladder --device-id cam-07 --source camera:0 --uplink-budget 2kB/s
     """
     import json
     import signal
@@ -110,6 +118,7 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
     from pathlib import Path
 
     from edgekit.device.agent import Agent, AgentConfig
+    from edgekit.device.uplink import parse_rate
     from edgekit.logs import setup_run_logging
     from edgekit.metrics import MetricsEndpoint
     from edgekit.mqtt.topics import check_device_id
@@ -124,7 +133,8 @@ def run_command(bundle, broker, device_id, source, fps, loop, limit, runtime, th
                       protocol=protocol, max_frame_bytes=max_frame_bytes, heartbeat_s=heartbeat, loop=loop,
                       limit=limit, linger_s=linger, allow_failing_parity=allow_failing_parity,
                       trust=trust_policy(trust_keys, require_signature),
-                      key=Path(frame_key) if frame_key else None)
+                      key=Path(frame_key) if frame_key else None,
+                      uplink_budget=parse_rate(uplink_budget) if uplink_budget is not None else None, level=level)
     metrics = MetricsEndpoint(metrics_host, metrics_port)  # before the slow loading: a taken port fails at once
     agent = Agent(cfg, metrics.registry)
     stop = threading.Event()

@@ -53,6 +53,14 @@ class AgentMetrics:
         yield GaugeMetricFamily("edgekit_device_spool_bytes", "Payload bytes in the spool.", value=a.spool.nbytes)
         yield GaugeMetricFamily("edgekit_device_unconfirmed_frames", "Frames sent and awaiting a receiver's "
                                 "confirmation.", value=a.publisher.unconfirmed)
+        if a.ladder is not None:  # a nested bundle: the rate level sent, and the frames per level
+            yield GaugeMetricFamily("edgekit_device_rate_level", "Rate level frames are sent at now (an index into "
+                                    "the bundle's wire.levels).", value=a.ladder.level)
+            per_level = CounterMetricFamily("edgekit_device_frames_by_level_total", "Frames spooled per rate level.",
+                                            labels=["level"])
+            for level, count in enumerate(a.level_counts):
+                per_level.add_metric([str(level)], count)
+            yield per_level
         yield self.inference_seconds.family()
         yield self.latency_seconds.family()
         yield from connection_metrics("edgekit_device", a.publisher)

@@ -37,6 +37,11 @@ __all__ = ["reencode_command"]
               help="Then epochs of distillation on the teacher's outputs (and labels, if DATA has them).")
 @click.option("--train-tail", is_flag=True,
               help="Fine-tune the teacher's tail too in the --kd-epochs stage (labels + teacher's outputs).")
+@click.option("--qat-epochs", type=click.IntRange(0), default=0, show_default=True,
+              help="entropic: then epochs of quantization-aware fine-tuning, so the int8 device half sends the "
+                   "float model's symbols (docs/reencode.md).")
+@click.option("--levels", help="entropic: a nested code whose first channels decode alone at each of these counts, "
+              "e.g. 4,8,16,32 (one bundle, every link speed; the last is the code's channels).")
 @click.option("--beta", type=click.FloatRange(0), default=0.0, show_default=True,
               help="entropic: rate weight (per bit per input pixel); larger = fewer bytes.")
 @click.option("--downsample", is_flag=True, help="distill/entropic: stride-2 encoder (4x fewer code positions).")
@@ -53,7 +58,7 @@ __all__ = ["reencode_command"]
 @click.option("--std", help="Divide after subtracting the mean, per channel.")
 @click.option("--layout", type=click.Choice(["nhwc", "nchw"]), help="Model input layout (default guessed).")
 def reencode_command(model, split, method, data, output, payload_bytes, bits, prefixes, cache, as_json, channels,
-                     target_agreement, epochs, kd_epochs, train_tail, beta, downsample, hidden, batch_size,
+                     target_agreement, epochs, kd_epochs, train_tail, qat_epochs, levels, beta, downsample, hidden, batch_size,
                      learning_rate, seed, resume, max_samples, force, image_size, scale, mean, std, layout):
     """Insert a re-encoder named `code` into MODEL at --split, ready for `edgekit convert --split code`.
 
@@ -63,11 +68,14 @@ def reencode_command(model, split, method, data, output, payload_bytes, bits, pr
           --data calib.npz -o resnet20-pca.keras
       edgekit reencode resnet20.keras --split stage1_block3_out --method entropic --channels 8 \\
           --downsample --beta 0.1 --epochs 10 --data train.npz -o resnet20-ent.keras
+      edgekit reencode resnet20.keras --split stage1_block3_out --method entropic --levels 2,4,8,16 \
+          --downsample --beta 0.1 --data train.npz -o resnet20-ladder.keras    # one bundle, every link speed
       edgekit convert resnet20-ent.keras --split code --calib calib.npz --eval test.npz -o bundles/r20
       edgekit reencode MODEL_DIR --method distill --bytes 16 --out work/minilm-16   # a sentence-transformers folder
     """
     from edgekit.converters.commands import _floats, _size
 
+    from .nested import parse_levels
     from .pipeline import reencode
     from .text_pipeline import is_text_model
 
@@ -84,7 +92,8 @@ def reencode_command(model, split, method, data, output, payload_bytes, bits, pr
     result = reencode(model=model, split=split, method=method, data=data, output=output, channels=channels,
                       target_agreement=target_agreement, epochs=epochs, kd_epochs=kd_epochs, beta=beta,
                       downsample=downsample, hidden=hidden, batch_size=batch_size, learning_rate=learning_rate,
-                      seed=seed, resume=resume, train_tail=train_tail, preprocessing={k: v for k, v in pre.items() if v is not None} or None,
+                      seed=seed, resume=resume, train_tail=train_tail, qat_epochs=qat_epochs,
+                      levels=parse_levels(levels), preprocessing={k: v for k, v in pre.items() if v is not None} or None,
                       max_samples=max_samples, progress=sys.stderr.isatty(), echo=echo,
                       force=force)
     settings = result.metadata["settings"]

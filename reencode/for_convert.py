@@ -29,6 +29,11 @@ class ReencoderHints:
         """The entropic code is integer-valued in -128..127: the wire carries those integers as they are."""
         return (1.0, 0) if self.metadata.get("prior") else None
 
+    @property
+    def levels(self) -> list[int] | None:
+        """A nested code's rate levels (channel counts, nested.py): the bundle's ``wire.levels``."""
+        return self.metadata.get("settings", {}).get("levels") or None
+
     def ans_prior(self, wire_quant: tuple[float, int]) -> Any:
         """The learned prior as an ``AnsPrior`` over the wire's int8 levels, or None (no learned prior)."""
         if not self.metadata.get("prior"):

@@ -23,6 +23,7 @@ from edgekit.converters.halves import batched
 
 from .keras_graph import Cut, assemble, conv_decoder, conv_encoder, pca_layers
 from .metadata import CODE_NAME
+from .nested import SUMMARY_SAMPLES, keras_nest, level_summary
 from .pca import choose_channels, fit_pca
 from .trained import (Student, Trained, TrainOptions, check_features, fit, input_pixels, record_settings)
 
@@ -70,21 +71,36 @@ def trained_keras(cut: Cut, x: np.ndarray, labels: np.ndarray | None, method: st
     teacher_out = batched(lambda b: np.asarray(cut.tail(b, training=False)))(features)
     settings = record_settings(options, hidden, feature_channels, labels is not None, len(x))
     state = [v for layer in (*encoder, *decoder, *([prior] if prior else [])) for v in layer.variables]
+    nest, nest_state = keras_nest(options.levels, options.seed) if options.levels else (None, [])
+    state += nest_state
     tail = _unfreeze(cut.tail) if options.train_tail else []
     student = Student(keras.ops, lambda f: _run(encoder, f), lambda c: _run(decoder, c),
                       lambda f: cut.tail(f, training=False), prior,
                       lambda stages: KerasTrainer(stages, state + tail, prior.trainable_variables if prior else (),
-                                                  tail))
+                                                  tail),
+                      latent=(lambda f: _run(encoder[:-1], f)) if entropic else None, nest=nest)
     history = fit(student, features, teacher_out, labels, options, settings,
                   input_pixels(tuple(cut.teacher.inputs[0].shape[1:]), channels_first=False), output, resume,
                   progress, echo)
+    if options.levels:
+        settings["per_level"] = _level_summary(encoder, decoder, cut, prior, features, teacher_out, options.levels)
     return Trained(model, settings, history, prior.to_metadata() if prior else None)
 
 
-def _run(layers, x):
-    """``layers`` in training mode (the entropic code adds its noise)."""
+def _level_summary(encoder, decoder, cut: Cut, prior, features: np.ndarray, teacher_out: np.ndarray,
+                   levels: list[int]) -> list[dict]:
+    """The nested code's bits and top-1 agreement per level on the first training samples (nested.py)."""
+    sample = slice(0, SUMMARY_SAMPLES)
+    code = batched(lambda b: np.asarray(_run(encoder, b, training=False)))(features[sample])
+    rebuild = batched(lambda c: np.asarray(cut.tail(_run(decoder, c, training=False), training=False)))
+    bits = lambda c, keep: np.asarray(prior(c, keep))  # noqa: E731
+    return level_summary(code, levels, rebuild, bits, teacher_out[sample])
+
+
+def _run(layers, x, training: bool = True):
+    """``layers`` in training mode (the entropic code adds its noise), or at inference (it rounds)."""
     for layer in layers:
-        x = layer(x, training=True)
+        x = layer(x, training=training)
     return x
 
 

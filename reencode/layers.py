@@ -49,8 +49,8 @@ class LogisticPrior(keras.layers.Layer):
         self.loc = self.add_weight(shape=(channels,), initializer="zeros", name="loc")
         self.log_scale = self.add_weight(shape=(channels,), initializer="zeros", name="log_scale")
 
-    def call(self, code):
-        return logistic_bits(keras.ops, code, self.loc, self.log_scale)
+    def call(self, code, keep=None):
+        return logistic_bits(keras.ops, code, self.loc, self.log_scale, keep)
 
     def to_metadata(self) -> dict:
         """The prior as stored in the model's record (read by :mod:`edgekit.reencode.prior`)."""

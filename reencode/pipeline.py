@@ -20,6 +20,7 @@ from edgekit.preprocess import Preprocessing
 from .trained import TrainOptions
 from .inputs import load_inputs
 from .metadata import make_record, write_keras_metadata
+from .nested import check_levels
 
 __all__ = ["reencode", "ReencodeResult", "METHODS"]
 
@@ -39,7 +40,7 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
              channels: int | None = None, target_agreement: float | None = None, labels: np.ndarray | None = None,
              epochs: int = 10, kd_epochs: int = 0, beta: float = 0.0, downsample: bool = False,
              hidden: int | None = None, batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
-             resume: bool = False, train_tail: bool = False,
+             resume: bool = False, train_tail: bool = False, qat_epochs: int = 0, levels: list[int] | None = None,
              preprocessing: Preprocessing | dict[str, Any] | None = None,
              max_samples: int | None = None, progress: bool = False,
              echo: Callable[[str], None] | None = None, force: bool = False) -> ReencodeResult:
@@ -47,7 +48,9 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
     from edgekit.converters.sources import SourceFormat, detect_format
 
     output = Path(output)
+    levels, channels = check_levels(levels, channels, method)  # a nested code (nested.py)
     _check_options(method, channels, target_agreement, output, force, resume, train_tail, kd_epochs)
+    _check_qat(method, qat_epochs)
     fmt = detect_format(model)
     _make_output_folder(output)
     if fmt == SourceFormat.SAVEDMODEL:
@@ -63,10 +66,14 @@ def reencode(model: str | Path, split: str, method: str, data: str | Path | np.n
                                         preprocessing, max_samples))
     options = TrainOptions(channels=channels or 0, epochs=epochs, kd_epochs=kd_epochs, beta=beta,
                            downsample=downsample, hidden=hidden, batch_size=batch_size,
-                           learning_rate=learning_rate, seed=seed, train_tail=train_tail)
+                           learning_rate=learning_rate, seed=seed, train_tail=train_tail, qat_epochs=qat_epochs,
+                           levels=levels)
     if fmt == SourceFormat.PYTORCH:
         if output.suffix != ".pt2":
             raise UsageError(f"a PyTorch program re-encodes to a .pt2 program, not {output.name}", "use -o OUT.pt2")
+        if levels:
+            raise UsageError("nested codes (--levels) are trained for Keras models only so far",
+                             "pass the Keras model, or drop --levels")
         from .torch_methods import pca_torch, trained_torch
 
         if method == "pca":
@@ -87,6 +94,13 @@ def _make_output_folder(output: Path) -> None:
     except OSError as err:
         raise UsageError(f"cannot create the output folder {output.parent}: {err.strerror}",
                          "choose another -o") from None
+
+
+def _check_qat(method: str, qat_epochs: int) -> None:
+    """Quantization-aware fine-tuning (qat.py) acts on the rounding of an entropic code: the others have none."""
+    if qat_epochs and method != "entropic":
+        raise UsageError(f"--qat-epochs fine-tunes an entropic code's rounding; {method} has no rounded code",
+                         "use --method entropic, or drop --qat-epochs")
 
 
 def _check_options(method: str, channels: int | None, target: float | None, output: Path, force: bool,

@@ -25,14 +25,17 @@ _NEGLIGIBLE = 1e-6
 _MIN_PROB = 1e-9  # floor of a training probability: an outlier costs ~30 bits, not infinity
 
 
-def logistic_bits(ops: Any, code: Any, loc: Any, log_scale: Any) -> Any:
+def logistic_bits(ops: Any, code: Any, loc: Any, log_scale: Any, keep: Any = None) -> Any:
     """Bits per sample (batch,) of a channel-last ``code`` under the per-channel logistic prior (loc, log
     scale): ``-log2(CDF(v + 1/2) - CDF(v - 1/2))`` summed over each sample. ``ops`` is the tensor library's
-    namespace (mean, sum, exp, log, sigmoid, maximum as in ``keras.ops``), so both frameworks train the same rate."""
+    namespace (mean, sum, exp, log, sigmoid, maximum as in ``keras.ops``), so both frameworks train the same rate.
+    ``keep`` (broadcast to the code, 1 or 0) counts only the channels a nested code's level sends."""
     scale = ops.exp(log_scale)
     upper = ops.sigmoid((code + 0.5 - loc) / scale)
     lower = ops.sigmoid((code - 0.5 - loc) / scale)
     bits = -ops.log(ops.maximum(upper - lower, _MIN_PROB)) / math.log(2.0)
+    if keep is not None:
+        bits = bits * keep
     return ops.sum(bits, axis=tuple(range(1, len(code.shape))))
 
 

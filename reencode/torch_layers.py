@@ -31,7 +31,8 @@ TORCH_OPS = SimpleNamespace(
     mean=torch.mean, square=torch.square, log=torch.log, exp=torch.exp, sigmoid=torch.sigmoid, clip=torch.clamp,
     softmax=lambda x: torch.softmax(x, -1), log_softmax=lambda x: torch.log_softmax(x, -1),
     sum=lambda x, axis: torch.sum(x, dim=axis), maximum=lambda x, floor: torch.clamp(x, min=floor),
-    take_along_axis=lambda x, index, axis: torch.take_along_dim(x, index, dim=axis))
+    take_along_axis=lambda x, index, axis: torch.take_along_dim(x, index, dim=axis),
+    round=torch.round, abs=torch.abs, stop_gradient=torch.Tensor.detach)
 
 
 class _Permute(nn.Module):

@@ -86,7 +86,8 @@ def trained_torch(model_path: Path, split: str, method: str, data: Any, output: 
     params = [*encoder.parameters(), *decoder.parameters(), *(prior.parameters() if prior else ())]
     student = Student(TORCH_OPS, encoder.train(), decoder.train(), cut.tail, prior,
                       lambda stages: TorchTrainer(stages, params + tail, list(prior.parameters()) if prior else (),
-                                                  tail, code.generator if code else None))
+                                                  tail, code.generator if code else None),
+                      latent=encoder[:-1] if code is not None else None)
     settings = record_settings(options, hidden, feature_channels, y is not None, len(x))
     history = fit(student, features, teacher_out, y, options, settings,
                   input_pixels(tuple(cut.example.shape[1:]), channels_first=True), output, resume, progress, echo)

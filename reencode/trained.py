@@ -21,6 +21,7 @@ import numpy as np
 
 from edgekit.errors import UsageError
 
+from .qat import MARGIN, MARGIN_WEIGHT, boundary_margin, straight_through_round
 from .training import Stage, Trainer, checkpoint_path, train
 
 __all__ = ["TrainOptions", "Trained", "Student", "check_features", "input_pixels", "is_probability", "fit",
@@ -41,6 +42,8 @@ class TrainOptions:
     learning_rate: float = 1e-3
     seed: int = 0
     train_tail: bool = False
+    qat_epochs: int = 0
+    levels: list[int] = field(default_factory=list)  # a nested code: channel counts that decode alone (nested.py)
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Student:
     tail: Callable[[Any], Any]
     bits: Callable[[Any], Any] | None
     trainer: Callable[[Sequence[Stage]], Trainer]
+    latent: Callable[[Any], Any] | None = None  # the encoder before the code's rounding (entropic; qat.py)
+    nest: Callable[[Any], tuple[Any, Any]] | None = None  # code -> (code cut to a random level, kept mask)
 
 
 def check_features(shape: tuple[int, ...], split: str, downsample: bool, channels_first: bool) -> tuple[int, int, int]:
@@ -103,6 +108,9 @@ def fit(student: Student, features: np.ndarray, teacher_out: np.ndarray, labels:
     stages = [Stage("distill", options.epochs, objective.head, options.learning_rate)]
     if options.kd_epochs:
         stages.append(Stage("kd", options.kd_epochs, objective.kd, options.learning_rate))
+    if options.qat_epochs:
+        stages.append(Stage("qat", options.qat_epochs, objective.qat(kd=bool(options.kd_epochs)),
+                            options.learning_rate))
     arrays = [features, teacher_out] + ([labels.astype(np.int64)] if labels is not None else [])
     return train(stages, arrays, student.trainer(stages), options.batch_size, options.seed, checkpoint_path(output),
                  settings, resume, progress, echo)
@@ -111,8 +119,9 @@ def fit(student: Student, features: np.ndarray, teacher_out: np.ndarray, labels:
 def record_settings(options: TrainOptions, hidden: int, feature_channels: int, labels: bool, samples: int
                     ) -> dict[str, Any]:
     """The settings a trained re-encoder records (the same keys for Keras and PyTorch)."""
+    qat = {"qat_margin": MARGIN, "qat_margin_weight": MARGIN_WEIGHT} if options.qat_epochs else {}
     return {**vars(options), "hidden": hidden, "feature_channels": feature_channels, "labels": labels,
-            "samples": samples}
+            "samples": samples, **qat}
 
 
 class Objective:
@@ -123,24 +132,25 @@ class Objective:
         self.beta, self.feature_var, self.pixels = beta, feature_var, input_pixels
         self.probabilities = probabilities
 
-    def _rate(self, code, metrics):
-        """beta * bits per input pixel (0 without a prior); records bits per sample."""
+    def _rate(self, code, metrics, keep=None):
+        """beta * bits per input pixel (0 without a prior); records bits per sample (a nested code's: of the
+        channels each sample ``keep``s, the ones its level sends)."""
         if self.student.bits is None:
             return 0.0
-        metrics["bits"] = self.ops.mean(self.student.bits(code))
+        metrics["bits"] = self.ops.mean(self.student.bits(code) if keep is None else self.student.bits(code, keep))
         return self.beta * metrics["bits"] / self.pixels
 
-    def head(self, features, teacher_out, labels=None):
+    def head(self, features, teacher_out, labels=None, code=None):
         """Head distillation: the rebuilt features' squared error, divided by the features' variance."""
-        code = self.student.encode(features)
+        code, keep = self._nested(self.student.encode(features) if code is None else code)
         rebuilt = self.student.decode(code)
         metrics = {"mse": self.ops.mean(self.ops.square(rebuilt - features)) / self.feature_var}
-        return metrics["mse"] + self._rate(code, metrics), metrics
+        return metrics["mse"] + self._rate(code, metrics, keep), metrics
 
-    def kd(self, features, teacher_out, labels=None):
+    def kd(self, features, teacher_out, labels=None, code=None):
         """Knowledge distillation: cross-entropy to the teacher's output distribution, plus to the labels."""
         ops = self.ops
-        code = self.student.encode(features)
+        code, keep = self._nested(self.student.encode(features) if code is None else code)
         student = self.student.tail(self.student.decode(code))
         if self.probabilities:
             target, log_p = teacher_out, ops.log(ops.clip(student, 1e-7, 1.0))
@@ -151,4 +161,23 @@ class Objective:
         if labels is not None:
             metrics["ce"] = -ops.mean(ops.take_along_axis(log_p, labels[:, None], axis=-1))
             loss = loss + metrics["ce"]
-        return loss + self._rate(code, metrics), metrics
+        return loss + self._rate(code, metrics, keep), metrics
+
+    def _nested(self, code):
+        """A nested code (Matryoshka-style): every sample keeps the first channels of a level drawn at random,
+        the rest zeroed as the wire fills them, so each level's prefix learns to decode alone; else as is."""
+        return (code, None) if self.student.nest is None else self.student.nest(code)
+
+    def qat(self, kd: bool) -> Callable[..., tuple[Any, dict[str, Any]]]:
+        """Quantization-aware fine-tuning (qat.py): the kd (or head) loss on the code rounded as deployed, plus
+        the margin that keeps latents away from rounding boundaries (an entropic code: ``student.latent``)."""
+        distortion = self.kd if kd else self.head
+
+        def loss(features, teacher_out, labels=None):
+            latent = self.student.latent(features)
+            code = straight_through_round(self.ops, latent)
+            total, metrics = distortion(features, teacher_out, labels, code=code)
+            metrics["margin"] = boundary_margin(self.ops, latent)
+            return total + MARGIN_WEIGHT * metrics["margin"], metrics
+
+        return loss

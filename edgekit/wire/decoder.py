@@ -25,6 +25,7 @@ from edgekit.wire.crc import crc32c
 from edgekit.wire.errors import (
     CrcMismatch,
     FrameTooLarge,
+    LevelNotAllowed,
     QuantMismatch,
     ShapeMismatch,
     Unauthenticated,
@@ -34,7 +35,7 @@ from edgekit.wire.errors import (
 )
 from edgekit.wire.frame_v1 import HEADER_SIZE, Header, unpack_header
 from edgekit.wire.frame_v2 import V2_BYTE, HeaderV2, check_fields_v2, crc_matches_v2, split_v2, timestamp_ns_v2
-from edgekit.wire.spec import CODE_DTYPE, DEFAULT_CAP, Frame, WireSpec
+from edgekit.wire.spec import CODE_DTYPE, DEFAULT_CAP, Frame, WireSpec, widen
 
 
 class _Route:
@@ -45,6 +46,7 @@ class _Route:
         self.codecs = {name: spec.build(name) for name in spec.wire.get("codecs", {}) if name in BY_NAME}
         self.crc_seed = crc32c(spec.full_id)  # a version-2 CRC starts with the full bundle id
         self.versions = spec.frame_versions
+        self.level_codecs = {name: [c.for_channels(n) for n in spec.levels] for name, c in self.codecs.items()}
 
     def check_version(self, version: int) -> None:
         """Refuse a frame version the bundle's ``wire.frame_versions`` does not list (absent: version 1 only):
@@ -52,6 +54,15 @@ class _Route:
         if version not in self.versions:
             raise VersionNotAllowed(f"frame version {version}, but bundle {self.spec.bundle_id[:16]} allows "
                                     f"{list(self.versions)} (wire.frame_versions)")
+
+    def level_codec(self, name: str, level: int) -> tuple[Codec, tuple[int, ...]]:
+        """The codec and code shape of rate ``level`` (``LevelNotAllowed`` when the bundle does not list it):
+        built when the bundle loaded, so any listed level decodes without reloading anything."""
+        levels = self.spec.levels
+        if level >= len(levels):
+            listed = f"lists levels 0..{len(levels) - 1} (wire.levels {list(levels)})" if levels else "has no levels"
+            raise LevelNotAllowed(f"frame of rate level {level}, but bundle {self.spec.bundle_id[:16]} {listed}")
+        return self.level_codecs[name][level], self.spec.level_shape(level)
 
 
 class WireDecoder:
@@ -129,7 +140,7 @@ class WireDecoder:
 
     def _decode_v2(self, data: bytes, now_ns: int, verify_tag: Callable[[str, bytes, bytes], None] | None) -> Frame:
         """Version 2, in the documented order: framing, route, size, CRC, version, fields, tag, quant, codec,
-        payload."""
+        level, payload (a levelled frame's channels, the rest filled with the zero point)."""
         header = split_v2(data)
         route = self._route_v2(data, header)
         check_fields_v2(header)
@@ -141,11 +152,16 @@ class WireDecoder:
         spec = route.spec
         scale, zero_point = self._quant_v2(spec, header)
         codec, name = self._codec(route, header)
-        raw_len = math.prod(spec.code_shape) * CODE_DTYPE.itemsize
-        code = codec.decode(memoryview(data)[header.crc_offset + 4:header.payload_end], spec.code_shape, raw_len)
+        shape = spec.code_shape
+        if header.level is not None:
+            codec, shape = route.level_codec(name, header.level)
+        code = codec.decode(memoryview(data)[header.crc_offset + 4:header.payload_end], shape,
+                            math.prod(shape) * CODE_DTYPE.itemsize)
+        if header.level is not None:
+            code = widen(code, spec.code_shape, zero_point)
         return Frame(bundle_id=spec.bundle_id, boot_id=header.boot_id, seq=header.seq,
                      timestamp_ns=timestamp_ns, code=code, scale=scale, zero_point=zero_point,
-                     codec=name, flags=header.flags, frame_bytes=len(data))
+                     codec=name, flags=header.flags, frame_bytes=len(data), level=header.level)
 
     @staticmethod
     def _quant_v2(spec: WireSpec, header: HeaderV2) -> tuple[float, int]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import BundleError
-from edgekit.wire.codecs.base import ArtifactReader, as_code
+from edgekit.wire.codecs.base import ArtifactReader, Codec, as_code
 from edgekit.wire.codecs.registry import entry
 from edgekit.wire.frame_v1 import MAX_ID, Header, check_encodable, dtype_code, pack_frame
 from edgekit.wire.frame_v2 import pack_frame_v2
@@ -34,6 +34,7 @@ class WireEncoder:
         self.codec = self.spec.build(self.codec_name)
         self._codec_id = entry(self.codec_name).codec_id
         self._dtype = dtype_code(np.int8)
+        self._level_codecs = [self.codec.for_channels(c) for c in self.spec.levels]
         #: frame bytes -> 16-byte tag (``edgekit.auth.seal``): when set, version-2 frames carry ``AUTH`` and it
         self.sealer: Callable[[bytes], bytes] | None = None
 
@@ -45,10 +46,11 @@ class WireEncoder:
                    frame_version)
 
     def encode(self, code_int8: np.ndarray, scale: float, zero_point: int, seq: int, boot_id: int,
-               timestamp_ns: int) -> bytes:
-        """One frame. ``code_int8`` has the bundle's code shape (a leading batch axis of 1 is accepted).
+               timestamp_ns: int, level: int | None = None) -> bytes:
+        """One frame. ``code_int8`` has the bundle's code shape (a leading batch axis of 1 is accepted);
+        ``level`` (an index into the bundle's ``wire.levels``) sends only that rate level's first channels.
 
-        ``ValueError`` for what the server would reject (shape, dtype, scale, zero point, field ranges).
+        ``ValueError`` for what the server would reject (shape, dtype, scale, zero point, field ranges, level).
         """
         code = as_code(code_int8)
         if code.shape != self.spec.code_shape and code.shape != (1, *self.spec.code_shape):
@@ -64,11 +66,11 @@ class WireEncoder:
             raise ValueError(f"seq {seq} / timestamp_ns {timestamp_ns}: frames carry values below 2**63")
         if boot_id == 0:
             raise ValueError("boot_id 0 is reserved: use new_boot_id()")
-        payload = self.codec.encode(code)
+        payload = self._level_codec(level).encode(code if level is None else code[..., :self.spec.levels[level]])
         if len(payload) > self.spec.max_payload_bytes:
             raise ValueError(f"payload {len(payload)} bytes above the bundle limit {self.spec.max_payload_bytes}")
         if self.frame_version == 2:
-            return self._pack_v2(payload, scale32, int(zero_point), seq, boot_id, timestamp_ns)
+            return self._pack_v2(payload, scale32, int(zero_point), seq, boot_id, timestamp_ns, level)
         if self.sealer is not None:
             raise ValueError("authenticated frames need frame version 2; this encoder makes version 1")
         header = Header(codec_id=self._codec_id, codec_param=self.codec.param, dtype=self._dtype,
@@ -81,10 +83,22 @@ class WireEncoder:
             raise ValueError(f"frame field out of range (seq/boot_id/timestamp_ns): {err}") from None
 
 
+    def _level_codec(self, level: int | None) -> Codec:
+        """The codec of rate ``level`` (None: the whole code); ``ValueError`` for a level the bundle does not list
+        or a version-1 frame, which has no level field."""
+        if level is None:
+            return self.codec
+        if not 0 <= level < len(self._level_codecs):
+            raise ValueError(f"rate level {level}: bundle {self.spec.bundle_id[:16]} lists "
+                             f"{len(self._level_codecs)} levels (wire.levels {list(self.spec.levels)})")
+        if self.frame_version != 2:
+            raise ValueError("rate levels need frame version 2; this encoder makes version 1")
+        return self._level_codecs[level]
+
     def _pack_v2(self, payload: bytes, scale: float, zero_point: int, seq: int, boot_id: int,
-                 timestamp_ns: int) -> bytes:
+                 timestamp_ns: int, level: int | None = None) -> bytes:
         """A version-2 frame: the scale and zero point travel only when no bundle quantization fixes them."""
         quant = None if self.spec.wire_quant is not None else (scale, zero_point)
         return pack_frame_v2(codec_id=self._codec_id, codec_param=self.codec.param, bundle_id=self.spec.full_id,
                              boot_id=boot_id, seq=seq, timestamp_ns=timestamp_ns, payload=payload, quant=quant,
-                             tag_fn=self.sealer)
+                             tag_fn=self.sealer, level=level)

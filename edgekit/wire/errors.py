@@ -81,6 +81,13 @@ class VersionNotAllowed(FrameError):
     code = "version-not-allowed"
 
 
+class LevelNotAllowed(FrameError):
+    """A version-2 frame carries a rate level (the ``LEVEL`` flag) its bundle does not list in ``wire.levels``
+    (or the bundle has no levels): decoding it with the wrong channel count would mis-read the code."""
+
+    code = "level-not-allowed"
+
+
 class ShapeMismatch(FrameError):
     """The frame's code shape differs from the bundle's code shape."""
 
@@ -129,4 +136,5 @@ ERROR_TYPES: tuple[type[FrameError], ...] = (
     UnknownCodec,
     CorruptPayload,
     Unauthenticated,
+    LevelNotAllowed,
 )

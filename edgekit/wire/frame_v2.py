@@ -5,7 +5,8 @@ bundle, and what varies per frame is sent in as few bytes as stateless decoding 
 "Version 2", justifies every byte)::
 
     E2 | flags | codec | ref (1, or 8 with LONG_REF) | boot_id u32 | seq varint | time u32 ms (u64 ns with
-    TS_NS) | [scale f32, zero point i32 with QUANT] | crc32c u32 | payload | [16-byte tag with AUTH]
+    TS_NS) | [scale f32, zero point i32 with QUANT] | [level u8 with LEVEL] | crc32c u32 | payload |
+    [16-byte tag with AUTH]
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ AUTH_FLAG = 0x01  # a 16-byte authentication tag follows the payload (issue 11)
 TS_NS_FLAG = 0x02  # the time field is the full u64 timestamp_ns instead of u32 milliseconds
 QUANT_FLAG = 0x04  # f32 scale and i32 zero point follow the time field (v1's per-frame quantization)
 LONG_REF_FLAG = 0x08  # the bundle reference is the 8-byte bundle-id prefix of v1 instead of 1 byte
-KNOWN_FLAGS_V2 = AUTH_FLAG | TS_NS_FLAG | QUANT_FLAG | LONG_REF_FLAG
+LEVEL_FLAG = 0x10  # a u8 rate level (index into the bundle's wire.levels) follows: the payload codes fewer channels
+KNOWN_FLAGS_V2 = AUTH_FLAG | TS_NS_FLAG | QUANT_FLAG | LONG_REF_FLAG | LEVEL_FLAG
 AUTH_TAG_BYTES = 16
 MAX_VARINT_BYTES = 9  # 9 x 7 bits = 63 bits: seq < 2**63 by construction
 V2_MIN_HEADER = 1 + 1 + 1 + 1 + 4 + 1 + 4 + 4  # byte 0, flags, codec, ref, boot_id, seq, time, crc
@@ -43,6 +45,7 @@ class HeaderV2:
     time: int  # milliseconds mod 2**32, or timestamp_ns with TS_NS_FLAG
     scale: float | None  # None: the bundle's (no QUANT_FLAG)
     zero_point: int | None
+    level: int | None  # None: the whole code (no LEVEL_FLAG)
     crc: int
     crc_offset: int  # the header is data[:crc_offset + 4]
     payload_end: int  # the payload is data[crc_offset + 4:payload_end]; a tag, if any, follows
@@ -71,18 +74,22 @@ def _varint(value: int) -> bytes:
 def pack_frame_v2(*, codec_id: int, codec_param: int, bundle_id: bytes, boot_id: int, seq: int,
                   timestamp_ns: int, payload: bytes, full_timestamp: bool = False,
                   quant: tuple[float, int] | None = None, long_ref: bool = False,
-                  tag_fn=None) -> bytes:
+                  tag_fn=None, level: int | None = None) -> bytes:
     """A version-2 frame. ``bundle_id`` is the full id (bytes): its first byte (or 8) is the reference, and
     all of it seeds the CRC. ``tag_fn(frame_so_far) -> 16 bytes`` sets the authenticated flag and appends
-    its tag (issue 11's HMAC); ``quant`` sends the scale and zero point (else the bundle's hold)."""
+    its tag (issue 11's HMAC); ``quant`` sends the scale and zero point (else the bundle's hold); ``level``
+    (0..255, an index into the bundle's ``wire.levels``) says the payload codes only that level's channels."""
     flags = (TS_NS_FLAG if full_timestamp else 0) | (QUANT_FLAG if quant is not None else 0) \
-        | (LONG_REF_FLAG if long_ref else 0) | (AUTH_FLAG if tag_fn is not None else 0)
+        | (LONG_REF_FLAG if long_ref else 0) | (AUTH_FLAG if tag_fn is not None else 0) \
+        | (LEVEL_FLAG if level is not None else 0)
     parts = [bytes((V2_BYTE, flags, codec_param << 4 | codec_id)), bundle_id[:8 if long_ref else 1],
              boot_id.to_bytes(4, "little"), _varint(seq)]
     parts.append(timestamp_ns.to_bytes(8, "little") if full_timestamp
                  else (timestamp_ns // 1_000_000 % _MS_WRAP).to_bytes(4, "little"))
     if quant is not None:
         parts.append(struct.pack("<fi", *quant))
+    if level is not None:
+        parts.append(bytes((level,)))
     head = b"".join(parts)
     crc = crc32c(payload, crc32c(head, crc32c(bundle_id)))
     frame = b"".join((head, crc.to_bytes(4, "little"), payload))
@@ -114,17 +121,19 @@ def split_v2(data: bytes) -> HeaderV2:
     seq, pos = _read_varint(data, pos + 4)
     time_len = 8 if flags & TS_NS_FLAG else 4
     quant_len = 8 if flags & QUANT_FLAG else 0
+    level_len = 1 if flags & LEVEL_FLAG else 0
     tag_len = AUTH_TAG_BYTES if flags & AUTH_FLAG else 0
-    crc_offset = pos + time_len + quant_len
+    crc_offset = pos + time_len + quant_len + level_len
     if len(data) < crc_offset + 4 + tag_len:
         raise TruncatedFrame(f"{len(data)} bytes, the version-2 header (flags 0x{flags:02x}) and trailer "
                              f"need {crc_offset + 4 + tag_len}")
     time = int.from_bytes(data[pos:pos + time_len], "little")
     scale, zero_point = struct.unpack_from("<fi", data, pos + time_len) if quant_len else (None, None)
     payload_end = len(data) - tag_len
+    level = data[crc_offset - 1] if level_len else None
     return HeaderV2(flags=flags, codec_id=data[2] & 0x0F, codec_param=data[2] >> 4,
                     bundle_ref=bytes(data[3:3 + ref_len]), boot_id=boot_id, seq=seq, time=time, scale=scale,
-                    zero_point=zero_point, crc=int.from_bytes(data[crc_offset:crc_offset + 4], "little"),
+                    zero_point=zero_point, level=level, crc=int.from_bytes(data[crc_offset:crc_offset + 4], "little"),
                     crc_offset=crc_offset, payload_end=payload_end,
                     tag=bytes(data[payload_end:]) if tag_len else None)
 

@@ -56,6 +56,7 @@ class Frame:
     codec: str
     flags: int = 0
     frame_bytes: int = 0
+    level: int | None = None  # the rate level it carried (an index into wire.levels), None: the whole code
 
     def dequantize(self) -> np.ndarray:
         """The float32 code the server half takes (see :func:`dequantize`)."""
@@ -69,6 +70,14 @@ def dequantize(code: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     server compute the same floats.
     """
     return (np.asarray(code).astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+def widen(code: np.ndarray, shape: tuple[int, ...], zero_point: int) -> np.ndarray:
+    """A rate level's code (its first channels) as the whole code of ``shape``: the channels it left out hold
+    ``zero_point``, the level that dequantizes to 0.0, which is what a nested decoder saw for them in training."""
+    whole = np.full(shape, zero_point, dtype=code.dtype)
+    whole[..., :code.shape[-1]] = code
+    return whole
 
 
 def new_boot_id() -> int:
@@ -121,6 +130,28 @@ class WireSpec:
             raise BundleError(f"bundle {self.bundle_id[:16]}: wire.frame_versions is {versions!r}; this edgekit "
                               f"sends and reads frame versions {list(FRAME_VERSIONS)}",
                               "update edgekit, or re-create the bundle with this edgekit's convert")
+        self._check_levels()
+
+    def _check_levels(self) -> None:
+        """``wire.levels``: ascending channel counts of the code's last axis (at most 256 of them, each from 1 to
+        the code's channels), the rate levels a nested code's frames may carry (docs/wire-format.md, Levels)."""
+        levels = self.wire.get("levels")
+        if levels is None:
+            return
+        channels = self.code_shape[-1]
+        if not (isinstance(levels, list) and 1 <= len(levels) <= 256 and all(type(c) is int for c in levels)
+                and all(a < b for a, b in zip([0, *levels], levels)) and levels[-1] <= channels):
+            raise BundleError(f"bundle {self.bundle_id[:16]}: wire.levels is {levels!r}, not ascending channel "
+                              f"counts from 1 to the code's {channels}", "re-create the bundle with edgekit convert")
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """The channel count of each rate level (``wire.levels``); empty for a bundle without levels."""
+        return tuple(self.wire.get("levels") or ())
+
+    def level_shape(self, level: int) -> tuple[int, ...]:
+        """The code shape a frame of rate ``level`` carries: the first ``levels[level]`` channels."""
+        return (*self.code_shape[:-1], self.levels[level])
 
     @property
     def frame_versions(self) -> tuple[int, ...]:

@@ -19,8 +19,10 @@ import numpy as np
 __all__ = ["confirm_through_mosquitto"]
 
 
-def confirm_through_mosquitto(bundle: Path, x: np.ndarray, y: np.ndarray, work: Path, timeout: float = 600.0) -> dict:
-    """Stream ``x`` (preprocessed) through a local Mosquitto; top-1 from the stored results, bytes from the agent."""
+def confirm_through_mosquitto(bundle: Path, x: np.ndarray, y: np.ndarray, work: Path, timeout: float = 600.0,
+                              level: int | None = None) -> dict:
+    """Stream ``x`` (preprocessed) through a local Mosquitto; top-1 from the stored results, bytes from the agent.
+    A nested bundle's point is sent at its rate ``level`` (``--level``: the agent's ladder would follow the link)."""
     from edgekit.mqtt.broker import MosquittoBroker
     from edgekit.demo.roles import count_results, start_device, start_server
 
@@ -36,7 +38,8 @@ def confirm_through_mosquitto(bundle: Path, x: np.ndarray, y: np.ndarray, work: 
         server = start_server([bundle], broker.url, db, work / "server.log", "--allow-failing-parity")
         try:
             device = start_device(bundle, broker.url, "bench-01", source, work / "spool.sqlite", work / "device.log",
-                                  "--fps", "0", "--linger", "30", "--allow-failing-parity")
+                                  "--fps", "0", "--linger", "30", "--allow-failing-parity",
+                                  *(["--level", str(level)] if level is not None else []))
             stats = device.final_json(timeout)
             deadline = time.monotonic() + 60
             while count_results(db) < len(x) and time.monotonic() < deadline:

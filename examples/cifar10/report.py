@@ -9,7 +9,7 @@ from uploads import listed
 __all__ = ["IMAGE_METHODS", "REENCODER_METHODS", "acceptance", "table_markdown", "plot", "smallest_within"]
 
 IMAGE_METHODS = ("jpeg", "webp", "avif")
-REENCODER_METHODS = ("pca", "distill", "entropic")
+REENCODER_METHODS = ("pca", "distill", "entropic", "ladder")
 _DROP_POINTS = 1.0
 
 
@@ -143,7 +143,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     styles = {"jpeg": "o-", "webp": "s-", "avif": "h-", "png": "D", "split (float32)": "x", "split (int8)": "P",
-              "pca": "^-", "distill": "v-", "entropic": "*-"}
+              "pca": "^-", "distill": "v-", "entropic": "*-", "ladder": "d-"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=100)
     top1 = 100 * results["teacher"]["top1"]
     for ax, zoom in zip(axes, (False, True)):

@@ -57,12 +57,17 @@ REENCODERS = [
     ("entropic", "entropic-50k-b0.1", dict(method="entropic", beta=0.1, **_ALL_IMAGES)),
     ("entropic", "entropic-50k-b0.15", dict(method="entropic", beta=0.15, **_ALL_IMAGES)),
     ("entropic", "entropic-50k-b0.35", dict(method="entropic", beta=0.35, **_ALL_IMAGES)),
+    # One bundle, every link speed (issue 22): a nested code whose first 1, 2, 4 or 8 channels decode alone,
+    # the README recipe's beta; each training sample trains one level (the top one half of them), so twice the
+    # KD epochs of the 50k points (a first run with uniform draws and 4 KD epochs: docs/results.md).
+    ("ladder", "ladder-50k-b0.35-kd8", dict(method="entropic", beta=0.35, levels=[1, 2, 4, 8],
+                                            **{**_ALL_IMAGES, "kd_epochs": 8})),
 ]
 QUICK_POINTS = ("pca-k8", "entropic-tail-b0.2")  # one per curve
 # The entropic code was trained for its learned prior: its bundle sends ans frames (--codec ans). The others
 # keep convert's default, the smallest codec within the encode budget of the slowest target (the Ethos-U55's
 # Cortex-M host: raw for codes of thousands of elements); the report lists every codec's bytes and time.
-CODEC = {"entropic": "ans"}
+CODEC = {"entropic": "ans", "ladder": "ans"}
 # 2 cores shared by 8 people: 2,000 shuffled test images (the teacher alone is also measured on all 10,000).
 # The upload grid: every quality on all test images (None) in a full run; every 10th on the 1,000 in --quick.
 FULL = dict(test=2000, train=50000, e2e=500, grid_images=None, grid_step=1)
@@ -79,6 +84,9 @@ def main() -> int:
                         help="with --reuse: keep the trained models but convert them again (e.g. after a wire change)")
     parser.add_argument("--only", nargs="*", choices=[name for _, name, _ in REENCODERS], metavar="POINT",
                         help="re-encoder points to run (default all): " + ", ".join(n for _, n, _ in REENCODERS))
+    parser.add_argument("--ladder", action="store_true",
+                        help="run the nested re-encoder's ladder point only (one row per rate level; with the teacher, "
+                             "the upload grid and the plain split)")
     parser.add_argument("--no-e2e", action="store_true", help="skip the Mosquitto confirmations")
     parser.add_argument("--grid-only", action="store_true",
                         help="measure the teacher and the upload grid only (writes grid.md and grid.json)")
@@ -138,7 +146,8 @@ def main() -> int:
 
     print("[4/5] re-encoders: edgekit reencode → edgekit convert → real frames")
     for curve, name, options in REENCODERS:
-        if (args.only and name not in args.only) or (args.quick and name not in QUICK_POINTS):
+        if (args.only and name not in args.only) or (args.quick and name not in QUICK_POINTS and not args.ladder) or \
+                (args.ladder and curve != "ladder"):
             continue
         model, trained = timed(f"reencode {name}", _reencode, teacher_path(args.data), sets,
                                out / "models" / f"{name}.keras", options, args.quick, args.reuse)
@@ -146,7 +155,12 @@ def main() -> int:
         bundle = timed(f"convert {name}", _convert, model, "code", sets, out / "bundles" / name,
                        args.reuse and not args.reconvert, CODEC.get(curve))
         reencoded = load_teacher(model)
-        results["rows"].append(_split_row(curve, name, bundle, x_in, y_test))
+        levels = options.get("levels")
+        if levels:  # a nested code: one row per rate level, all from the one bundle
+            results["rows"] += [_split_row(curve, f"{name} L{i} ({c} ch)", bundle, x_in, y_test, i)
+                                for i, c in enumerate(levels)]
+        else:
+            results["rows"].append(_split_row(curve, name, bundle, x_in, y_test))
         results["device"][name] = _device_figures(bundle, reencoded, "code")
 
     if not args.no_e2e:
@@ -163,7 +177,7 @@ def main() -> int:
     markdown = table_markdown(results)
     (out / "results.md").write_text(markdown)
     plot(results, out / "rate_accuracy.png")
-    if not args.quick and args.only is None and args.qualities is None:  # the committed copy shown by README.md and docs/results.md: whole runs only
+    if not args.quick and args.only is None and args.qualities is None and not args.ladder:  # the committed copy shown by README.md and docs/results.md: whole runs only
         plot(results, Path(__file__).resolve().parents[2] / "docs" / "cifar10_rate_accuracy.png")
     print(markdown)
     print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'rate_accuracy.png'} "
@@ -266,8 +280,9 @@ def _float_split_row(teacher, teacher_top1: float, int8_row: dict) -> dict:
             "top1": teacher_top1}
 
 
-def _split_row(curve: str, name: str, bundle: Path, x_in: np.ndarray, y: np.ndarray) -> dict:
-    measured = evaluate_bundle(bundle, x_in, y)
+def _split_row(curve: str, name: str, bundle: Path, x_in: np.ndarray, y: np.ndarray, level: int | None = None
+               ) -> dict:
+    measured = evaluate_bundle(bundle, x_in, y, level=level)
     print(f"  {name:<16} {measured['mean_bytes']:8.1f} B ({measured['codec']}, code {measured['code_shape']})  "
           f"top-1 {100 * measured['top1']:.2f}%")
     return {"method": curve, "setting": name, "bundle": str(bundle), **measured}
@@ -314,8 +329,9 @@ def _confirm_curves(results: dict, out: Path, x_in: np.ndarray, y: np.ndarray, c
         points = [r for r in results["rows"] if r["method"] == curve and "bundle" in r]
         good = [r for r in points if r["top1"] >= bar]
         point = min(good, key=lambda r: r["mean_bytes"]) if good else max(points, key=lambda r: r["top1"])
-        local = evaluate_bundle(point["bundle"], x_in[:count], y[:count])
-        mqtt = confirm_through_mosquitto(Path(point["bundle"]), x_in[:count], y[:count], out / "e2e" / point["setting"])
+        local = evaluate_bundle(point["bundle"], x_in[:count], y[:count], level=point.get("level"))
+        mqtt = confirm_through_mosquitto(Path(point["bundle"]), x_in[:count], y[:count], out / "e2e" / point["setting"],
+                                         level=point.get("level"))
         same = mqtt["received"] == count and abs(mqtt["top1"] - local["top1"]) < 1e-9 and \
             abs(mqtt["mean_bytes"] - local["mean_bytes"]) < 1e-6
         results["e2e"].append({"method": curve, "setting": point["setting"], "frames": count, "in_process": local,

@@ -117,7 +117,7 @@ def test_each_version_2_check_raises_its_documented_error(v2, codes):
     good = frame_of(v2, codes[2])
     check(d, good[:V2_MIN_HEADER - 1], TruncatedFrame)  # 1
     check(d, b"\xe3" + good[1:], UnsupportedVersion)  # 2
-    check(d, good[:1] + b"\x10" + good[2:], UnknownFlags)  # 3
+    check(d, good[:1] + b"\x20" + good[2:], UnknownFlags)  # 3
     check(d, good[:8] + b"\x80" * 9 + good[9:], BadHeader)  # 4a: a varint of more than 9 bytes
     check(d, frame_of(v2, codes[2])[:8] + b"\x85\x00" + good[9:], BadHeader)  # 4a: not the shortest form
     check(d, frame_of(v2, codes[2], quant=QUANT)[:20], TruncatedFrame)  # 4b: the quant extension is cut

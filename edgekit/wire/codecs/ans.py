@@ -232,6 +232,13 @@ class AnsCodec(Codec):
             raise BundleError("the ans codec needs its prior file in the bundle", "re-run edgekit convert")
         return cls(AnsPrior.from_bytes(read(params["prior"]), params["prior"]))
 
+    def for_channels(self, channels: int) -> AnsCodec:
+        """A per-channel prior keeps the tables of the first ``channels`` channels; a per-tensor one is unchanged."""
+        if not self.prior.per_channel or channels == self.prior.channels:
+            return self
+        prior = AnsPrior(self.prior.lo, self.prior.hi, True, self.prior.freqs[:channels])
+        return AnsCodec(prior, self.backend.name)
+
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """A per-channel prior needs one table per entry of the code's last axis."""
         self._rows(shape)

@@ -56,6 +56,11 @@ class Codec(abc.ABC):
         """``ValueError`` if this codec instance cannot code ``shape`` (checked once, when a bundle loads)."""
         return None
 
+    def for_channels(self, channels: int) -> Codec:
+        """The codec of a rate level that sends only the first ``channels`` of the code's last axis (a nested
+        code, docs/wire-format.md, Levels): the same codec, unless its tables are per channel."""
+        return self
+
     def accepts_param(self, param: int) -> bool:
         """Whether a frame whose header says ``codec_param`` can be decoded by this instance."""
         return param == self.param

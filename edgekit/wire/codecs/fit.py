@@ -86,14 +86,15 @@ def order0_entropy_bits(codes: np.ndarray) -> float:
 
 def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path | str, codec: str | None = None,
                budget: EncodeBudget | None = None,
-               progress: Callable[[str], None] | None = None, trained_prior: AnsPrior | None = None
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
+               progress: Callable[[str], None] | None = None, trained_prior: AnsPrior | None = None,
+               levels: list[int] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit all codecs on ``calib_codes``, judge them on ``heldout_codes`` (int8, ``(N, *code_shape)``).
 
     ``out_dir`` is ``<bundle>/wire``; artifact paths in the returned section are relative to the bundle.
     ``codec`` names the default codec; ``None`` picks the smallest mean frame within ``budget`` (default: this
     host, 2 ms). ``progress`` gets a line per fitted codec (default: INFO log lines).
     ``trained_prior`` (an entropic re-encoder's learned prior) becomes the ans prior instead of a fitted one.
+    ``levels`` (a nested re-encoder's channel counts) go into the section as ``wire.levels``.
     """
     calib, heldout = _check_codes(calib_codes, heldout_codes)
     if codec is not None:
@@ -111,7 +112,7 @@ def fit_codecs(calib_codes: np.ndarray, heldout_codes: np.ndarray, out_dir: Path
     ans_params, ans_report, prior = _fit_ans(calib_sample, sample, out_dir, trained_prior)
     say(f"codecs: dictionary and ans prior fitted ({time.perf_counter() - started:.1f} s)")
     base = {"frame_versions": list(FRAME_VERSIONS), "default_codec": "raw", "codecs": {"raw": {}, "ans": ans_params},
-            "limits": limits_for(calib.shape[1:])}
+            "limits": limits_for(calib.shape[1:]), **({"levels": list(levels)} if levels else {})}
     candidates = [("raw", None, {}), *[("zstd", lv, {"level": lv, "dictionary": dictionary}) for lv in ZSTD_LEVELS],
                   ("ans", None, ans_params)]
     rows = [_candidate(name, level, params, base, out_dir.parent, sample, budget, say, started)
