@@ -68,7 +68,7 @@ def _cut(torch: Any, half: TorchDeviceHalf) -> tuple[Any, bool]:
     program = load_program(torch, half.program)
     if half.node is None:
         return program.module(), False
-    name = _program_node(program, half.node)
+    name = program_node(program, half.node)
     if name is not None:
         module = program.module()
         node = next((n for n in module.graph.nodes if n.name == name and n.op == "call_function"), None)
@@ -86,7 +86,7 @@ def _cut(torch: Any, half: TorchDeviceHalf) -> tuple[Any, bool]:
                           "ONNX outputs (--runtime onnx)")
 
 
-def _program_node(program: Any, name: str) -> str | None:
+def program_node(program: Any, name: str) -> str | None:
     """The program's node computing ONNX tensor ``name``. The exporter decomposes the program first, which
     renames some nodes (``add_536`` for the program's ``add_6``): those are traced back through the
     decomposition's provenance (``from_node``), so the cut is made in the program as saved, whose

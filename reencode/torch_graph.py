@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.converters.torch_export import import_torch, load_program
+from edgekit.converters.torch_tflite import program_node
 from edgekit.errors import UsageError
 
 from .metadata import KERAS_ENTRY
@@ -89,12 +90,16 @@ def _output_node(graph: Any) -> Any:
 
 
 def cut_program(path: str | Path, split: str) -> TorchCut:
-    """Load the program at ``path`` and cut it after node ``split`` (a name ``convert --list-splits`` shows)."""
+    """Load the program at ``path`` and cut it after node ``split`` (a name ``convert --list-splits`` shows:
+    a name the ONNX exporter's decomposition gave, as ``add_383`` for a batch-normed network, is traced back
+    to the program's node, as convert does for TFLite targets)."""
     torch = import_torch()
     program = load_program(torch, Path(path))
     module = program.module()
     nodes = list(module.graph.nodes)
     names = [n.name for n in nodes]
+    if split not in names:
+        split = program_node(program, split) or split
     if split not in names:
         computed = [n.name for n in nodes if n.op not in _FREE and n.op != "call_module"]
         raise UsageError(f"{path} has no node {split!r}",

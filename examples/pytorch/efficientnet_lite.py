@@ -50,17 +50,26 @@ def export(variant: str, out: Path) -> Path:
     return path
 
 
-def cifar_images(data: Path, split: str, count: int, folder: Path, size: int) -> None:
-    """``count`` CIFAR-10 JPEGs of ``split``, taken round-robin over the classes, resized to ``size``."""
+def cifar_jpegs(data: Path, split: str, count: int, start: int = 0):
+    """The 32x32 RGB images of CIFAR-10 ``split`` from the ``start``-th to the ``start + count``-th, taken
+    round-robin over the classes (the order every folder this example writes uses)."""
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(data / "cifar10" / f"cifar10-{split}-jpeg.tar.gz") as tar:
         members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")),
                          key=lambda m: (Path(m.name).stem, m.name))
-        for index, member in enumerate(members[:count]):
-            image = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
-            image.resize((size, size), Image.BILINEAR).save(folder / f"{index:05d}.png")
+        for member in members[start:start + count]:
+            yield Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
+
+
+def cifar_images(data: Path, split: str, count: int, folder: Path, size: int, start: int = 0) -> None:
+    """``count`` CIFAR-10 JPEGs of ``split`` from the ``start``-th on, resized to ``size`` (the file names
+    keep their index, so disjoint ranges never collide)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(cifar_jpegs(data, split, count, start), start):
+        image.resize((size, size), Image.BILINEAR).save(folder / f"{index:05d}.png")
 
 
 def photo_crops(folder: Path, size: int) -> list[str]:

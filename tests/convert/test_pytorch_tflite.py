@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from support.torch_models import digits_net, nchw, save_digits_programs, save_program, train
+from support.torch_models import digits_net, nchw, residual_bn_net, save_digits_programs, save_program, train
 
 from edgekit.bundle.manifest import Bundle
 from edgekit.converters import convert
@@ -167,20 +167,7 @@ def test_a_split_renamed_by_the_exporters_decomposition_keeps_batch_norm_folded(
     from edgekit.converters.split_points import list_split_points
 
     torch.manual_seed(0)
-    nn = torch.nn
-
-    class Residual(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-            self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
-            self.head = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
-
-        def forward(self, x):
-            stem = self.stem(x)
-            return self.head(self.block(stem) + stem)
-
-    net = Residual()
+    net = residual_bn_net(torch)
     for bn in (net.stem[1], net.block[1]):  # running statistics that matter, as after training
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.torch_models import digits_net, nchw, save_program, train
+from support.torch_models import digits_net, nchw, residual_bn_net, save_program, train
 
 from edgekit.bundle.manifest import Bundle
 from edgekit.converters import convert
@@ -86,3 +86,23 @@ def test_a_tensor_crossing_the_cut_is_refused(digits, tmp_path):
     np.savez(tmp_path / "calib.npz", x=nchw(digits.x_train[:50]))
     with pytest.raises(UsageError, match="tensors relu cross the cut at 'relu_1'"):
         reencode(path, CUT, "pca", tmp_path / "calib.npz", tmp_path / "x.pt2", channels=2)
+
+
+def test_a_split_renamed_by_the_exporters_decomposition_cuts_the_programs_node(tmp_path):
+    """``--list-splits`` shows the ONNX export's names, where batch norms decompose into adds (EfficientNet-Lite0's
+    ``add_383``); reencode traces such a name back to the program's node, as convert does, instead of refusing it."""
+    import torch
+
+    from edgekit.converters.split_points import list_split_points
+
+    torch.manual_seed(0)
+    net = residual_bn_net(torch).eval()
+    x = np.random.default_rng(0).random((64, 3, 8, 8), np.float32)
+    teacher = save_program(torch, net, torch.from_numpy(x[:2]), tmp_path / "residual.pt2")
+    np.savez(tmp_path / "calib.npz", x=x)
+    split = next(p.name for p in list_split_points(teacher) if p.name.startswith("add"))
+    assert split != "add"  # renamed by the decomposition
+    renamed = reencode(teacher, split, "pca", tmp_path / "calib.npz", tmp_path / "renamed.pt2", channels=3)
+    direct = reencode(teacher, "add", "pca", tmp_path / "calib.npz", tmp_path / "direct.pt2", channels=3)
+    np.testing.assert_allclose(_outputs(torch, renamed.output, x), _outputs(torch, direct.output, x), atol=1e-5)
+    assert not np.allclose(_outputs(torch, renamed.output, x), _outputs(torch, teacher, x), atol=1e-3)

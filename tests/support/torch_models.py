@@ -40,6 +40,26 @@ def digits_net(torch, residual: bool = False):
     return DigitsNet()
 
 
+def residual_bn_net(torch):
+    """conv → batch norm → relu, then a conv → batch norm block added to it (8 channels of 8×8 for 3×8×8 inputs):
+    the ONNX export decomposes the batch norms into adds, so the residual add is ``add_N`` there but ``add`` in
+    the program (EfficientNet's blocks, small)."""
+    nn = torch.nn
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+            self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+            self.head = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+
+        def forward(self, x):
+            stem = self.stem(x)
+            return self.head(self.block(stem) + stem)
+
+    return Residual()
+
+
 def nchw(images: np.ndarray) -> np.ndarray:
     """(N, H, W, C) → (N, C, H, W), as PyTorch models take images."""
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
