@@ -36,7 +36,7 @@ def server_group() -> None:
 @click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
               help="Longest a frame waits for its batch to fill.")
 @click.option("--threads", type=int, default=None,
-              help="ONNX Runtime threads (default: one core fewer than the machine has; docs/server.md, Throughput).")
+              help="ONNX Runtime threads (default: every core, spinning off; docs/server.md, Throughput).")
 @click.option("--topk", type=int, default=3, show_default=True, help="Labels per result.")
 @click.option("--mqtt", "protocol", type=click.Choice(["auto", "5", "3.1.1"]), default="auto", show_default=True,
               help="MQTT version (auto: 5 when the broker speaks it).")

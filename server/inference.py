@@ -27,13 +27,14 @@ __all__ = ["Inference", "inference_threads", "top_labels"]
 
 
 def inference_threads(cores: int | None = None) -> int:
-    """ONNX Runtime's intra-op threads in a receiver: one core fewer than the machine has, at least one.
+    """ONNX Runtime's intra-op threads in a receiver: every core, with spinning off (``open_server_runner(...,
+    spin=False)``).
 
-    The receiver's own threads (MQTT, decoding, SQLite: Python, one core at a time under the GIL) need a core,
-    and ONNX Runtime's threads split every operator between them, so one thread held up by the receiver's
-    Python holds up the whole batch. The receiver also turns spinning off: idle ONNX Runtime threads would spin
-    on the cores its other threads need (docs/server.md, Throughput). ``--threads`` overrides it."""
-    return max(1, (cores or os.cpu_count() or 1) - 1)
+    Spinning is what hurt: idle ONNX Runtime threads spun on the cores the receiver's own threads (MQTT,
+    decoding, SQLite) need, and two spinning threads ran the model at half the speed of one. Without spinning,
+    two threads on this 2-core machine drained 0.54-0.60 of the raw limit when idle against 0.43-0.52 with one,
+    and made no consistent difference under load (docs/server.md, Throughput). ``--threads`` overrides it."""
+    return max(1, cores or os.cpu_count() or 1)
 
 
 class Inference:

@@ -174,7 +174,7 @@ class Receiver:
         for bundle in self.bundles:
             check_parity(bundle, cfg.allow_failing_parity)
         self.decoder = WireDecoder(self.bundles)
-        threads = cfg.threads or inference_threads()  # a core left for the receiver's own threads
+        threads = cfg.threads or inference_threads()
         self.runners = {b.bundle_id: open_server_runner(b.server_model.path, threads=threads, spin=False)
                         for b in self.bundles}
         self.selftests = {b.bundle_id: require_pass(server_selftest(b, self.runners[b.bundle_id]))
