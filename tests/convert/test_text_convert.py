@@ -99,7 +99,7 @@ def test_int8_parity_and_the_report(text_bundle):
     parity = text["parity"]
     assert parity["sentences"] == 40 and parity["cosine_mean"] >= 0.98 and parity["cosine_min"] > 0.9
     assert abs(parity["spearman_deployed"] - parity["spearman_float"]) < 0.05
-    assert text["latency"]["int8"]["median_ms"] > 0 and text["latency"]["threads"] == 1
+    assert {"median_ms", "p95_ms"} <= set(text["latency"]["int8"]) and text["latency"]["threads"] == 1  # reported
 
 
 def test_the_bundle_loads_and_its_selftest_passes(text_bundle):

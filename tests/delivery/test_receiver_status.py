@@ -65,10 +65,11 @@ def test_the_backlog_is_behind_while_a_frame_waits_and_caught_up_from_when_none_
     backlog.arrived()
     clock[0] += 1  # a frame waited 1 s: behind
     assert backlog.status("rx", 1.0) == ReceiverStatus("rx", 1.0, 2, 1.0, 0.0, 1.0, None)
-    backlog.finished(2, time.time_ns())
+    monkeypatch.setattr(time, "time_ns", lambda: 9_000_000_000)  # the wall clock, fixed like the monotonic one
+    backlog.finished(2, 7_500_000_000)  # the latest frame was captured 1.5 s before it was stored
     clock[0] += 3
     status = backlog.status("rx", 1.0)
-    assert (status.queue, status.caught_up_s, status.idle_s) == (0, 3.0, 4.0) and abs(status.lag_s) < 1
+    assert (status.queue, status.caught_up_s, status.idle_s, status.lag_s) == (0, 3.0, 4.0, 1.5)
     backlog.unread(True)  # frames wait unread on the connection (its link thread falls behind) ...
     clock[0] += 0.2
     backlog.unread(True)
